@@ -1,0 +1,355 @@
+//! `quiver`: the command-line interface. Parses arguments, calls the library, prints results
+//! (JSON where a program may read them); errors go to stderr with a non-zero exit code.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use quiverdb::import::{self, FvecsIds};
+use quiverdb::{
+    CollectionConfig, Database, Error, Include, IndexConfig, Metric, PayloadField, SearchRequest,
+};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "quiver", version, about = "QuiverDB: an embedded document vector store")]
+struct Cli {
+    /// Database directory (created if missing). Also read from QUIVER_DB.
+    #[arg(long, global = true, env = "QUIVER_DB")]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list, describe or drop collections.
+    #[command(subcommand)]
+    Collection(CollectionCommand),
+    /// Upsert documents from JSON lines ({"id"?, "vector", "metadata"?, "text"?}) or an .fvecs file.
+    Import {
+        /// Collection name.
+        name: String,
+        /// JSON-lines file ("-" for standard input).
+        #[arg(required_unless_present = "fvecs", conflicts_with = "fvecs")]
+        file: Option<PathBuf>,
+        /// Import raw vectors from an .fvecs file instead.
+        #[arg(long)]
+        fvecs: Option<PathBuf>,
+        /// With --fvecs: use the row number as the id (00000000-0000-0000-0000-000000000007 for row 7).
+        #[arg(long, requires = "fvecs")]
+        row_ids: bool,
+        /// Documents per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Print one document as JSON.
+    Get {
+        /// Collection name.
+        name: String,
+        /// Document id (UUID).
+        id: String,
+    },
+    /// Delete documents by id; prints how many existed.
+    Delete {
+        /// Collection name.
+        name: String,
+        /// Document ids (UUIDs).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Print the number of documents.
+    Count {
+        /// Collection name.
+        name: String,
+    },
+    /// Nearest-neighbour search; prints one JSON line per hit (or per request with --requests).
+    Search {
+        /// Collection name.
+        name: String,
+        /// Query vector as a JSON array.
+        #[arg(long, required_unless_present = "requests", conflicts_with = "requests")]
+        vector: Option<String>,
+        /// JSON-lines file of requests ({"vector": [...], "k": 10, "include": [...]}).
+        #[arg(long)]
+        requests: Option<PathBuf>,
+        /// Number of hits.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Stored fields to return: any of metadata,text,vector.
+        #[arg(long, default_value = "")]
+        include: String,
+    },
+    /// Verify every derived index against the store; exits non-zero on any disagreement.
+    Check {
+        /// Only this collection.
+        name: Option<String>,
+    },
+    /// Build a small demo database and run example searches.
+    Demo {
+        /// Keep the demo database in this directory (default: a temporary one, removed after).
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CollectionCommand {
+    /// Create a collection.
+    Create {
+        /// Collection name: letters, digits, '_' and '-'.
+        name: String,
+        /// Vector dimension (1..=65536).
+        #[arg(long)]
+        dim: usize,
+        /// Distance metric: cosine, l2 or dot.
+        #[arg(long)]
+        metric: String,
+        /// Vector index kind.
+        #[arg(long, default_value = "flat")]
+        index: String,
+        /// Index the text field for keyword search.
+        #[arg(long)]
+        text: bool,
+        /// Declare a payload index, as path:keyword|integer|float|bool (repeatable).
+        #[arg(long = "payload-index")]
+        payload_index: Vec<String>,
+    },
+    /// List collection names.
+    List,
+    /// Describe a collection as JSON.
+    Info {
+        /// Collection name.
+        name: String,
+    },
+    /// Drop a collection and all its documents.
+    Drop {
+        /// Collection name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    log::set_logger(&STDERR_LOGGER).ok();
+    log::set_max_level(log::LevelFilter::Warn);
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+fn run(cli: Cli) -> CliResult {
+    if let Command::Demo { dir } = &cli.command {
+        return demo(dir.as_deref());
+    }
+    let dir = cli
+        .db
+        .ok_or("--db DIR (or QUIVER_DB) is required for this command")?;
+    let db = Database::open(&dir)?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let code = match cli.command {
+        Command::Collection(command) => collection(&db, command, &mut out)?,
+        Command::Import {
+            name,
+            file,
+            fvecs,
+            row_ids,
+            batch,
+        } => {
+            let collection = db.collection(&name)?;
+            let show_progress = io::stderr().is_terminal();
+            let progress = |n: usize| {
+                if show_progress {
+                    eprint!("\rimported {n}");
+                }
+            };
+            let imported = match (fvecs, file) {
+                (Some(path), _) => {
+                    let ids = if row_ids { FvecsIds::Row } else { FvecsIds::Generated };
+                    let input = BufReader::new(File::open(&path).map_err(|e| open_error(&path, e))?);
+                    import::import_fvecs(&collection, input, batch, ids, progress)
+                }
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    import::import_json_lines(&collection, io::stdin().lock(), batch, progress)
+                }
+                (None, Some(path)) => {
+                    let input = BufReader::new(File::open(&path).map_err(|e| open_error(&path, e))?);
+                    import::import_json_lines(&collection, input, batch, progress)
+                }
+                (None, None) => return Err("give a JSON-lines FILE or --fvecs FILE".into()),
+            };
+            if show_progress {
+                eprintln!();
+            }
+            writeln!(out, "imported {}", imported?)?;
+            ExitCode::SUCCESS
+        }
+        Command::Get { name, id } => {
+            let id = parse_id(&id)?;
+            let doc = db.collection(&name)?.get(id)?.ok_or(Error::DocumentNotFound(id))?;
+            serde_json::to_writer(&mut out, &doc)?;
+            writeln!(out)?;
+            ExitCode::SUCCESS
+        }
+        Command::Delete { name, ids } => {
+            let ids = ids.iter().map(|s| parse_id(s)).collect::<Result<Vec<_>, _>>()?;
+            writeln!(out, "deleted {}", db.collection(&name)?.delete(&ids)?)?;
+            ExitCode::SUCCESS
+        }
+        Command::Count { name } => {
+            writeln!(out, "{}", db.collection(&name)?.count()?)?;
+            ExitCode::SUCCESS
+        }
+        Command::Search {
+            name,
+            vector,
+            requests,
+            k,
+            include,
+        } => {
+            let collection = db.collection(&name)?;
+            match (vector, requests) {
+                (Some(vector), _) => {
+                    let vector: Vec<f32> = serde_json::from_str(&vector)
+                        .map_err(|e| format!("--vector must be a JSON array of numbers: {e}"))?;
+                    let include: Include = include.parse()?;
+                    let response = collection.search(&SearchRequest::new(vector, k).with_include(include))?;
+                    for hit in &response.hits {
+                        serde_json::to_writer(&mut out, hit)?;
+                        writeln!(out)?;
+                    }
+                }
+                (None, Some(path)) => {
+                    let requests = read_requests(&path)?;
+                    for response in collection.search_batch(&requests)? {
+                        serde_json::to_writer(&mut out, &response)?;
+                        writeln!(out)?;
+                    }
+                }
+                (None, None) => return Err("give --vector JSON or --requests FILE".into()),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Check { name } => {
+            let report = db.check(name.as_deref())?;
+            for index in &report.indexes {
+                serde_json::to_writer(&mut out, index)?;
+                writeln!(out)?;
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                out.flush()?;
+                eprintln!("check failed: some index disagrees with the store");
+                ExitCode::FAILURE
+            }
+        }
+        Command::Demo { .. } => unreachable!("handled above"),
+    };
+    out.flush()?;
+    drop(out);
+    db.close()?;
+    Ok(code)
+}
+
+fn collection(db: &Database, command: CollectionCommand, out: &mut impl Write) -> CliResult {
+    match command {
+        CollectionCommand::Create {
+            name,
+            dim,
+            metric,
+            index,
+            text,
+            payload_index,
+        } => {
+            let mut config = CollectionConfig::new(dim, metric.parse::<Metric>()?)
+                .with_index(IndexConfig::from_kind_name(&index)?)
+                .with_text_index(text);
+            for field in payload_index {
+                let field: PayloadField = field.parse()?;
+                config = config.with_payload_field(field.path, field.kind);
+            }
+            db.create_collection(&name, config)?;
+            writeln!(out, "created collection {name}")?;
+        }
+        CollectionCommand::List => {
+            for name in db.list_collections() {
+                writeln!(out, "{name}")?;
+            }
+        }
+        CollectionCommand::Info { name } => {
+            serde_json::to_writer_pretty(&mut *out, &db.collection(&name)?.info()?)?;
+            writeln!(out)?;
+        }
+        CollectionCommand::Drop { name } => {
+            db.drop_collection(&name)?;
+            writeln!(out, "dropped collection {name}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo(dir: Option<&Path>) -> CliResult {
+    let (dir, temporary) = match dir {
+        Some(dir) => (dir.to_path_buf(), false),
+        None => (
+            std::env::temp_dir().join(format!("quiver-demo-{}", std::process::id())),
+            true,
+        ),
+    };
+    let result = quiverdb::demo::run(&dir, &mut io::stdout().lock());
+    if temporary {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_requests(path: &Path) -> Result<Vec<SearchRequest>, Box<dyn std::error::Error>> {
+    let input = BufReader::new(File::open(path).map_err(|e| open_error(path, e))?);
+    let mut requests = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let request = serde_json::from_str(&line)
+            .map_err(|e| format!("{}: line {}: bad request: {e}", path.display(), i + 1))?;
+        requests.push(request);
+    }
+    Ok(requests)
+}
+
+fn parse_id(s: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(s).map_err(|_| Error::InvalidArgument(format!("{s:?} is not a UUID")))
+}
+
+fn open_error(path: &Path, e: io::Error) -> String {
+    format!("cannot open {}: {e}", path.display())
+}
+
+/// Prints library warnings to stderr.
+struct StderrLogger;
+
+static STDERR_LOGGER: StderrLogger = StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("{}: {}", record.level().as_str().to_lowercase(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}

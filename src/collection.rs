@@ -1,0 +1,494 @@
+//! A collection handle and its write path: validate, one redb transaction, then apply the
+//! committed changes to every derived index before returning.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::config::CollectionConfig;
+use crate::error::{Error, Result};
+use crate::index::{new_vector_index, VectorIndex};
+use crate::query::{self, SearchRequest, SearchResponse};
+use crate::storage::{CollectionReader, CollectionRecord, CollectionWriter, Store};
+use crate::sync::{self, CheckpointPolicy, Recovery};
+use crate::types::{
+    json_type_name, merge_patch, metadata_object, validate_vector_for, DocView, Document, DocumentInput,
+};
+
+/// Most documents one write call (one transaction) accepts.
+pub const MAX_BATCH_DOCS: usize = 100_000;
+/// Most encoded bytes one write call accepts.
+pub const MAX_BATCH_BYTES: usize = 512 << 20;
+/// Most documents one scroll page returns.
+pub const MAX_SCROLL_LIMIT: usize = 10_000;
+
+/// A cheap, clonable, thread-safe handle to one collection.
+#[derive(Clone)]
+pub struct Collection {
+    inner: Arc<CollectionInner>,
+}
+
+struct CollectionInner {
+    record: CollectionRecord,
+    store: Arc<Store>,
+    /// Folder of the derived index files.
+    dir: PathBuf,
+    /// One writer at a time: transaction + index application happen under it.
+    write_lock: Mutex<()>,
+    vector_index: RwLock<Box<dyn VectorIndex>>,
+    recovery: Recovery,
+    dropped: AtomicBool,
+    /// Changes applied since the last checkpoint.
+    dirty_changes: AtomicU64,
+    last_checkpoint: Mutex<Instant>,
+}
+
+/// A document prepared for writing: validated, id assigned, metadata as an object.
+struct Prepared {
+    id: Uuid,
+    vector: Vec<f32>,
+    metadata: Map<String, Value>,
+    text: Option<String>,
+}
+
+impl Prepared {
+    fn view(&self) -> DocView<'_> {
+        DocView {
+            id: self.id,
+            vector: &self.vector,
+            metadata: &self.metadata,
+            text: self.text.as_deref(),
+        }
+    }
+
+    fn put(&self, writer: &mut CollectionWriter<'_>) -> Result<bool> {
+        let (_, existed) = writer.put(self.id, &self.vector, &self.metadata, self.text.as_deref())?;
+        Ok(existed)
+    }
+}
+
+/// One page of a scroll.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScrollPage {
+    /// Documents in id order.
+    pub documents: Vec<Document>,
+    /// Pass this to get the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// A description of a collection: configuration, size and index status.
+#[derive(Clone, Debug, Serialize)]
+pub struct CollectionInfo {
+    /// Name.
+    pub name: String,
+    /// Configuration.
+    pub config: CollectionConfig,
+    /// Number of documents.
+    pub count: u64,
+    /// Last change-log sequence number.
+    pub last_seq: u64,
+    /// Entries still in the change log (trimmed after checkpoints).
+    pub changelog_entries: u64,
+    /// Status of the vector index.
+    pub vector_index: IndexStatus,
+}
+
+/// The state of one derived index.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexStatus {
+    /// Index name, e.g. `"flat"`.
+    pub name: String,
+    /// Vectors held.
+    pub len: usize,
+    /// Last change reflected.
+    pub watermark: u64,
+    /// How it was restored when the collection was opened.
+    pub recovery: Recovery,
+}
+
+impl Collection {
+    /// Opens a collection: creates its folder if needed and brings its indexes up to date.
+    pub(crate) fn open(record: CollectionRecord, store: Arc<Store>, dir: PathBuf, created: bool) -> Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut index = new_vector_index(&record.config);
+        let recovery = if created {
+            Recovery::Created
+        } else {
+            let reader = store.read(record.id)?;
+            sync::recover(index.as_mut(), &dir, &reader)?
+        };
+        Ok(Collection {
+            inner: Arc::new(CollectionInner {
+                record,
+                store,
+                dir,
+                write_lock: Mutex::new(()),
+                vector_index: RwLock::new(index),
+                recovery,
+                dropped: AtomicBool::new(false),
+                dirty_changes: AtomicU64::new(0),
+                last_checkpoint: Mutex::new(Instant::now()),
+            }),
+        })
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.inner.record.name
+    }
+
+    /// The collection's configuration.
+    pub fn config(&self) -> &CollectionConfig {
+        &self.inner.record.config
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn ensure_live(&self) -> Result<()> {
+        if self.inner.dropped.load(Ordering::Acquire) {
+            return Err(Error::CollectionNotFound(self.name().to_string()));
+        }
+        Ok(())
+    }
+
+    /// Runs `drop_store` under the writer lock (after any in-flight write) and, if it succeeds,
+    /// marks every handle to this collection dropped.
+    pub(crate) fn retire(&self, drop_store: impl FnOnce() -> Result<()>) -> Result<()> {
+        let _writer = self.inner.write_lock.lock();
+        self.ensure_live()?;
+        drop_store()?;
+        self.inner.dropped.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    // ----- writes -------------------------------------------------------------------------
+
+    /// Inserts or replaces documents, in one transaction. Returns their ids in input order.
+    pub fn upsert(&self, docs: Vec<DocumentInput>) -> Result<Vec<Uuid>> {
+        self.write_documents(docs, false)
+    }
+
+    /// Inserts documents, in one transaction; fails with [`Error::DocumentExists`] (writing
+    /// nothing) if any id is already present or repeated in the batch.
+    pub fn insert(&self, docs: Vec<DocumentInput>) -> Result<Vec<Uuid>> {
+        self.write_documents(docs, true)
+    }
+
+    fn write_documents(&self, docs: Vec<DocumentInput>, insert_only: bool) -> Result<Vec<Uuid>> {
+        let prepared = self.prepare(docs)?;
+        let written = self.commit(
+            move |w| {
+                for doc in &prepared {
+                    if doc.put(w)? && insert_only {
+                        return Err(Error::DocumentExists(doc.id));
+                    }
+                }
+                Ok(prepared)
+            },
+            |prepared, _| prepared.iter().map(|p| Some(p.view())).collect(),
+        )?;
+        Ok(written.iter().map(|p| p.id).collect())
+    }
+
+    fn prepare(&self, docs: Vec<DocumentInput>) -> Result<Vec<Prepared>> {
+        if docs.len() > MAX_BATCH_DOCS {
+            return Err(Error::BatchTooLarge {
+                detail: format!("{} documents, at most {MAX_BATCH_DOCS} per batch", docs.len()),
+            });
+        }
+        let mut bytes = 0usize;
+        let mut prepared = Vec::with_capacity(docs.len());
+        for (position, doc) in docs.into_iter().enumerate() {
+            let at = |e: Error| match e {
+                Error::InvalidVector(m) => Error::InvalidVector(format!("document {position}: {m}")),
+                Error::InvalidMetadata(m) => Error::InvalidMetadata(format!("document {position}: {m}")),
+                other => other,
+            };
+            self.validate_document(&doc).map_err(at)?;
+            let metadata = metadata_object(doc.metadata)?;
+            bytes += doc.vector.len() * 4 + doc.text.as_ref().map_or(0, String::len) + 64;
+            if bytes > MAX_BATCH_BYTES {
+                return Err(Error::BatchTooLarge {
+                    detail: format!("more than {MAX_BATCH_BYTES} bytes in one batch"),
+                });
+            }
+            prepared.push(Prepared {
+                id: doc.id.unwrap_or_else(Uuid::now_v7),
+                vector: doc.vector,
+                metadata,
+                text: doc.text,
+            });
+        }
+        Ok(prepared)
+    }
+
+    /// Checks a document against the collection (dimension, finite values, metadata object)
+    /// without writing it.
+    pub fn validate_document(&self, doc: &DocumentInput) -> Result<()> {
+        let config = self.config();
+        validate_vector_for(&doc.vector, config.dim, config.metric)?;
+        if !(doc.metadata.is_null() || doc.metadata.is_object()) {
+            return Err(Error::InvalidMetadata(format!(
+                "metadata must be a JSON object, got {}",
+                json_type_name(&doc.metadata)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replaces the metadata of `id` by merging `patch` into it (JSON merge patch: `null`
+    /// removes a key).
+    pub fn update_metadata(&self, id: Uuid, patch: Value) -> Result<()> {
+        let patch = metadata_object(patch)?;
+        self.update_one(id, |doc| {
+            merge_patch(&mut doc.metadata, &patch);
+            Ok(())
+        })
+    }
+
+    /// Replaces the vector of `id`.
+    pub fn update_vector(&self, id: Uuid, vector: Vec<f32>) -> Result<()> {
+        let config = self.config();
+        validate_vector_for(&vector, config.dim, config.metric)?;
+        self.update_one(id, move |doc| {
+            doc.vector = vector;
+            Ok(())
+        })
+    }
+
+    fn update_one(&self, id: Uuid, change: impl FnOnce(&mut Prepared) -> Result<()>) -> Result<()> {
+        self.commit(
+            |w| {
+                let internal = w.internal_id(&id)?.ok_or(Error::DocumentNotFound(id))?;
+                let doc = w.document(internal)?.ok_or(Error::DocumentNotFound(id))?;
+                let mut doc = Prepared {
+                    id,
+                    vector: doc.vector,
+                    metadata: doc.metadata,
+                    text: doc.text,
+                };
+                change(&mut doc)?;
+                doc.put(w)?;
+                Ok(doc)
+            },
+            |doc, _| vec![Some(doc.view())],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes documents by id, in one transaction. Ids not present are ignored; returns how
+    /// many documents were deleted.
+    pub fn delete(&self, ids: &[Uuid]) -> Result<usize> {
+        if ids.len() > MAX_BATCH_DOCS {
+            return Err(Error::BatchTooLarge {
+                detail: format!("{} ids, at most {MAX_BATCH_DOCS} per batch", ids.len()),
+            });
+        }
+        let deleted = self.commit(
+            |w| {
+                let mut deleted = 0;
+                for id in ids {
+                    deleted += usize::from(w.remove(id)?.is_some());
+                }
+                Ok(deleted)
+            },
+            |_, changes| vec![None; changes],
+        )?;
+        Ok(deleted)
+    }
+
+    /// Runs `write` in one transaction under the writer lock, then applies the committed
+    /// changes to every index. `views(value, n)` gives the document after each of the `n`
+    /// changes (`None` for a deletion).
+    fn commit<T>(
+        &self,
+        write: impl FnOnce(&mut CollectionWriter<'_>) -> Result<T>,
+        views: impl for<'v> FnOnce(&'v T, usize) -> Vec<Option<DocView<'v>>>,
+    ) -> Result<T> {
+        let _writer = self.inner.write_lock.lock();
+        self.ensure_live()?;
+        let (value, changes) = self.inner.store.write(self.inner.record.id, write)?;
+        if changes.is_empty() {
+            return Ok(value);
+        }
+        {
+            let docs = views(&value, changes.len());
+            let mut index = self.inner.vector_index.write();
+            if let Err(e) = sync::apply_committed(index.as_mut(), &changes, &docs) {
+                // The write is durable; never serve from an index that disagrees with the store.
+                log::error!("applying changes to the {} index failed ({e}); rebuilding it", index.name());
+                let reader = self.inner.store.read(self.inner.record.id)?;
+                sync::rebuild(index.as_mut(), &reader)?;
+            }
+        }
+        self.inner
+            .dirty_changes
+            .fetch_add(changes.len() as u64, Ordering::Relaxed);
+        Ok(value)
+    }
+
+    // ----- reads --------------------------------------------------------------------------
+
+    /// The document with this id, if any.
+    pub fn get(&self, id: Uuid) -> Result<Option<Document>> {
+        self.ensure_live()?;
+        self.inner.store.read(self.inner.record.id)?.document_by_id(&id)
+    }
+
+    /// The documents with these ids, in order (`None` where absent), from one snapshot.
+    pub fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Option<Document>>> {
+        self.ensure_live()?;
+        let reader = self.inner.store.read(self.inner.record.id)?;
+        ids.iter().map(|id| reader.document_by_id(id)).collect()
+    }
+
+    /// Number of documents.
+    pub fn count(&self) -> Result<u64> {
+        self.ensure_live()?;
+        self.inner.store.read(self.inner.record.id)?.count()
+    }
+
+    /// Up to `limit` documents in id order after `cursor` (from a previous page).
+    pub fn scroll(&self, limit: usize, cursor: Option<&str>) -> Result<ScrollPage> {
+        self.ensure_live()?;
+        if limit == 0 || limit > MAX_SCROLL_LIMIT {
+            return Err(Error::InvalidArgument(format!(
+                "limit must be in 1..={MAX_SCROLL_LIMIT}, got {limit}"
+            )));
+        }
+        let after = cursor
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| Error::InvalidArgument(format!("invalid scroll cursor {c:?}")))
+            })
+            .transpose()?;
+        let documents = self
+            .inner
+            .store
+            .read(self.inner.record.id)?
+            .scroll(after, limit)?;
+        let next_cursor = (documents.len() == limit)
+            .then(|| documents.last().map(|d| d.id.to_string()))
+            .flatten();
+        Ok(ScrollPage {
+            documents,
+            next_cursor,
+        })
+    }
+
+    /// Searches for the nearest neighbours of the request's vector.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
+        self.ensure_live()?;
+        request.validate(self.config())?;
+        self.run_validated(request)
+    }
+
+    /// Runs many searches in parallel; fails without searching if any request is invalid.
+    pub fn search_batch(&self, requests: &[SearchRequest]) -> Result<Vec<SearchResponse>> {
+        self.ensure_live()?;
+        for (i, request) in requests.iter().enumerate() {
+            request
+                .validate(self.config())
+                .map_err(|e| Error::InvalidArgument(format!("request {i}: {e}")))?;
+        }
+        requests.par_iter().map(|r| self.run_validated(r)).collect()
+    }
+
+    fn run_validated(&self, request: &SearchRequest) -> Result<SearchResponse> {
+        let (search, strategy) = {
+            let index = self.inner.vector_index.read();
+            query::execute(request, index.as_ref())
+        };
+        let reader = if request.include.any() {
+            Some(self.inner.store.read(self.inner.record.id)?)
+        } else {
+            None
+        };
+        query::hydrate(search, strategy, request.include, reader.as_ref())
+    }
+
+    /// Configuration, size and index status.
+    pub fn info(&self) -> Result<CollectionInfo> {
+        self.ensure_live()?;
+        let reader = self.inner.store.read(self.inner.record.id)?;
+        let index = self.inner.vector_index.read();
+        Ok(CollectionInfo {
+            name: self.name().to_string(),
+            config: self.config().clone(),
+            count: reader.count()?,
+            last_seq: reader.last_seq()?,
+            changelog_entries: reader.changelog_len()?,
+            vector_index: IndexStatus {
+                name: index.name().to_string(),
+                len: index.len(),
+                watermark: index.watermark(),
+                recovery: self.inner.recovery.clone(),
+            },
+        })
+    }
+
+    // ----- maintenance --------------------------------------------------------------------
+
+    /// Writes checkpoints of every index and trims the change log they make redundant.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _writer = self.inner.write_lock.lock();
+        self.ensure_live()?;
+        let pending = self.inner.dirty_changes.swap(0, Ordering::Relaxed);
+        let watermark = match self.inner.vector_index.read().checkpoint(&self.inner.dir) {
+            Ok(w) => w,
+            Err(e) => {
+                self.inner.dirty_changes.fetch_add(pending, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        *self.inner.last_checkpoint.lock() = Instant::now();
+        self.inner.store.trim_changelog(self.inner.record.id, watermark)
+    }
+
+    /// Checkpoints if `policy` says it is due.
+    pub(crate) fn checkpoint_if_due(&self, policy: &CheckpointPolicy) -> Result<()> {
+        let dirty = self.inner.dirty_changes.load(Ordering::Relaxed);
+        let due = dirty >= policy.every_changes
+            || (dirty > 0 && self.inner.last_checkpoint.lock().elapsed() >= policy.every);
+        if due && !self.inner.dropped.load(Ordering::Acquire) {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Whether changes were applied since the last checkpoint.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.inner.dirty_changes.load(Ordering::Relaxed) > 0
+    }
+
+    /// Runs `f` with the derived indexes and a store snapshot taken under the writer lock, so
+    /// both describe the same state (used by integrity checks).
+    pub(crate) fn with_consistent_view<T>(
+        &self,
+        f: impl FnOnce(&dyn VectorIndex, &CollectionReader, &Path) -> Result<T>,
+    ) -> Result<T> {
+        let _writer = self.inner.write_lock.lock();
+        self.ensure_live()?;
+        let reader = self.inner.store.read(self.inner.record.id)?;
+        let index = self.inner.vector_index.read();
+        f(index.as_ref(), &reader, &self.inner.dir)
+    }
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("name", &self.name())
+            .field("config", self.config())
+            .finish()
+    }
+}

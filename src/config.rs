@@ -1,0 +1,259 @@
+//! Collection configuration: fixed at creation, validated, stored in redb.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::types::{Metric, MAX_DIM};
+
+/// Which vector index serves approximate search. Later kinds (HNSW, IVF-PQ, DiskANN) are added
+/// as variants with their parameters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum IndexConfig {
+    /// Exact brute-force scan with SIMD kernels.
+    #[default]
+    Flat,
+}
+
+impl IndexConfig {
+    /// The index kind's name as used by the CLI.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            IndexConfig::Flat => "flat",
+        }
+    }
+
+    /// Parses a kind name given on the command line.
+    pub fn from_kind_name(name: &str) -> Result<Self> {
+        match name {
+            "flat" => Ok(IndexConfig::Flat),
+            "hnsw" | "ivfpq" | "diskann" => Err(Error::InvalidConfig(format!(
+                "index kind {name:?} is not available in this build yet (available: flat)"
+            ))),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown index kind {other:?} (available: flat)"
+            ))),
+        }
+    }
+}
+
+/// The value type of a declared payload (metadata) index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadKind {
+    /// Exact string values.
+    Keyword,
+    /// 64-bit integers.
+    Integer,
+    /// 64-bit floats.
+    Float,
+    /// Booleans.
+    Bool,
+}
+
+impl std::str::FromStr for PayloadKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "keyword" => Ok(PayloadKind::Keyword),
+            "integer" => Ok(PayloadKind::Integer),
+            "float" => Ok(PayloadKind::Float),
+            "bool" => Ok(PayloadKind::Bool),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown payload kind {other:?} (expected keyword, integer, float or bool)"
+            ))),
+        }
+    }
+}
+
+/// A metadata field declared for a payload index (used by filtered search).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadField {
+    /// Dotted path into the metadata object, e.g. `"author.name"`.
+    pub path: String,
+    /// The value type indexed.
+    pub kind: PayloadKind,
+}
+
+impl std::str::FromStr for PayloadField {
+    type Err = Error;
+    /// Parses `path:kind`, e.g. `year:integer`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (path, kind) = s.rsplit_once(':').ok_or_else(|| {
+            Error::InvalidConfig(format!("payload field {s:?} must look like path:kind"))
+        })?;
+        Ok(PayloadField {
+            path: path.to_string(),
+            kind: kind.parse()?,
+        })
+    }
+}
+
+/// The configuration of a collection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    /// Vector dimension, `1..=65536`.
+    pub dim: usize,
+    /// Distance metric.
+    pub metric: Metric,
+    /// The vector index.
+    #[serde(default)]
+    pub index: IndexConfig,
+    /// Whether `text` is indexed for keyword search.
+    #[serde(default)]
+    pub text_indexed: bool,
+    /// Declared payload indexes.
+    #[serde(default)]
+    pub payload_fields: Vec<PayloadField>,
+}
+
+impl CollectionConfig {
+    /// A flat-index collection with this dimension and metric, no text index, no payload fields.
+    pub fn new(dim: usize, metric: Metric) -> Self {
+        CollectionConfig {
+            dim,
+            metric,
+            index: IndexConfig::Flat,
+            text_indexed: false,
+            payload_fields: Vec::new(),
+        }
+    }
+
+    /// Sets the vector index.
+    pub fn with_index(mut self, index: IndexConfig) -> Self {
+        self.index = index;
+        self
+    }
+
+    /// Enables keyword indexing of `text`.
+    pub fn with_text_index(mut self, enabled: bool) -> Self {
+        self.text_indexed = enabled;
+        self
+    }
+
+    /// Declares a payload index.
+    pub fn with_payload_field(mut self, path: impl Into<String>, kind: PayloadKind) -> Self {
+        self.payload_fields.push(PayloadField {
+            path: path.into(),
+            kind,
+        });
+        self
+    }
+
+    /// A 64-bit fingerprint of what shapes an index file (dimension, metric, index kind and
+    /// parameters): an index file written under another fingerprint is not loaded.
+    pub fn index_fingerprint(&self) -> u64 {
+        let index = serde_json::to_string(&self.index).unwrap_or_default();
+        let text = format!("{}|{}|{}", self.dim, self.metric.name(), index);
+        // FNV-1a, 64 bit: stable across builds and platforms.
+        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+
+    /// Checks every rule; called by `create_collection`.
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 || self.dim > MAX_DIM {
+            return Err(Error::InvalidConfig(format!(
+                "dimension {} is out of range 1..={MAX_DIM}",
+                self.dim
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for field in &self.payload_fields {
+            validate_field_path(&field.path)?;
+            if !seen.insert(field.path.as_str()) {
+                return Err(Error::InvalidConfig(format!(
+                    "payload field {:?} is declared twice",
+                    field.path
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest accepted collection name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks a collection name: 1–64 characters of `[A-Za-z0-9_-]`, starting with a letter or digit.
+/// Names never reach the file system (folders are named by numeric id), but the rule keeps them
+/// portable in URLs and shells.
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let reject = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return reject("must not be empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return reject("must be at most 64 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return reject("may only contain ASCII letters, digits, '_' and '-'");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return reject("must start with a letter or a digit");
+    }
+    Ok(())
+}
+
+fn validate_field_path(path: &str) -> Result<()> {
+    if path.is_empty() || path.len() > 256 || path.split('.').any(str::is_empty) {
+        return Err(Error::InvalidConfig(format!(
+            "payload field path {path:?} must be non-empty dotted segments of at most 256 bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for good in ["a", "docs", "my-docs_2", "0abc"] {
+            assert!(validate_collection_name(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(65);
+        for bad in ["", "../etc", "a/b", "a.b", "-a", "_a", "é", "a b", long.as_str()] {
+            assert!(
+                matches!(validate_collection_name(bad), Err(Error::InvalidName { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(CollectionConfig::new(1, Metric::L2).validate().is_ok());
+        assert!(CollectionConfig::new(65_536, Metric::L2).validate().is_ok());
+        assert!(CollectionConfig::new(0, Metric::L2).validate().is_err());
+        assert!(CollectionConfig::new(65_537, Metric::L2).validate().is_err());
+        let dup = CollectionConfig::new(4, Metric::Dot)
+            .with_payload_field("a", PayloadKind::Keyword)
+            .with_payload_field("a", PayloadKind::Integer);
+        assert!(matches!(dup.validate(), Err(Error::InvalidConfig(_))));
+        let bad_path = CollectionConfig::new(4, Metric::Dot).with_payload_field("a..b", PayloadKind::Bool);
+        assert!(bad_path.validate().is_err());
+        assert_eq!(
+            "year:integer".parse::<PayloadField>().unwrap(),
+            PayloadField {
+                path: "year".into(),
+                kind: PayloadKind::Integer
+            }
+        );
+        assert!("year".parse::<PayloadField>().is_err());
+        assert!(IndexConfig::from_kind_name("hnsw").is_err());
+    }
+}

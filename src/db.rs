@@ -1,0 +1,232 @@
+//! The database: a directory holding `quiver.redb` and one folder of index files per collection.
+//!
+//! Opening recovers every collection (checkpoint + change-log replay, or rebuild) and starts a
+//! background thread that checkpoints indexes; closing (or dropping the last handle) stops it and
+//! checkpoints what is pending.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::check::{check_collection, CheckReport};
+use crate::collection::Collection;
+use crate::config::{validate_collection_name, CollectionConfig};
+use crate::error::{Error, Result};
+use crate::storage::{store_path, Store};
+use crate::sync::CheckpointPolicy;
+
+/// Folder, inside the database directory, holding one sub-folder of index files per collection.
+const COLLECTIONS_DIR: &str = "collections";
+
+type Registry = Arc<RwLock<BTreeMap<String, Collection>>>;
+
+/// A cheap, clonable, thread-safe handle to an open database.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<DbInner>,
+}
+
+struct DbInner {
+    dir: PathBuf,
+    store: Arc<Store>,
+    collections: Registry,
+    checkpointer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Database {
+    /// Opens the database in `dir`, creating it if missing, with the default checkpoint policy.
+    ///
+    /// Fails with [`Error::DatabaseLocked`] if another process (or handle) has it open, and with
+    /// [`Error::UpgradeRequired`] if a newer QuiverDB wrote it.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Database> {
+        Database::open_with_policy(dir, CheckpointPolicy::default())
+    }
+
+    /// Opens the database in `dir` with a custom checkpoint policy.
+    pub fn open_with_policy(dir: impl AsRef<Path>, policy: CheckpointPolicy) -> Result<Database> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let store = Arc::new(Store::open(&store_path(&dir))?);
+        let collections_dir = dir.join(COLLECTIONS_DIR);
+        std::fs::create_dir_all(&collections_dir)?;
+        let mut registry = BTreeMap::new();
+        for record in store.collections()? {
+            let folder = collection_dir(&collections_dir, record.id);
+            let name = record.name.clone();
+            registry.insert(name, Collection::open(record, store.clone(), folder, false)?);
+        }
+        remove_orphan_folders(&collections_dir, &registry)?;
+        let collections: Registry = Arc::new(RwLock::new(registry));
+        let checkpointer = spawn_checkpointer(collections.clone(), policy)?;
+        Ok(Database {
+            inner: Arc::new(DbInner {
+                dir,
+                store,
+                collections,
+                checkpointer: Mutex::new(Some(checkpointer)),
+            }),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Creates a collection. Fails with [`Error::CollectionExists`], [`Error::InvalidName`] or
+    /// [`Error::InvalidConfig`].
+    pub fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<Collection> {
+        validate_collection_name(name)?;
+        config.validate()?;
+        let mut collections = self.inner.collections.write();
+        if collections.contains_key(name) {
+            return Err(Error::CollectionExists(name.to_string()));
+        }
+        let record = self.inner.store.create_collection(name, &config)?;
+        let folder = collection_dir(&self.inner.dir.join(COLLECTIONS_DIR), record.id);
+        if folder.exists() {
+            std::fs::remove_dir_all(&folder)?;
+        }
+        let collection = Collection::open(record, self.inner.store.clone(), folder, true)?;
+        collections.insert(name.to_string(), collection.clone());
+        Ok(collection)
+    }
+
+    /// A handle to the collection `name`.
+    pub fn collection(&self, name: &str) -> Result<Collection> {
+        self.inner
+            .collections
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound(name.to_string()))
+    }
+
+    /// Names of every collection, sorted.
+    pub fn list_collections(&self) -> Vec<String> {
+        self.inner.collections.read().keys().cloned().collect()
+    }
+
+    /// Drops a collection: its documents, tables and index files. Existing handles to it then
+    /// fail with [`Error::CollectionNotFound`].
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        let mut collections = self.inner.collections.write();
+        let collection = collections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound(name.to_string()))?;
+        collection.retire(|| self.inner.store.drop_collection(name).map(drop))?;
+        collections.remove(name);
+        match std::fs::remove_dir_all(collection.dir()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                log::warn!("could not remove {}: {e}", collection.dir().display());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Verifies the derived indexes of collection `name` (or of every collection) against the
+    /// store: ids, counts, vectors, watermarks and checkpoint files.
+    pub fn check(&self, name: Option<&str>) -> Result<CheckReport> {
+        let targets = match name {
+            Some(name) => vec![self.collection(name)?],
+            None => self.inner.collections.read().values().cloned().collect(),
+        };
+        let indexes = targets.iter().map(check_collection).collect::<Result<_>>()?;
+        Ok(CheckReport { indexes })
+    }
+
+    /// Checkpoints every collection with pending changes.
+    pub fn checkpoint(&self) -> Result<()> {
+        checkpoint_dirty(&self.inner.collections)
+    }
+
+    /// Stops background work and checkpoints every index. Other clones of this handle keep
+    /// working (without background checkpoints); the database closes when the last one drops.
+    pub fn close(self) -> Result<()> {
+        self.inner.stop_checkpointer();
+        self.checkpoint()
+    }
+}
+
+impl DbInner {
+    fn stop_checkpointer(&self) {
+        if let Some((stop, handle)) = self.checkpointer.lock().take() {
+            stop.send(()).ok();
+            if handle.join().is_err() {
+                log::error!("the checkpoint thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for DbInner {
+    fn drop(&mut self) {
+        self.stop_checkpointer();
+        if let Err(e) = checkpoint_dirty(&self.collections) {
+            log::warn!("checkpoint on close failed: {e}; indexes will replay the change log");
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("dir", &self.inner.dir).finish()
+    }
+}
+
+fn collection_dir(collections_dir: &Path, id: u32) -> PathBuf {
+    collections_dir.join(format!("c{id}"))
+}
+
+fn checkpoint_dirty(collections: &Registry) -> Result<()> {
+    let handles: Vec<Collection> = collections.read().values().cloned().collect();
+    for collection in handles.iter().filter(|c| c.is_dirty()) {
+        collection.checkpoint()?;
+    }
+    Ok(())
+}
+
+/// Removes index folders left by a drop that crashed half-way (ids are never reused).
+fn remove_orphan_folders(collections_dir: &Path, registry: &BTreeMap<String, Collection>) -> Result<()> {
+    let live: Vec<&Path> = registry.values().map(Collection::dir).collect();
+    for entry in std::fs::read_dir(collections_dir)? {
+        let path = entry?.path();
+        if !live.contains(&path.as_path()) {
+            log::warn!("removing orphaned index folder {}", path.display());
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spawn_checkpointer(collections: Registry, policy: CheckpointPolicy) -> Result<(Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let tick = policy.every.min(Duration::from_secs(1));
+    let handle = std::thread::Builder::new()
+        .name("quiver-checkpoint".into())
+        .spawn(move || loop {
+            match stopped.recv_timeout(tick) {
+                Err(RecvTimeoutError::Timeout) => {
+                    let handles: Vec<Collection> = collections.read().values().cloned().collect();
+                    for collection in handles {
+                        if let Err(e) = collection.checkpoint_if_due(&policy) {
+                            log::warn!("background checkpoint of {:?} failed: {e}", collection.name());
+                        }
+                    }
+                }
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+        })?;
+    Ok((stop, handle))
+}

@@ -1,0 +1,92 @@
+//! Derived indexes: the trait every index implements to stay in sync with the store, the read
+//! side that searches use, and the index kinds.
+//!
+//! Index algorithms never import the storage layer: they receive changes and [`DocView`]s from
+//! the sync protocol (`crate::sync`) and keep their own copy of what they need.
+
+pub mod file;
+pub mod flat;
+mod topk;
+
+use std::path::Path;
+
+use uuid::Uuid;
+
+use crate::config::{CollectionConfig, IndexConfig};
+use crate::error::Result;
+use crate::types::{Change, DocView, InternalId, Seq};
+
+pub use topk::TopK;
+
+/// An index derived from the store and kept in sync through the change log (DESIGN §3).
+///
+/// The contract: after `apply` of every change up to sequence `s` (in order), `watermark()` is
+/// `s` and the index reflects exactly the store's state at `s`. A checkpoint persists that state
+/// with its watermark; `load_checkpoint` restores it. Applying a change twice is harmless.
+pub trait DerivedIndex: Send + Sync {
+    /// Short name, e.g. `"flat"`; also names the checkpoint file.
+    fn name(&self) -> &'static str;
+    /// Applies one change. `doc` is the document's state after the change (`None` if deleted).
+    fn apply(&mut self, change: &Change, doc: Option<DocView<'_>>) -> Result<()>;
+    /// The last change-log sequence number reflected.
+    fn watermark(&self) -> Seq;
+    /// Empties the index and sets its watermark, before a rebuild from the store.
+    fn reset(&mut self, watermark: Seq);
+    /// Writes a checkpoint into `dir` atomically; returns the watermark it records.
+    fn checkpoint(&self, dir: &Path) -> Result<Seq>;
+    /// Replaces the in-memory state with the checkpoint in `dir`. `Ok(false)` if there is none;
+    /// [`crate::Error::Corrupted`] if it is damaged, foreign or of another version.
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<bool>;
+    /// Internal ids of every document the index holds, sorted (for integrity checks).
+    fn internal_ids(&self) -> Vec<InternalId>;
+}
+
+/// One neighbour found by a vector index.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Neighbor {
+    /// Internal id.
+    pub id: InternalId,
+    /// Public id (indexes keep it so that ties break by id and hits need no lookup).
+    pub uuid: Uuid,
+    /// Distance to the query (smaller is closer).
+    pub distance: f32,
+}
+
+/// What a vector index returns for one query.
+#[derive(Clone, Debug, Default)]
+pub struct IndexSearch {
+    /// The nearest neighbours, closest first, ties broken by id.
+    pub neighbors: Vec<Neighbor>,
+    /// How many vectors had their distance computed.
+    pub examined: usize,
+    /// Whether the result is exact (every stored vector was considered).
+    pub exhaustive: bool,
+}
+
+/// The read side of a vector index: what searches hold.
+pub trait VectorIndexRead: Send + Sync {
+    /// Short name of the strategy used, e.g. `"flat_exact"`.
+    fn strategy(&self) -> &'static str;
+    /// The `k` nearest stored vectors to `query` (already validated for dimension and values).
+    fn search(&self, query: &[f32], k: usize) -> IndexSearch;
+    /// Number of vectors held.
+    fn len(&self) -> usize;
+    /// The vector held for `id`, as the index stores it (normalised for cosine).
+    fn vector(&self, id: InternalId) -> Option<Vec<f32>>;
+    /// True when the index holds no vector.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A vector index: derived (kept in sync) and searchable.
+pub trait VectorIndex: DerivedIndex + VectorIndexRead {}
+
+impl<T: DerivedIndex + VectorIndexRead> VectorIndex for T {}
+
+/// Creates the empty vector index a collection's configuration asks for.
+pub fn new_vector_index(config: &CollectionConfig) -> Box<dyn VectorIndex> {
+    match config.index {
+        IndexConfig::Flat => Box::new(flat::FlatIndex::new(config)),
+    }
+}

@@ -1,0 +1,407 @@
+//! The only module that talks to redb: the source of truth.
+//!
+//! [`Store`] owns the redb database. Collections write through [`Store::write`], which runs a
+//! closure against a [`CollectionWriter`] inside one write transaction and commits it with
+//! immediate durability: documents, id map, change log and counters change together or not at
+//! all. Reads go through a [`CollectionReader`], an MVCC snapshot.
+
+mod changelog;
+mod codec;
+mod schema;
+mod tables;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::CollectionConfig;
+use crate::error::{Error, Result};
+use crate::types::{Change, ChangeOp, Document, InternalId, Seq};
+use tables::{CollectionTables, COLLECTIONS, META, META_NEXT_COLLECTION_ID};
+
+/// File name of the redb database inside a database directory.
+pub const STORE_FILE: &str = "quiver.redb";
+
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                match redb::Error::from(e) {
+                    redb::Error::Corrupted(detail) => Error::corrupted(STORE_FILE, detail),
+                    redb::Error::Io(io) => Error::Io(io),
+                    other => Error::Storage(other.to_string()),
+                }
+            }
+        }
+    )*};
+}
+storage_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A collection as registered in the `collections` table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    /// Numeric id: prefixes the collection's tables and names its folder. Never reused.
+    pub id: u32,
+    /// The collection's name.
+    pub name: String,
+    /// Its configuration.
+    pub config: CollectionConfig,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+/// The redb database of one QuiverDB database directory.
+pub struct Store {
+    db: redb::Database,
+}
+
+impl Store {
+    /// Opens or creates the store at `path`, stamping or checking the schema version.
+    /// A store held open elsewhere gives [`Error::DatabaseLocked`] at once.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = match redb::Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::DatabaseLocked(
+                    path.parent().unwrap_or(path).to_path_buf(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let txn = db.begin_write()?;
+        schema::init_or_check(&txn)?;
+        txn.open_table(COLLECTIONS)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Every registered collection.
+    pub fn collections(&self) -> Result<Vec<CollectionRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(COLLECTIONS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (name, bytes) = entry?;
+            let record: CollectionRecord = serde_json::from_slice(bytes.value()).map_err(|e| {
+                Error::corrupted(STORE_FILE, format!("collection {:?}: {e}", name.value()))
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Registers a collection and creates its tables, in one transaction.
+    pub fn create_collection(&self, name: &str, config: &CollectionConfig) -> Result<CollectionRecord> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut collections = txn.open_table(COLLECTIONS)?;
+            if collections.get(name)?.is_some() {
+                return Err(Error::CollectionExists(name.to_string()));
+            }
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get(META_NEXT_COLLECTION_ID)?.map_or(1, |v| v.value());
+            let id32 = u32::try_from(id)
+                .map_err(|_| Error::Internal("collection id space exhausted".into()))?;
+            meta.insert(META_NEXT_COLLECTION_ID, id + 1)?;
+            let record = CollectionRecord {
+                id: id32,
+                name: name.to_string(),
+                config: config.clone(),
+                created_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            };
+            let json = serde_json::to_vec(&record)
+                .map_err(|e| Error::Internal(format!("encoding collection record: {e}")))?;
+            collections.insert(name, json.as_slice())?;
+            let names = CollectionTables::new(id32);
+            txn.open_table(names.docs())?;
+            txn.open_table(names.ids())?;
+            txn.open_table(names.changelog())?;
+            txn.open_table(names.state())?;
+            record
+        };
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// Unregisters a collection and deletes its tables, in one transaction.
+    pub fn drop_collection(&self, name: &str) -> Result<CollectionRecord> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut collections = txn.open_table(COLLECTIONS)?;
+            let removed = collections.remove(name)?;
+            let Some(bytes) = removed else {
+                return Err(Error::CollectionNotFound(name.to_string()));
+            };
+            let record: CollectionRecord = serde_json::from_slice(bytes.value())
+                .map_err(|e| Error::corrupted(STORE_FILE, format!("collection {name:?}: {e}")))?;
+            drop(bytes);
+            let names = CollectionTables::new(record.id);
+            txn.delete_table(names.docs())?;
+            txn.delete_table(names.ids())?;
+            txn.delete_table(names.changelog())?;
+            txn.delete_table(names.state())?;
+            record
+        };
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// Runs `f` in one write transaction on collection `id` and commits durably if it returns Ok.
+    /// Returns `f`'s value and the changes logged, in sequence order. If `f` fails, nothing is
+    /// written.
+    pub fn write<T>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&mut CollectionWriter<'_>) -> Result<T>,
+    ) -> Result<(T, Vec<Change>)> {
+        let names = CollectionTables::new(id);
+        let txn = self.db.begin_write()?;
+        let (value, changes) = {
+            let mut writer = CollectionWriter::open(&txn, &names)?;
+            let value = f(&mut writer)?;
+            (value, writer.finish()?)
+        };
+        txn.commit()?;
+        Ok((value, changes))
+    }
+
+    /// A consistent read snapshot of collection `id`.
+    pub fn read(&self, id: u32) -> Result<CollectionReader> {
+        let names = CollectionTables::new(id);
+        let txn = self.db.begin_read()?;
+        Ok(CollectionReader {
+            docs: txn.open_table(names.docs())?,
+            ids: txn.open_table(names.ids())?,
+            changelog: txn.open_table(names.changelog())?,
+            state: txn.open_table(names.state())?,
+            _txn: txn,
+        })
+    }
+
+    /// Removes change-log entries up to and including `through` (every index has them).
+    pub fn trim_changelog(&self, id: u32, through: Seq) -> Result<()> {
+        let names = CollectionTables::new(id);
+        let txn = self.db.begin_write()?;
+        changelog::trim(&txn, &names, through)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn corrupt_doc(id: InternalId, detail: String) -> Error {
+    Error::corrupted(STORE_FILE, format!("document record {id}: {detail}"))
+}
+
+/// Write access to one collection inside a write transaction.
+pub struct CollectionWriter<'t> {
+    docs: Table<'t, u32, &'static [u8]>,
+    ids: Table<'t, [u8; 16], u32>,
+    changelog: Table<'t, u64, &'static [u8]>,
+    state: Table<'t, &'static str, u64>,
+    next_internal_id: u64,
+    next_seq: u64,
+    changes: Vec<Change>,
+}
+
+impl<'t> CollectionWriter<'t> {
+    fn open(txn: &'t redb::WriteTransaction, names: &CollectionTables) -> Result<Self> {
+        let state = txn.open_table(names.state())?;
+        let next_internal_id = state.get(tables::STATE_NEXT_INTERNAL_ID)?.map_or(0, |v| v.value());
+        let next_seq = state.get(tables::STATE_NEXT_SEQ)?.map_or(1, |v| v.value());
+        Ok(CollectionWriter {
+            docs: txn.open_table(names.docs())?,
+            ids: txn.open_table(names.ids())?,
+            changelog: txn.open_table(names.changelog())?,
+            state,
+            next_internal_id,
+            next_seq,
+            changes: Vec::new(),
+        })
+    }
+
+    /// The internal id of document `id`, if it exists.
+    pub fn internal_id(&self, id: &Uuid) -> Result<Option<InternalId>> {
+        Ok(self.ids.get(id.as_bytes())?.map(|v| v.value()))
+    }
+
+    /// The document with internal id `internal`, if it exists.
+    pub fn document(&self, internal: InternalId) -> Result<Option<Document>> {
+        match self.docs.get(internal)? {
+            Some(bytes) => codec::decode_document(bytes.value())
+                .map(Some)
+                .map_err(|e| corrupt_doc(internal, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a document (replacing any with the same id) and logs an upsert.
+    /// Returns its internal id and whether it replaced an existing document.
+    pub fn put(
+        &mut self,
+        id: Uuid,
+        vector: &[f32],
+        metadata: &serde_json::Map<String, serde_json::Value>,
+        text: Option<&str>,
+    ) -> Result<(InternalId, bool)> {
+        let (internal, existed) = match self.internal_id(&id)? {
+            Some(internal) => (internal, true),
+            None => {
+                // u32::MAX stays free as a sentinel for indexes.
+                let internal = u32::try_from(self.next_internal_id)
+                    .ok()
+                    .filter(|&i| i < u32::MAX)
+                    .ok_or_else(|| Error::CapacityExhausted(format!("{}", self.next_internal_id)))?;
+                self.next_internal_id += 1;
+                self.ids.insert(id.as_bytes(), internal)?;
+                (internal, false)
+            }
+        };
+        let record = codec::encode_document(id, vector, metadata, text);
+        self.docs.insert(internal, record.as_slice())?;
+        self.log(ChangeOp::Upsert, internal)?;
+        Ok((internal, existed))
+    }
+
+    /// Deletes document `id` and logs the deletion. Returns its internal id if it existed.
+    pub fn remove(&mut self, id: &Uuid) -> Result<Option<InternalId>> {
+        let Some(internal) = self.ids.remove(id.as_bytes())?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        self.docs.remove(internal)?;
+        self.log(ChangeOp::Delete, internal)?;
+        Ok(Some(internal))
+    }
+
+    fn log(&mut self, op: ChangeOp, id: InternalId) -> Result<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.changelog.insert(seq, codec::encode_change(op, id).as_slice())?;
+        self.changes.push(Change { seq, op, id });
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<Change>> {
+        self.state.insert(tables::STATE_NEXT_INTERNAL_ID, self.next_internal_id)?;
+        self.state.insert(tables::STATE_NEXT_SEQ, self.next_seq)?;
+        Ok(self.changes)
+    }
+}
+
+/// A read snapshot of one collection.
+pub struct CollectionReader {
+    docs: ReadOnlyTable<u32, &'static [u8]>,
+    ids: ReadOnlyTable<[u8; 16], u32>,
+    changelog: ReadOnlyTable<u64, &'static [u8]>,
+    state: ReadOnlyTable<&'static str, u64>,
+    _txn: ReadTransaction,
+}
+
+impl CollectionReader {
+    /// The internal id of document `id`, if it exists.
+    pub fn internal_id(&self, id: &Uuid) -> Result<Option<InternalId>> {
+        Ok(self.ids.get(id.as_bytes())?.map(|v| v.value()))
+    }
+
+    /// The document with internal id `internal`, if it exists.
+    pub fn document(&self, internal: InternalId) -> Result<Option<Document>> {
+        match self.docs.get(internal)? {
+            Some(bytes) => codec::decode_document(bytes.value())
+                .map(Some)
+                .map_err(|e| corrupt_doc(internal, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// The document with public id `id`, if it exists.
+    pub fn document_by_id(&self, id: &Uuid) -> Result<Option<Document>> {
+        match self.internal_id(id)? {
+            Some(internal) => self.document(internal),
+            None => Ok(None),
+        }
+    }
+
+    /// Number of documents.
+    pub fn count(&self) -> Result<u64> {
+        Ok(self.ids.len()?)
+    }
+
+    /// Up to `limit` documents in id order, starting after `after`.
+    pub fn scroll(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Document>> {
+        let range = match after {
+            Some(after) => self.ids.range::<[u8; 16]>((
+                std::ops::Bound::Excluded(*after.as_bytes()),
+                std::ops::Bound::Unbounded,
+            ))?,
+            None => self.ids.range::<[u8; 16]>(..)?,
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in range.take(limit) {
+            let (_, internal) = entry?;
+            let internal = internal.value();
+            let doc = self.document(internal)?.ok_or_else(|| {
+                Error::corrupted(STORE_FILE, format!("id map points at missing document {internal}"))
+            })?;
+            out.push(doc);
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for every document in internal-id order (used to rebuild indexes).
+    pub fn for_each_document(&self, mut f: impl FnMut(InternalId, Document) -> Result<()>) -> Result<()> {
+        for entry in self.docs.iter()? {
+            let (internal, bytes) = entry?;
+            let internal = internal.value();
+            let doc = codec::decode_document(bytes.value()).map_err(|e| corrupt_doc(internal, e))?;
+            f(internal, doc)?;
+        }
+        Ok(())
+    }
+
+    /// Every internal id with its public id, in internal-id order (for integrity checks).
+    pub fn id_pairs(&self) -> Result<Vec<(InternalId, Uuid)>> {
+        let mut out = Vec::new();
+        for entry in self.ids.iter()? {
+            let (uuid, internal) = entry?;
+            out.push((internal.value(), Uuid::from_bytes(uuid.value())));
+        }
+        out.sort_unstable_by_key(|&(internal, _)| internal);
+        Ok(out)
+    }
+
+    /// The changes logged after `seq`, in order. Fails if some of them were already trimmed.
+    pub fn changes_after(&self, seq: Seq) -> Result<Vec<Change>> {
+        changelog::changes_after(&self.changelog, seq)
+    }
+
+    /// Sequence number of the last change ever logged (0 if none).
+    pub fn last_seq(&self) -> Result<Seq> {
+        Ok(self.state.get(tables::STATE_NEXT_SEQ)?.map_or(1, |v| v.value()) - 1)
+    }
+
+    /// Every change up to and including this sequence number has been trimmed from the log.
+    pub fn trimmed_through(&self) -> Result<Seq> {
+        Ok(self.state.get(tables::STATE_TRIMMED_THROUGH)?.map_or(0, |v| v.value()))
+    }
+
+    /// Number of entries still in the change log.
+    pub fn changelog_len(&self) -> Result<u64> {
+        Ok(self.changelog.len()?)
+    }
+}
+
+/// Path of the store inside database directory `dir`.
+pub fn store_path(dir: &Path) -> PathBuf {
+    dir.join(STORE_FILE)
+}
