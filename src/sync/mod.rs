@@ -89,6 +89,10 @@ pub(crate) fn recover(index: &mut dyn DerivedIndex, dir: &Path, reader: &Collect
         index.name()
     );
     rebuild(index, reader)?;
+    // Replace the unusable file now, so that the next open does not rebuild again.
+    if let Err(e) = index.checkpoint(dir) {
+        log::warn!("could not checkpoint the rebuilt {} index: {e}", index.name());
+    }
     Ok(Recovery::Rebuilt { reason })
 }
 

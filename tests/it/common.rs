@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests: a seeded generator and an f64 brute force.
+
+use quiverdb::{Hit, Metric};
+use uuid::Uuid;
+
+/// SplitMix64: small, seeded, deterministic.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn vector(&mut self, dim: usize) -> Vec<f32> {
+        (0..dim).map(|_| self.unit()).collect()
+    }
+}
+
+/// Distance in f64 by the crate's convention (smaller is closer).
+pub fn distance_f64(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    match metric {
+        Metric::L2 => a.iter().zip(b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2)).sum(),
+        Metric::Dot => -dot,
+        Metric::Cosine => {
+            let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            1.0 - dot / (na * nb)
+        }
+    }
+}
+
+/// Exact top-k by (distance, id) computed in f64.
+pub fn brute_force(metric: Metric, docs: &[(Uuid, Vec<f32>)], query: &[f32], k: usize) -> Vec<(Uuid, f64)> {
+    let mut all: Vec<(Uuid, f64)> = docs.iter().map(|(id, v)| (*id, distance_f64(metric, query, v))).collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
+
+/// Asserts that `hits` equal the brute force: same length, distances within 1e-4, and the same
+/// ids except where two candidates are within 1e-5 of each other (f32 vs f64 rounding).
+pub fn assert_matches_brute_force(hits: &[Hit], expected: &[(Uuid, f64)], all: &[(Uuid, f64)]) {
+    assert_eq!(hits.len(), expected.len(), "number of hits");
+    for (i, (hit, (id, dist))) in hits.iter().zip(expected).enumerate() {
+        let tol = 1e-4 * dist.abs().max(1.0);
+        assert!(
+            (f64::from(hit.distance) - dist).abs() <= tol,
+            "hit {i}: distance {} vs exact {dist}",
+            hit.distance
+        );
+        if hit.id != *id {
+            // Only acceptable when the two are numerically tied.
+            let theirs = all.iter().find(|(u, _)| *u == hit.id).map(|p| p.1).unwrap();
+            assert!((theirs - dist).abs() <= 1e-5 * dist.abs().max(1.0), "hit {i}: id {} instead of {id}", hit.id);
+        }
+    }
+}

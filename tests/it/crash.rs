@@ -1,0 +1,134 @@
+//! Crash consistency: a child process writes batches and is SIGKILLed at random moments; after
+//! each kill the parent reopens the database and checks that every acknowledged batch is there,
+//! none is partial, and the index agrees with the store.
+//!
+//! The child is this same test binary, re-run with `QUIVER_CRASH_CHILD` set so that only
+//! [`crash_child_writer`] does anything.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quiverdb::sync::CheckpointPolicy;
+use quiverdb::{CollectionConfig, Database, DocumentInput, Error, Metric, SearchRequest};
+use uuid::Uuid;
+
+use crate::common::{assert_matches_brute_force, brute_force, Rng};
+
+const DIM: usize = 16;
+const BATCH: usize = 25;
+/// Every this many batches the child also deletes an earlier batch, in one transaction.
+const DELETE_EVERY: u64 = 4;
+const KILLS: u64 = 24;
+
+fn doc_id(round: u64, batch: u64, j: usize) -> Uuid {
+    Uuid::from_u128((u128::from(round) << 64) | (u128::from(batch) << 16) | j as u128)
+}
+
+fn doc_vector(round: u64, batch: u64, j: usize) -> Vec<f32> {
+    Rng(round * 1_000_003 + batch * 101 + j as u64).vector(DIM)
+}
+
+/// The batch deleted after batch `b` is written, if any.
+fn deleted_after(b: u64) -> Option<u64> {
+    (b % DELETE_EVERY == DELETE_EVERY - 1).then(|| b - 2)
+}
+
+/// Runs only inside the child process.
+#[test]
+fn crash_child_writer() {
+    let Ok(dir) = std::env::var("QUIVER_CRASH_CHILD") else { return };
+    let round: u64 = std::env::var("QUIVER_CRASH_ROUND").unwrap().parse().unwrap();
+    let policy = CheckpointPolicy { every_changes: 150, every: Duration::from_millis(50) };
+    let db = Database::open_with_policy(&dir, policy).unwrap();
+    let c = match db.create_collection("crash", CollectionConfig::new(DIM, Metric::L2)) {
+        Ok(c) => c,
+        Err(Error::CollectionExists(_)) => db.collection("crash").unwrap(),
+        Err(e) => panic!("{e}"),
+    };
+    let mut out = std::io::stdout();
+    for b in 0.. {
+        let docs = (0..BATCH).map(|j| DocumentInput::new(doc_vector(round, b, j)).with_id(doc_id(round, b, j))).collect();
+        c.upsert(docs).unwrap();
+        writeln!(out, "ACK upsert {b}").unwrap();
+        out.flush().unwrap();
+        if let Some(d) = deleted_after(b) {
+            let ids: Vec<Uuid> = (0..BATCH).map(|j| doc_id(round, d, j)).collect();
+            c.delete(&ids).unwrap();
+            writeln!(out, "ACK delete {d}").unwrap();
+            out.flush().unwrap();
+        }
+    }
+}
+
+#[test]
+fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = Rng(2024);
+    let mut expected: Vec<(Uuid, Vec<f32>)> = Vec::new();
+    let mut total_acks = 0;
+    for round in 0..KILLS {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash::crash_child_writer", "--nocapture", "--test-threads=1"])
+            .env("QUIVER_CRASH_CHILD", dir.path())
+            .env("QUIVER_CRASH_ROUND", round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout).lines().map_while(Result::ok).filter(|l| l.starts_with("ACK ")).collect::<Vec<_>>()
+        });
+        // Kill at a random moment: sometimes during open/recovery, mostly mid-writes.
+        std::thread::sleep(Duration::from_millis(5 + rng.below(300) as u64));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let acks = reader.join().unwrap();
+        total_acks += acks.len();
+
+        let acked_upserts: BTreeSet<u64> = acks.iter().filter_map(|l| l.strip_prefix("ACK upsert ")).map(|b| b.parse().unwrap()).collect();
+        let acked_deletes: BTreeSet<u64> = acks.iter().filter_map(|l| l.strip_prefix("ACK delete ")).map(|b| b.parse().unwrap()).collect();
+
+        let started = Instant::now();
+        let db = Database::open(dir.path()).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30), "recovery took too long");
+        let c = db.collection("crash").ok();
+        let last = acked_upserts.iter().next_back().map_or(0, |b| b + 1);
+        // Every batch up to two past the last acknowledged one: all or nothing.
+        for b in 0..last + 2 {
+            let ids: Vec<Uuid> = (0..BATCH).map(|j| doc_id(round, b, j)).collect();
+            let docs = match &c {
+                Some(c) => c.get_many(&ids).unwrap(),
+                None => vec![None; BATCH],
+            };
+            let present = docs.iter().filter(|d| d.is_some()).count();
+            assert!(present == 0 || present == BATCH, "round {round} batch {b}: partial ({present}/{BATCH})");
+            if acked_deletes.contains(&b) {
+                assert_eq!(present, 0, "round {round}: acknowledged delete of batch {b} lost");
+            } else if acked_upserts.contains(&b) && deleted_after(b + 2) != Some(b) {
+                assert_eq!(present, BATCH, "round {round}: acknowledged batch {b} lost");
+            }
+            for (j, doc) in docs.into_iter().enumerate() {
+                if let Some(doc) = doc {
+                    assert_eq!(doc.vector, doc_vector(round, b, j));
+                    expected.push((doc.id, doc.vector));
+                }
+            }
+        }
+        if let Some(c) = &c {
+            assert_eq!(c.count().unwrap(), expected.len() as u64, "round {round}: unexpected documents");
+            let report = db.check(None).unwrap();
+            assert!(report.ok(), "round {round}: {report:?}");
+            let query = rng.vector(DIM);
+            let all = brute_force(Metric::L2, &expected, &query, expected.len());
+            let hits = c.search(&SearchRequest::new(query, 10)).unwrap().hits;
+            assert_matches_brute_force(&hits, &all[..10.min(all.len())], &all);
+        }
+        db.close().unwrap();
+    }
+    eprintln!("crash test: {KILLS} kills, {total_acks} acknowledged writes verified, {} documents at the end", expected.len());
+    assert!(total_acks > KILLS as usize, "the children barely wrote anything ({total_acks} acks)");
+}
