@@ -90,7 +90,10 @@ pub fn check_collection(collection: &Collection) -> Result<IndexCheck> {
             }
             if let Some(held) = index.vector(id) {
                 let close = held.len() == expected.len()
-                    && held.iter().zip(&expected).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0));
+                    && held
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0));
                 if !close {
                     wrong_vectors.push(doc.id);
                 }
@@ -123,7 +126,10 @@ pub fn check_collection(collection: &Collection) -> Result<IndexCheck> {
             }
             Ok(true) => "ok".to_string(),
             Err(Error::Corrupted { file, detail }) => {
-                problems.push(format!("checkpoint {} is corrupted: {detail}", file.display()));
+                problems.push(format!(
+                    "checkpoint {} is corrupted: {detail}",
+                    file.display()
+                ));
                 detail
             }
             Err(other) => return Err(other),

@@ -19,7 +19,8 @@ use crate::query::{self, SearchRequest, SearchResponse};
 use crate::storage::{CollectionReader, CollectionRecord, CollectionWriter, Store};
 use crate::sync::{self, CheckpointPolicy, Recovery};
 use crate::types::{
-    json_type_name, merge_patch, metadata_object, validate_vector_for, DocView, Document, DocumentInput,
+    json_type_name, merge_patch, metadata_object, validate_vector_for, DocView, Document,
+    DocumentInput,
 };
 
 /// Most documents one write call (one transaction) accepts.
@@ -69,7 +70,8 @@ impl Prepared {
     }
 
     fn put(&self, writer: &mut CollectionWriter<'_>) -> Result<bool> {
-        let (_, existed) = writer.put(self.id, &self.vector, &self.metadata, self.text.as_deref())?;
+        let (_, existed) =
+            writer.put(self.id, &self.vector, &self.metadata, self.text.as_deref())?;
         Ok(existed)
     }
 }
@@ -115,7 +117,12 @@ pub struct IndexStatus {
 
 impl Collection {
     /// Opens a collection: creates its folder if needed and brings its indexes up to date.
-    pub(crate) fn open(record: CollectionRecord, store: Arc<Store>, dir: PathBuf, created: bool) -> Result<Self> {
+    pub(crate) fn open(
+        record: CollectionRecord,
+        store: Arc<Store>,
+        dir: PathBuf,
+        created: bool,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut index = new_vector_index(&record.config);
         let recovery = if created {
@@ -202,15 +209,22 @@ impl Collection {
     fn prepare(&self, docs: Vec<DocumentInput>) -> Result<Vec<Prepared>> {
         if docs.len() > MAX_BATCH_DOCS {
             return Err(Error::BatchTooLarge {
-                detail: format!("{} documents, at most {MAX_BATCH_DOCS} per batch", docs.len()),
+                detail: format!(
+                    "{} documents, at most {MAX_BATCH_DOCS} per batch",
+                    docs.len()
+                ),
             });
         }
         let mut bytes = 0usize;
         let mut prepared = Vec::with_capacity(docs.len());
         for (position, doc) in docs.into_iter().enumerate() {
             let at = |e: Error| match e {
-                Error::InvalidVector(m) => Error::InvalidVector(format!("document {position}: {m}")),
-                Error::InvalidMetadata(m) => Error::InvalidMetadata(format!("document {position}: {m}")),
+                Error::InvalidVector(m) => {
+                    Error::InvalidVector(format!("document {position}: {m}"))
+                }
+                Error::InvalidMetadata(m) => {
+                    Error::InvalidMetadata(format!("document {position}: {m}"))
+                }
                 other => other,
             };
             self.validate_document(&doc).map_err(at)?;
@@ -325,7 +339,10 @@ impl Collection {
             let mut index = self.inner.vector_index.write();
             if let Err(e) = sync::apply_committed(index.as_mut(), &changes, &docs) {
                 // The write is durable; never serve from an index that disagrees with the store.
-                log::error!("applying changes to the {} index failed ({e}); rebuilding it", index.name());
+                log::error!(
+                    "applying changes to the {} index failed ({e}); rebuilding it",
+                    index.name()
+                );
                 let reader = self.inner.store.read(self.inner.record.id)?;
                 sync::rebuild(index.as_mut(), &reader)?;
             }
@@ -341,7 +358,10 @@ impl Collection {
     /// The document with this id, if any.
     pub fn get(&self, id: Uuid) -> Result<Option<Document>> {
         self.ensure_live()?;
-        self.inner.store.read(self.inner.record.id)?.document_by_id(&id)
+        self.inner
+            .store
+            .read(self.inner.record.id)?
+            .document_by_id(&id)
     }
 
     /// The documents with these ids, in order (`None` where absent), from one snapshot.
@@ -446,12 +466,16 @@ impl Collection {
         let watermark = match self.inner.vector_index.read().checkpoint(&self.inner.dir) {
             Ok(w) => w,
             Err(e) => {
-                self.inner.dirty_changes.fetch_add(pending, Ordering::Relaxed);
+                self.inner
+                    .dirty_changes
+                    .fetch_add(pending, Ordering::Relaxed);
                 return Err(e);
             }
         };
         *self.inner.last_checkpoint.lock() = Instant::now();
-        self.inner.store.trim_changelog(self.inner.record.id, watermark)
+        self.inner
+            .store
+            .trim_changelog(self.inner.record.id, watermark)
     }
 
     /// Checkpoints if `policy` says it is due.

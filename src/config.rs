@@ -226,9 +226,22 @@ mod tests {
             assert!(validate_collection_name(good).is_ok(), "{good}");
         }
         let long = "x".repeat(65);
-        for bad in ["", "../etc", "a/b", "a.b", "-a", "_a", "é", "a b", long.as_str()] {
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "a.b",
+            "-a",
+            "_a",
+            "é",
+            "a b",
+            long.as_str(),
+        ] {
             assert!(
-                matches!(validate_collection_name(bad), Err(Error::InvalidName { .. })),
+                matches!(
+                    validate_collection_name(bad),
+                    Err(Error::InvalidName { .. })
+                ),
                 "{bad}"
             );
         }
@@ -239,12 +252,15 @@ mod tests {
         assert!(CollectionConfig::new(1, Metric::L2).validate().is_ok());
         assert!(CollectionConfig::new(65_536, Metric::L2).validate().is_ok());
         assert!(CollectionConfig::new(0, Metric::L2).validate().is_err());
-        assert!(CollectionConfig::new(65_537, Metric::L2).validate().is_err());
+        assert!(CollectionConfig::new(65_537, Metric::L2)
+            .validate()
+            .is_err());
         let dup = CollectionConfig::new(4, Metric::Dot)
             .with_payload_field("a", PayloadKind::Keyword)
             .with_payload_field("a", PayloadKind::Integer);
         assert!(matches!(dup.validate(), Err(Error::InvalidConfig(_))));
-        let bad_path = CollectionConfig::new(4, Metric::Dot).with_payload_field("a..b", PayloadKind::Bool);
+        let bad_path =
+            CollectionConfig::new(4, Metric::Dot).with_payload_field("a..b", PayloadKind::Bool);
         assert!(bad_path.validate().is_err());
         assert_eq!(
             "year:integer".parse::<PayloadField>().unwrap(),

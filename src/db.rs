@@ -58,7 +58,10 @@ impl Database {
         for record in store.collections()? {
             let folder = collection_dir(&collections_dir, record.id);
             let name = record.name.clone();
-            registry.insert(name, Collection::open(record, store.clone(), folder, false)?);
+            registry.insert(
+                name,
+                Collection::open(record, store.clone(), folder, false)?,
+            );
         }
         remove_orphan_folders(&collections_dir, &registry)?;
         let collections: Registry = Arc::new(RwLock::new(registry));
@@ -138,7 +141,10 @@ impl Database {
             Some(name) => vec![self.collection(name)?],
             None => self.inner.collections.read().values().cloned().collect(),
         };
-        let indexes = targets.iter().map(check_collection).collect::<Result<_>>()?;
+        let indexes = targets
+            .iter()
+            .map(check_collection)
+            .collect::<Result<_>>()?;
         Ok(CheckReport { indexes })
     }
 
@@ -177,7 +183,9 @@ impl Drop for DbInner {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Database")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -194,7 +202,10 @@ fn checkpoint_dirty(collections: &Registry) -> Result<()> {
 }
 
 /// Removes index folders left by a drop that crashed half-way (ids are never reused).
-fn remove_orphan_folders(collections_dir: &Path, registry: &BTreeMap<String, Collection>) -> Result<()> {
+fn remove_orphan_folders(
+    collections_dir: &Path,
+    registry: &BTreeMap<String, Collection>,
+) -> Result<()> {
     let live: Vec<&Path> = registry.values().map(Collection::dir).collect();
     for entry in std::fs::read_dir(collections_dir)? {
         let path = entry?.path();
@@ -210,7 +221,10 @@ fn remove_orphan_folders(collections_dir: &Path, registry: &BTreeMap<String, Col
     Ok(())
 }
 
-fn spawn_checkpointer(collections: Registry, policy: CheckpointPolicy) -> Result<(Sender<()>, JoinHandle<()>)> {
+fn spawn_checkpointer(
+    collections: Registry,
+    policy: CheckpointPolicy,
+) -> Result<(Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = mpsc::channel::<()>();
     let tick = policy.every.min(Duration::from_secs(1));
     let handle = std::thread::Builder::new()
@@ -221,7 +235,10 @@ fn spawn_checkpointer(collections: Registry, policy: CheckpointPolicy) -> Result
                     let handles: Vec<Collection> = collections.read().values().cloned().collect();
                     for collection in handles {
                         if let Err(e) = collection.checkpoint_if_due(&policy) {
-                            log::warn!("background checkpoint of {:?} failed: {e}", collection.name());
+                            log::warn!(
+                                "background checkpoint of {:?} failed: {e}",
+                                collection.name()
+                            );
                         }
                     }
                 }

@@ -24,12 +24,72 @@ pub const DEMO_DOCS: usize = 3_000;
 pub const DEMO_COLLECTION: &str = "articles";
 
 const TOPICS: [(&str, &[&str]); 6] = [
-    ("databases", &["database", "index", "query", "transaction", "storage", "vector", "disk", "btree", "durable", "search"]),
-    ("astronomy", &["star", "galaxy", "planet", "telescope", "orbit", "nebula", "comet", "moon", "light", "universe"]),
-    ("cooking", &["recipe", "chocolate", "cake", "oven", "butter", "flour", "sugar", "bake", "dough", "kitchen"]),
-    ("music", &["guitar", "melody", "concert", "rhythm", "piano", "song", "chord", "band", "album", "jazz"]),
-    ("sport", &["football", "goal", "match", "team", "coach", "league", "stadium", "score", "season", "player"]),
-    ("travel", &["train", "mountain", "beach", "hotel", "journey", "passport", "island", "map", "city", "flight"]),
+    (
+        "databases",
+        &[
+            "database",
+            "index",
+            "query",
+            "transaction",
+            "storage",
+            "vector",
+            "disk",
+            "btree",
+            "durable",
+            "search",
+        ],
+    ),
+    (
+        "astronomy",
+        &[
+            "star",
+            "galaxy",
+            "planet",
+            "telescope",
+            "orbit",
+            "nebula",
+            "comet",
+            "moon",
+            "light",
+            "universe",
+        ],
+    ),
+    (
+        "cooking",
+        &[
+            "recipe",
+            "chocolate",
+            "cake",
+            "oven",
+            "butter",
+            "flour",
+            "sugar",
+            "bake",
+            "dough",
+            "kitchen",
+        ],
+    ),
+    (
+        "music",
+        &[
+            "guitar", "melody", "concert", "rhythm", "piano", "song", "chord", "band", "album",
+            "jazz",
+        ],
+    ),
+    (
+        "sport",
+        &[
+            "football", "goal", "match", "team", "coach", "league", "stadium", "score", "season",
+            "player",
+        ],
+    ),
+    (
+        "travel",
+        &[
+            "train", "mountain", "beach", "hotel", "journey", "passport", "island", "map", "city",
+            "flight",
+        ],
+    ),
 ];
 const FILLER: [&str; 8] = ["the", "a", "new", "about", "with", "and", "of", "great"];
 
@@ -159,7 +219,9 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
                 out,
                 "  {:.3}  [{}]  {}",
                 hit.distance,
-                topic.and_then(|t| t.as_str().map(str::to_string)).unwrap_or_default(),
+                topic
+                    .and_then(|t| t.as_str().map(str::to_string))
+                    .unwrap_or_default(),
                 hit.text.as_deref().unwrap_or("")
             )
             .map_err(io)?;
@@ -174,16 +236,27 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         .next()
         .ok_or_else(|| Error::Internal("demo collection is empty".into()))?;
     articles.update_metadata(first.id, json!({"stars": null, "featured": true}))?;
-    let updated = articles.get(first.id)?.ok_or(Error::DocumentNotFound(first.id))?;
-    writeln!(out, "get {} after a metadata merge patch: {}", first.id, serde_json::Value::Object(updated.metadata))
-        .map_err(io)?;
+    let updated = articles
+        .get(first.id)?
+        .ok_or(Error::DocumentNotFound(first.id))?;
+    writeln!(
+        out,
+        "get {} after a metadata merge patch: {}",
+        first.id,
+        serde_json::Value::Object(updated.metadata)
+    )
+    .map_err(io)?;
     articles.delete(&[first.id])?;
     writeln!(out, "deleted it; {} documents remain", articles.count()?).map_err(io)?;
     let report = db.check(Some(DEMO_COLLECTION))?;
     writeln!(
         out,
         "integrity check: {}",
-        if report.ok() { "every index agrees with the store" } else { "PROBLEMS FOUND" }
+        if report.ok() {
+            "every index agrees with the store"
+        } else {
+            "PROBLEMS FOUND"
+        }
     )
     .map_err(io)?;
     db.close()

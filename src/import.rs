@@ -10,7 +10,9 @@ use crate::types::DocumentInput;
 
 /// Where an import stopped, and why. Batches before the failing one are committed.
 #[derive(Debug, thiserror::Error)]
-#[error("line {line}: {error} ({imported} documents imported before it; its batch was not applied)")]
+#[error(
+    "line {line}: {error} ({imported} documents imported before it; its batch was not applied)"
+)]
 pub struct ImportError {
     /// 1-based line (or record, for fvecs) number of the offending input.
     pub line: usize,
@@ -40,7 +42,11 @@ pub fn import_json_lines(
     batch: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<usize, ImportError> {
-    let fail = |line, error, imported| ImportError { line, error, imported };
+    let fail = |line, error, imported| ImportError {
+        line,
+        error,
+        imported,
+    };
     check_batch(batch).map_err(|e| fail(0, e, 0))?;
     let mut imported = 0;
     let mut pending: Vec<(usize, DocumentInput)> = Vec::with_capacity(batch);
@@ -50,8 +56,13 @@ pub fn import_json_lines(
         if line.trim().is_empty() {
             continue;
         }
-        let doc: DocumentInput = serde_json::from_str(&line)
-            .map_err(|e| fail(number, Error::InvalidArgument(format!("bad JSON document: {e}")), imported))?;
+        let doc: DocumentInput = serde_json::from_str(&line).map_err(|e| {
+            fail(
+                number,
+                Error::InvalidArgument(format!("bad JSON document: {e}")),
+                imported,
+            )
+        })?;
         collection
             .validate_document(&doc)
             .map_err(|e| fail(number, e, imported))?;
@@ -103,7 +114,11 @@ pub fn import_fvecs(
     ids: FvecsIds,
     mut progress: impl FnMut(usize),
 ) -> Result<usize, ImportError> {
-    let fail = |line, error, imported| ImportError { line, error, imported };
+    let fail = |line, error, imported| ImportError {
+        line,
+        error,
+        imported,
+    };
     check_batch(batch).map_err(|e| fail(0, e, 0))?;
     let mut imported = 0;
     let mut pending = Vec::with_capacity(batch);

@@ -302,8 +302,10 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc_7396() {
         let mut target = metadata_object(json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]})).unwrap();
-        let patch = metadata_object(json!({"a": null, "b": {"c": null, "x": 9}, "e": {"f": 1}, "g": "new"}))
-            .unwrap();
+        let patch = metadata_object(
+            json!({"a": null, "b": {"c": null, "x": 9}, "e": {"f": 1}, "g": "new"}),
+        )
+        .unwrap();
         merge_patch(&mut target, &patch);
         assert_eq!(
             Value::Object(target),

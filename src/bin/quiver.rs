@@ -14,7 +14,11 @@ use quiverdb::{
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(name = "quiver", version, about = "QuiverDB: an embedded document vector store")]
+#[command(
+    name = "quiver",
+    version,
+    about = "QuiverDB: an embedded document vector store"
+)]
 struct Cli {
     /// Database directory (created if missing). Also read from QUIVER_DB.
     #[arg(long, global = true, env = "QUIVER_DB")]
@@ -70,7 +74,11 @@ enum Command {
         /// Collection name.
         name: String,
         /// Query vector as a JSON array.
-        #[arg(long, required_unless_present = "requests", conflicts_with = "requests")]
+        #[arg(
+            long,
+            required_unless_present = "requests",
+            conflicts_with = "requests"
+        )]
         vector: Option<String>,
         /// JSON-lines file of requests ({"vector": [...], "k": 10, "include": [...]}).
         #[arg(long)]
@@ -172,15 +180,21 @@ fn run(cli: Cli) -> CliResult {
             };
             let imported = match (fvecs, file) {
                 (Some(path), _) => {
-                    let ids = if row_ids { FvecsIds::Row } else { FvecsIds::Generated };
-                    let input = BufReader::new(File::open(&path).map_err(|e| open_error(&path, e))?);
+                    let ids = if row_ids {
+                        FvecsIds::Row
+                    } else {
+                        FvecsIds::Generated
+                    };
+                    let input =
+                        BufReader::new(File::open(&path).map_err(|e| open_error(&path, e))?);
                     import::import_fvecs(&collection, input, batch, ids, progress)
                 }
                 (None, Some(path)) if path.as_os_str() == "-" => {
                     import::import_json_lines(&collection, io::stdin().lock(), batch, progress)
                 }
                 (None, Some(path)) => {
-                    let input = BufReader::new(File::open(&path).map_err(|e| open_error(&path, e))?);
+                    let input =
+                        BufReader::new(File::open(&path).map_err(|e| open_error(&path, e))?);
                     import::import_json_lines(&collection, input, batch, progress)
                 }
                 (None, None) => return Err("give a JSON-lines FILE or --fvecs FILE".into()),
@@ -193,13 +207,19 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Get { name, id } => {
             let id = parse_id(&id)?;
-            let doc = db.collection(&name)?.get(id)?.ok_or(Error::DocumentNotFound(id))?;
+            let doc = db
+                .collection(&name)?
+                .get(id)?
+                .ok_or(Error::DocumentNotFound(id))?;
             serde_json::to_writer(&mut out, &doc)?;
             writeln!(out)?;
             ExitCode::SUCCESS
         }
         Command::Delete { name, ids } => {
-            let ids = ids.iter().map(|s| parse_id(s)).collect::<Result<Vec<_>, _>>()?;
+            let ids = ids
+                .iter()
+                .map(|s| parse_id(s))
+                .collect::<Result<Vec<_>, _>>()?;
             writeln!(out, "deleted {}", db.collection(&name)?.delete(&ids)?)?;
             ExitCode::SUCCESS
         }
@@ -220,7 +240,8 @@ fn run(cli: Cli) -> CliResult {
                     let vector: Vec<f32> = serde_json::from_str(&vector)
                         .map_err(|e| format!("--vector must be a JSON array of numbers: {e}"))?;
                     let include: Include = include.parse()?;
-                    let response = collection.search(&SearchRequest::new(vector, k).with_include(include))?;
+                    let response =
+                        collection.search(&SearchRequest::new(vector, k).with_include(include))?;
                     for hit in &response.hits {
                         serde_json::to_writer(&mut out, hit)?;
                         writeln!(out)?;
@@ -347,7 +368,11 @@ impl log::Log for StderrLogger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            eprintln!("{}: {}", record.level().as_str().to_lowercase(), record.args());
+            eprintln!(
+                "{}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            );
         }
     }
 

@@ -97,7 +97,9 @@ fn le_u64(b: &[u8]) -> u64 {
 /// Writes `header` and the concatenation of `slabs` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, header: &FileHeader, slabs: &[&[u8]]) -> Result<()> {
     let payload_len: u64 = slabs.iter().map(|s| s.len() as u64).sum();
-    let crc = slabs.iter().fold(0u32, |crc, s| crc32c::crc32c_append(crc, s));
+    let crc = slabs
+        .iter()
+        .fold(0u32, |crc, s| crc32c::crc32c_append(crc, s));
     let tmp = temp_path(path);
     {
         let mut file = File::create(&tmp)?;
@@ -125,7 +127,9 @@ pub fn read_verified(path: &Path, expected: &FileHeader) -> Result<Option<(FileH
     let file_len = file.metadata()?.len();
     let mut h = [0u8; HEADER_LEN];
     if file_len < HEADER_LEN as u64 {
-        return Err(bad(format!("file is {file_len} bytes, shorter than its header")));
+        return Err(bad(format!(
+            "file is {file_len} bytes, shorter than its header"
+        )));
     }
     file.read_exact(&mut h)?;
     if h[0..8] != MAGIC {
@@ -136,10 +140,16 @@ pub fn read_verified(path: &Path, expected: &FileHeader) -> Result<Option<(FileH
     }
     let version = le_u32(&h[8..12]);
     if version != CONTAINER_VERSION {
-        return Err(bad(format!("container version {version}, this build reads {CONTAINER_VERSION}")));
+        return Err(bad(format!(
+            "container version {version}, this build reads {CONTAINER_VERSION}"
+        )));
     }
     if le_u16(&h[12..14]) != expected.kind.code() {
-        return Err(bad(format!("index kind {} where {:?} was expected", le_u16(&h[12..14]), expected.kind)));
+        return Err(bad(format!(
+            "index kind {} where {:?} was expected",
+            le_u16(&h[12..14]),
+            expected.kind
+        )));
     }
     let kind_version = le_u16(&h[14..16]);
     if kind_version != expected.kind_version {
@@ -163,9 +173,11 @@ pub fn read_verified(path: &Path, expected: &FileHeader) -> Result<Option<(FileH
     }
     let payload_len = usize::try_from(payload_len).map_err(|_| bad("payload too large".into()))?;
     let mut payload = Vec::new();
-    payload
-        .try_reserve_exact(payload_len)
-        .map_err(|_| bad(format!("cannot allocate {payload_len} bytes for the payload")))?;
+    payload.try_reserve_exact(payload_len).map_err(|_| {
+        bad(format!(
+            "cannot allocate {payload_len} bytes for the payload"
+        ))
+    })?;
     file.read_to_end(&mut payload)?;
     if payload.len() != payload_len {
         return Err(bad("file changed while being read".into()));
@@ -213,9 +225,15 @@ mod tests {
         let path = dir.path().join("x.qvi");
         assert!(read_verified(&path, &header()).unwrap().is_none());
         write_atomic(&path, &header(), &[b"abc", b"defg"]).unwrap();
-        let (h, payload) = read_verified(&path, &FileHeader { watermark: 0, ..header() })
-            .unwrap()
-            .unwrap();
+        let (h, payload) = read_verified(
+            &path,
+            &FileHeader {
+                watermark: 0,
+                ..header()
+            },
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h, header());
         assert_eq!(payload, b"abcdefg");
         assert!(!temp_path(&path).exists());
@@ -242,7 +260,10 @@ mod tests {
         }
         for cut in 0..good.len() {
             fs::write(&path, &good[..cut]).unwrap();
-            assert!(matches!(read_verified(&path, &header()), Err(Error::Corrupted { .. })));
+            assert!(matches!(
+                read_verified(&path, &header()),
+                Err(Error::Corrupted { .. })
+            ));
         }
     }
 
@@ -253,11 +274,23 @@ mod tests {
         write_atomic(&path, &header(), &[b"p"]).unwrap();
         for other in [
             FileHeader { dim: 4, ..header() },
-            FileHeader { metric: Metric::Dot, ..header() },
-            FileHeader { config_fingerprint: 1, ..header() },
-            FileHeader { kind_version: 2, ..header() },
+            FileHeader {
+                metric: Metric::Dot,
+                ..header()
+            },
+            FileHeader {
+                config_fingerprint: 1,
+                ..header()
+            },
+            FileHeader {
+                kind_version: 2,
+                ..header()
+            },
         ] {
-            assert!(matches!(read_verified(&path, &other), Err(Error::Corrupted { .. })));
+            assert!(matches!(
+                read_verified(&path, &other),
+                Err(Error::Corrupted { .. })
+            ));
         }
     }
 }

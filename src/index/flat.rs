@@ -90,7 +90,9 @@ impl FlatIndex {
         }
         let mut stored = vector.to_vec();
         if self.metric == Metric::Cosine && !distance::normalize(&mut stored) {
-            return Err(Error::Internal(format!("document {uuid} has a zero vector under cosine")));
+            return Err(Error::Internal(format!(
+                "document {uuid} has a zero vector under cosine"
+            )));
         }
         match self.slot(id) {
             Some(slot) => {
@@ -117,7 +119,8 @@ impl FlatIndex {
         let Some(slot) = self.slot(id) else { return };
         let last = self.slot_ids.len() - 1;
         if slot != last {
-            self.vectors.copy_within(last * self.dim..(last + 1) * self.dim, slot * self.dim);
+            self.vectors
+                .copy_within(last * self.dim..(last + 1) * self.dim, slot * self.dim);
             self.slot_ids[slot] = self.slot_ids[last];
             self.slot_uuids[slot] = self.slot_uuids[last];
             self.slot_of[self.slot_ids[slot] as usize] = slot as u32;
@@ -234,7 +237,11 @@ impl DerivedIndex for FlatIndex {
         let vectors: Vec<u8> = self.vectors.iter().flat_map(|x| x.to_le_bytes()).collect();
         let ids: Vec<u8> = self.slot_ids.iter().flat_map(|x| x.to_le_bytes()).collect();
         let uuids: Vec<u8> = self.slot_uuids.iter().flat_map(|u| *u.as_bytes()).collect();
-        file::write_atomic(&Self::path(dir), &self.header(), &[&head, &vectors, &ids, &uuids])?;
+        file::write_atomic(
+            &Self::path(dir),
+            &self.header(),
+            &[&head, &vectors, &ids, &uuids],
+        )?;
         Ok(self.watermark)
     }
 
@@ -305,7 +312,11 @@ mod tests {
             metadata: &meta,
             text: None,
         });
-        let op = if vector.is_some() { ChangeOp::Upsert } else { ChangeOp::Delete };
+        let op = if vector.is_some() {
+            ChangeOp::Upsert
+        } else {
+            ChangeOp::Delete
+        };
         index.apply(&Change { seq, op, id }, view).unwrap();
     }
 
@@ -330,7 +341,12 @@ mod tests {
         let config = CollectionConfig::new(3, Metric::Cosine);
         let mut index = FlatIndex::new(&config);
         for i in 0..50u32 {
-            apply(&mut index, u64::from(i) + 1, i, Some(&[i as f32 + 1.0, 1.0, -2.0]));
+            apply(
+                &mut index,
+                u64::from(i) + 1,
+                i,
+                Some(&[i as f32 + 1.0, 1.0, -2.0]),
+            );
         }
         apply(&mut index, 51, 7, None);
         index.checkpoint(dir.path()).unwrap();
@@ -339,7 +355,10 @@ mod tests {
         assert_eq!(loaded.watermark(), 51);
         assert_eq!(loaded.internal_ids(), index.internal_ids());
         let q = [1.0, 2.0, 3.0];
-        assert_eq!(loaded.search(&q, 5).neighbors, index.search(&q, 5).neighbors);
+        assert_eq!(
+            loaded.search(&q, 5).neighbors,
+            index.search(&q, 5).neighbors
+        );
         let other = CollectionConfig::new(3, Metric::L2);
         assert!(FlatIndex::new(&other).load_checkpoint(dir.path()).is_err());
     }

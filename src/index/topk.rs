@@ -86,7 +86,11 @@ impl TopK {
 
     /// The kept neighbours, closest first.
     pub fn into_sorted(self) -> Vec<Neighbor> {
-        self.heap.into_sorted_vec().into_iter().map(|e| e.0).collect()
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
     }
 }
 

@@ -134,7 +134,10 @@ pub struct SearchResponse {
 }
 
 /// Runs a validated request against `index`.
-pub(crate) fn execute(request: &SearchRequest, index: &dyn VectorIndexRead) -> (IndexSearch, &'static str) {
+pub(crate) fn execute(
+    request: &SearchRequest,
+    index: &dyn VectorIndexRead,
+) -> (IndexSearch, &'static str) {
     (index.search(&request.vector, request.k), index.strategy())
 }
 
@@ -156,7 +159,10 @@ pub(crate) fn hydrate(
             vector: None,
         };
         if let (true, Some(reader)) = (include.any(), reader) {
-            let Some(doc) = reader.document(neighbor.id)?.filter(|d| d.id == neighbor.uuid) else {
+            let Some(doc) = reader
+                .document(neighbor.id)?
+                .filter(|d| d.id == neighbor.uuid)
+            else {
                 continue;
             };
             hit.metadata = include.metadata.then_some(doc.metadata);
@@ -193,13 +199,21 @@ mod tests {
     #[test]
     fn k_and_vector_are_validated() {
         let config = CollectionConfig::new(2, Metric::Cosine);
-        assert!(SearchRequest::new(vec![1.0, 0.0], 1).validate(&config).is_ok());
-        assert!(SearchRequest::new(vec![1.0, 0.0], 0).validate(&config).is_err());
-        assert!(SearchRequest::new(vec![1.0, 0.0], MAX_K + 1).validate(&config).is_err());
+        assert!(SearchRequest::new(vec![1.0, 0.0], 1)
+            .validate(&config)
+            .is_ok());
+        assert!(SearchRequest::new(vec![1.0, 0.0], 0)
+            .validate(&config)
+            .is_err());
+        assert!(SearchRequest::new(vec![1.0, 0.0], MAX_K + 1)
+            .validate(&config)
+            .is_err());
         assert!(matches!(
             SearchRequest::new(vec![1.0], 1).validate(&config),
             Err(Error::DimensionMismatch { .. })
         ));
-        assert!(SearchRequest::new(vec![0.0, 0.0], 1).validate(&config).is_err());
+        assert!(SearchRequest::new(vec![0.0, 0.0], 1)
+            .validate(&config)
+            .is_err());
     }
 }

@@ -20,11 +20,17 @@ const OP_UPSERT: u8 = 1;
 const OP_DELETE: u8 = 2;
 
 /// Encodes a document record.
-pub fn encode_document(id: Uuid, vector: &[f32], metadata: &Map<String, Value>, text: Option<&str>) -> Vec<u8> {
+pub fn encode_document(
+    id: Uuid,
+    vector: &[f32],
+    metadata: &Map<String, Value>,
+    text: Option<&str>,
+) -> Vec<u8> {
     // serde_json cannot fail on a Map<String, Value>.
     let meta = serde_json::to_vec(metadata).unwrap_or_else(|_| b"{}".to_vec());
     let text_len = text.map_or(0, str::len);
-    let mut out = Vec::with_capacity(1 + 16 + 4 + vector.len() * 4 + 4 + meta.len() + 1 + 4 + text_len);
+    let mut out =
+        Vec::with_capacity(1 + 16 + 4 + vector.len() * 4 + 4 + meta.len() + 1 + 4 + text_len);
     out.push(RECORD_VERSION);
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(&(vector.len() as u32).to_le_bytes());
@@ -52,7 +58,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.bytes.len() < n {
-            return Err(format!("record truncated: wanted {n} bytes, {} left", self.bytes.len()));
+            return Err(format!(
+                "record truncated: wanted {n} bytes, {} left",
+                self.bytes.len()
+            ));
         }
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
@@ -123,7 +132,10 @@ pub fn encode_change(op: ChangeOp, id: InternalId) -> [u8; 5] {
 /// Decodes a change-log entry.
 pub fn decode_change(bytes: &[u8]) -> Result<(ChangeOp, InternalId), String> {
     let &[code, a, b, c, d] = bytes else {
-        return Err(format!("change entry has {} bytes, expected 5", bytes.len()));
+        return Err(format!(
+            "change entry has {} bytes, expected 5",
+            bytes.len()
+        ));
     };
     let op = match code {
         OP_UPSERT => ChangeOp::Upsert,
@@ -141,7 +153,10 @@ mod tests {
     #[test]
     fn document_round_trip() {
         let id = Uuid::now_v7();
-        let meta = json!({"a": [1, 2], "b": {"c": "d"}}).as_object().unwrap().clone();
+        let meta = json!({"a": [1, 2], "b": {"c": "d"}})
+            .as_object()
+            .unwrap()
+            .clone();
         for text in [None, Some(""), Some("héllo")] {
             let bytes = encode_document(id, &[1.5, -0.0, 3e-7], &meta, text);
             let doc = decode_document(&bytes).unwrap();
@@ -157,7 +172,10 @@ mod tests {
         let id = Uuid::now_v7();
         let bytes = encode_document(id, &[1.0; 8], &Map::new(), Some("text"));
         for cut in 0..bytes.len() {
-            assert!(decode_document(&bytes[..cut]).is_err(), "truncated at {cut}");
+            assert!(
+                decode_document(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);

@@ -13,7 +13,9 @@ mod tables;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
+use redb::{
+    ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -101,7 +103,11 @@ impl Store {
     }
 
     /// Registers a collection and creates its tables, in one transaction.
-    pub fn create_collection(&self, name: &str, config: &CollectionConfig) -> Result<CollectionRecord> {
+    pub fn create_collection(
+        &self,
+        name: &str,
+        config: &CollectionConfig,
+    ) -> Result<CollectionRecord> {
         let txn = self.db.begin_write()?;
         let record = {
             let mut collections = txn.open_table(COLLECTIONS)?;
@@ -218,7 +224,9 @@ pub struct CollectionWriter<'t> {
 impl<'t> CollectionWriter<'t> {
     fn open(txn: &'t redb::WriteTransaction, names: &CollectionTables) -> Result<Self> {
         let state = txn.open_table(names.state())?;
-        let next_internal_id = state.get(tables::STATE_NEXT_INTERNAL_ID)?.map_or(0, |v| v.value());
+        let next_internal_id = state
+            .get(tables::STATE_NEXT_INTERNAL_ID)?
+            .map_or(0, |v| v.value());
         let next_seq = state.get(tables::STATE_NEXT_SEQ)?.map_or(1, |v| v.value());
         Ok(CollectionWriter {
             docs: txn.open_table(names.docs())?,
@@ -262,7 +270,9 @@ impl<'t> CollectionWriter<'t> {
                 let internal = u32::try_from(self.next_internal_id)
                     .ok()
                     .filter(|&i| i < u32::MAX)
-                    .ok_or_else(|| Error::CapacityExhausted(format!("{}", self.next_internal_id)))?;
+                    .ok_or_else(|| {
+                        Error::CapacityExhausted(format!("{}", self.next_internal_id))
+                    })?;
                 self.next_internal_id += 1;
                 self.ids.insert(id.as_bytes(), internal)?;
                 (internal, false)
@@ -287,13 +297,15 @@ impl<'t> CollectionWriter<'t> {
     fn log(&mut self, op: ChangeOp, id: InternalId) -> Result<()> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.changelog.insert(seq, codec::encode_change(op, id).as_slice())?;
+        self.changelog
+            .insert(seq, codec::encode_change(op, id).as_slice())?;
         self.changes.push(Change { seq, op, id });
         Ok(())
     }
 
     fn finish(mut self) -> Result<Vec<Change>> {
-        self.state.insert(tables::STATE_NEXT_INTERNAL_ID, self.next_internal_id)?;
+        self.state
+            .insert(tables::STATE_NEXT_INTERNAL_ID, self.next_internal_id)?;
         self.state.insert(tables::STATE_NEXT_SEQ, self.next_seq)?;
         Ok(self.changes)
     }
@@ -351,7 +363,10 @@ impl CollectionReader {
             let (_, internal) = entry?;
             let internal = internal.value();
             let doc = self.document(internal)?.ok_or_else(|| {
-                Error::corrupted(STORE_FILE, format!("id map points at missing document {internal}"))
+                Error::corrupted(
+                    STORE_FILE,
+                    format!("id map points at missing document {internal}"),
+                )
             })?;
             out.push(doc);
         }
@@ -359,11 +374,15 @@ impl CollectionReader {
     }
 
     /// Calls `f` for every document in internal-id order (used to rebuild indexes).
-    pub fn for_each_document(&self, mut f: impl FnMut(InternalId, Document) -> Result<()>) -> Result<()> {
+    pub fn for_each_document(
+        &self,
+        mut f: impl FnMut(InternalId, Document) -> Result<()>,
+    ) -> Result<()> {
         for entry in self.docs.iter()? {
             let (internal, bytes) = entry?;
             let internal = internal.value();
-            let doc = codec::decode_document(bytes.value()).map_err(|e| corrupt_doc(internal, e))?;
+            let doc =
+                codec::decode_document(bytes.value()).map_err(|e| corrupt_doc(internal, e))?;
             f(internal, doc)?;
         }
         Ok(())
@@ -387,12 +406,19 @@ impl CollectionReader {
 
     /// Sequence number of the last change ever logged (0 if none).
     pub fn last_seq(&self) -> Result<Seq> {
-        Ok(self.state.get(tables::STATE_NEXT_SEQ)?.map_or(1, |v| v.value()) - 1)
+        Ok(self
+            .state
+            .get(tables::STATE_NEXT_SEQ)?
+            .map_or(1, |v| v.value())
+            - 1)
     }
 
     /// Every change up to and including this sequence number has been trimmed from the log.
     pub fn trimmed_through(&self) -> Result<Seq> {
-        Ok(self.state.get(tables::STATE_TRIMMED_THROUGH)?.map_or(0, |v| v.value()))
+        Ok(self
+            .state
+            .get(tables::STATE_TRIMMED_THROUGH)?
+            .map_or(0, |v| v.value()))
     }
 
     /// Number of entries still in the change log.

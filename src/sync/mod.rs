@@ -54,9 +54,15 @@ pub enum Recovery {
 
 /// Applies committed `changes` to `index`; `docs[i]` is the document after `changes[i]`
 /// (`None` for a deletion).
-pub(crate) fn apply_committed(index: &mut dyn DerivedIndex, changes: &[Change], docs: &[Option<DocView<'_>>]) -> Result<()> {
+pub(crate) fn apply_committed(
+    index: &mut dyn DerivedIndex,
+    changes: &[Change],
+    docs: &[Option<DocView<'_>>],
+) -> Result<()> {
     if changes.len() != docs.len() {
-        return Err(Error::Internal("changes and documents differ in number".into()));
+        return Err(Error::Internal(
+            "changes and documents differ in number".into(),
+        ));
     }
     for (change, doc) in changes.iter().zip(docs) {
         index.apply(change, *doc)?;
@@ -65,7 +71,11 @@ pub(crate) fn apply_committed(index: &mut dyn DerivedIndex, changes: &[Change], 
 }
 
 /// Brings `index` up to date with the store: checkpoint + replay, or rebuild.
-pub(crate) fn recover(index: &mut dyn DerivedIndex, dir: &Path, reader: &CollectionReader) -> Result<Recovery> {
+pub(crate) fn recover(
+    index: &mut dyn DerivedIndex,
+    dir: &Path,
+    reader: &CollectionReader,
+) -> Result<Recovery> {
     let last_seq = reader.last_seq()?;
     let reason = match index.load_checkpoint(dir) {
         Ok(false) => "no checkpoint file".to_string(),
@@ -91,7 +101,10 @@ pub(crate) fn recover(index: &mut dyn DerivedIndex, dir: &Path, reader: &Collect
     rebuild(index, reader)?;
     // Replace the unusable file now, so that the next open does not rebuild again.
     if let Err(e) = index.checkpoint(dir) {
-        log::warn!("could not checkpoint the rebuilt {} index: {e}", index.name());
+        log::warn!(
+            "could not checkpoint the rebuilt {} index: {e}",
+            index.name()
+        );
     }
     Ok(Recovery::Rebuilt { reason })
 }

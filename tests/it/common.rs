@@ -31,9 +31,17 @@ impl Rng {
 
 /// Distance in f64 by the crate's convention (smaller is closer).
 pub fn distance_f64(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     match metric {
-        Metric::L2 => a.iter().zip(b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2)).sum(),
+        Metric::L2 => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+            .sum(),
         Metric::Dot => -dot,
         Metric::Cosine => {
             let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
@@ -44,8 +52,16 @@ pub fn distance_f64(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Exact top-k by (distance, id) computed in f64.
-pub fn brute_force(metric: Metric, docs: &[(Uuid, Vec<f32>)], query: &[f32], k: usize) -> Vec<(Uuid, f64)> {
-    let mut all: Vec<(Uuid, f64)> = docs.iter().map(|(id, v)| (*id, distance_f64(metric, query, v))).collect();
+pub fn brute_force(
+    metric: Metric,
+    docs: &[(Uuid, Vec<f32>)],
+    query: &[f32],
+    k: usize,
+) -> Vec<(Uuid, f64)> {
+    let mut all: Vec<(Uuid, f64)> = docs
+        .iter()
+        .map(|(id, v)| (*id, distance_f64(metric, query, v)))
+        .collect();
     all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
     all.truncate(k);
     all
@@ -65,7 +81,11 @@ pub fn assert_matches_brute_force(hits: &[Hit], expected: &[(Uuid, f64)], all: &
         if hit.id != *id {
             // Only acceptable when the two are numerically tied.
             let theirs = all.iter().find(|(u, _)| *u == hit.id).map(|p| p.1).unwrap();
-            assert!((theirs - dist).abs() <= 1e-5 * dist.abs().max(1.0), "hit {i}: id {} instead of {id}", hit.id);
+            assert!(
+                (theirs - dist).abs() <= 1e-5 * dist.abs().max(1.0),
+                "hit {i}: id {} instead of {id}",
+                hit.id
+            );
         }
     }
 }

@@ -38,9 +38,17 @@ fn deleted_after(b: u64) -> Option<u64> {
 /// Runs only inside the child process.
 #[test]
 fn crash_child_writer() {
-    let Ok(dir) = std::env::var("QUIVER_CRASH_CHILD") else { return };
-    let round: u64 = std::env::var("QUIVER_CRASH_ROUND").unwrap().parse().unwrap();
-    let policy = CheckpointPolicy { every_changes: 150, every: Duration::from_millis(50) };
+    let Ok(dir) = std::env::var("QUIVER_CRASH_CHILD") else {
+        return;
+    };
+    let round: u64 = std::env::var("QUIVER_CRASH_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let policy = CheckpointPolicy {
+        every_changes: 150,
+        every: Duration::from_millis(50),
+    };
     let db = Database::open_with_policy(&dir, policy).unwrap();
     let c = match db.create_collection("crash", CollectionConfig::new(DIM, Metric::L2)) {
         Ok(c) => c,
@@ -49,7 +57,9 @@ fn crash_child_writer() {
     };
     let mut out = std::io::stdout();
     for b in 0.. {
-        let docs = (0..BATCH).map(|j| DocumentInput::new(doc_vector(round, b, j)).with_id(doc_id(round, b, j))).collect();
+        let docs = (0..BATCH)
+            .map(|j| DocumentInput::new(doc_vector(round, b, j)).with_id(doc_id(round, b, j)))
+            .collect();
         c.upsert(docs).unwrap();
         writeln!(out, "ACK upsert {b}").unwrap();
         out.flush().unwrap();
@@ -71,7 +81,12 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
     let mut total_acks = 0;
     for round in 0..KILLS {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash::crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash::crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("QUIVER_CRASH_CHILD", dir.path())
             .env("QUIVER_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())
@@ -80,7 +95,11 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).filter(|l| l.starts_with("ACK ")).collect::<Vec<_>>()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|l| l.starts_with("ACK "))
+                .collect::<Vec<_>>()
         });
         // Kill at a random moment: sometimes during open/recovery, mostly mid-writes.
         std::thread::sleep(Duration::from_millis(5 + rng.below(300) as u64));
@@ -89,12 +108,23 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
         let acks = reader.join().unwrap();
         total_acks += acks.len();
 
-        let acked_upserts: BTreeSet<u64> = acks.iter().filter_map(|l| l.strip_prefix("ACK upsert ")).map(|b| b.parse().unwrap()).collect();
-        let acked_deletes: BTreeSet<u64> = acks.iter().filter_map(|l| l.strip_prefix("ACK delete ")).map(|b| b.parse().unwrap()).collect();
+        let acked_upserts: BTreeSet<u64> = acks
+            .iter()
+            .filter_map(|l| l.strip_prefix("ACK upsert "))
+            .map(|b| b.parse().unwrap())
+            .collect();
+        let acked_deletes: BTreeSet<u64> = acks
+            .iter()
+            .filter_map(|l| l.strip_prefix("ACK delete "))
+            .map(|b| b.parse().unwrap())
+            .collect();
 
         let started = Instant::now();
         let db = Database::open(dir.path()).unwrap();
-        assert!(started.elapsed() < Duration::from_secs(30), "recovery took too long");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "recovery took too long"
+        );
         let c = db.collection("crash").ok();
         let last = acked_upserts.iter().next_back().map_or(0, |b| b + 1);
         // Every batch up to two past the last acknowledged one: all or nothing.
@@ -105,9 +135,15 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
                 None => vec![None; BATCH],
             };
             let present = docs.iter().filter(|d| d.is_some()).count();
-            assert!(present == 0 || present == BATCH, "round {round} batch {b}: partial ({present}/{BATCH})");
+            assert!(
+                present == 0 || present == BATCH,
+                "round {round} batch {b}: partial ({present}/{BATCH})"
+            );
             if acked_deletes.contains(&b) {
-                assert_eq!(present, 0, "round {round}: acknowledged delete of batch {b} lost");
+                assert_eq!(
+                    present, 0,
+                    "round {round}: acknowledged delete of batch {b} lost"
+                );
             } else if acked_upserts.contains(&b) && deleted_after(b + 2) != Some(b) {
                 assert_eq!(present, BATCH, "round {round}: acknowledged batch {b} lost");
             }
@@ -119,7 +155,11 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
             }
         }
         if let Some(c) = &c {
-            assert_eq!(c.count().unwrap(), expected.len() as u64, "round {round}: unexpected documents");
+            assert_eq!(
+                c.count().unwrap(),
+                expected.len() as u64,
+                "round {round}: unexpected documents"
+            );
             let report = db.check(None).unwrap();
             assert!(report.ok(), "round {round}: {report:?}");
             let query = rng.vector(DIM);
@@ -130,5 +170,8 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
         db.close().unwrap();
     }
     eprintln!("crash test: {KILLS} kills, {total_acks} acknowledged writes verified, {} documents at the end", expected.len());
-    assert!(total_acks > KILLS as usize, "the children barely wrote anything ({total_acks} acks)");
+    assert!(
+        total_acks > KILLS as usize,
+        "the children barely wrote anything ({total_acks} acks)"
+    );
 }

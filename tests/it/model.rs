@@ -55,10 +55,19 @@ fn vector(seed: u64) -> Vec<f32> {
 }
 
 fn input(i: u128, seed: u64) -> (DocumentInput, ModelDoc) {
-    let metadata = json!({"seed": seed.to_string(), "k0": 1}).as_object().unwrap().clone();
-    let text = (seed % 2 == 0).then(|| format!("doc {seed}"));
-    let doc = ModelDoc { vector: vector(seed), metadata: metadata.clone(), text: text.clone() };
-    let mut input = DocumentInput::new(doc.vector.clone()).with_id(id(i)).with_metadata(Value::Object(metadata));
+    let metadata = json!({"seed": seed.to_string(), "k0": 1})
+        .as_object()
+        .unwrap()
+        .clone();
+    let text = seed.is_multiple_of(2).then(|| format!("doc {seed}"));
+    let doc = ModelDoc {
+        vector: vector(seed),
+        metadata: metadata.clone(),
+        text: text.clone(),
+    };
+    let mut input = DocumentInput::new(doc.vector.clone())
+        .with_id(id(i))
+        .with_metadata(Value::Object(metadata));
     input.text = text;
     (input, doc)
 }
@@ -81,12 +90,18 @@ fn assert_same_state(db: &Database, model: &BTreeMap<Uuid, ModelDoc>) {
     assert_eq!(seen.iter().map(|d| d.id).collect::<Vec<_>>(), expected);
     for doc in &seen {
         let m = &model[&doc.id];
-        assert_eq!((&doc.vector, &doc.metadata, &doc.text), (&m.vector, &m.metadata, &m.text));
+        assert_eq!(
+            (&doc.vector, &doc.metadata, &doc.text),
+            (&m.vector, &m.metadata, &m.text)
+        );
     }
     for i in 0..POOL {
         assert_eq!(c.get(id(i)).unwrap().is_some(), model.contains_key(&id(i)));
     }
-    let docs: Vec<(Uuid, Vec<f32>)> = model.iter().map(|(id, d)| (*id, d.vector.clone())).collect();
+    let docs: Vec<(Uuid, Vec<f32>)> = model
+        .iter()
+        .map(|(id, d)| (*id, d.vector.clone()))
+        .collect();
     let query = vector(12345);
     let all = brute_force(Metric::L2, &docs, &query, docs.len());
     let hits = c.search(&SearchRequest::new(query, 5)).unwrap().hits;
@@ -98,13 +113,15 @@ fn assert_same_state(db: &Database, model: &BTreeMap<Uuid, ModelDoc>) {
 fn run_sequence(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut db = Database::open(dir.path()).unwrap();
-    db.create_collection("m", CollectionConfig::new(DIM, Metric::L2)).unwrap();
+    db.create_collection("m", CollectionConfig::new(DIM, Metric::L2))
+        .unwrap();
     let mut model: BTreeMap<Uuid, ModelDoc> = BTreeMap::new();
     for op in ops {
         let c = db.collection("m").unwrap();
         match op {
             Op::Upsert(docs) => {
-                let (inputs, docs): (Vec<_>, Vec<_>) = docs.iter().map(|&(i, s)| input(i, s)).unzip();
+                let (inputs, docs): (Vec<_>, Vec<_>) =
+                    docs.iter().map(|&(i, s)| input(i, s)).unzip();
                 let ids = c.upsert(inputs.clone()).unwrap();
                 for ((input, doc), id) in inputs.iter().zip(docs).zip(ids) {
                     assert_eq!(Some(id), input.id);
@@ -112,7 +129,8 @@ fn run_sequence(ops: Vec<Op>) {
                 }
             }
             Op::Insert(docs) => {
-                let (inputs, new): (Vec<_>, Vec<_>) = docs.iter().map(|&(i, s)| input(i, s)).unzip();
+                let (inputs, new): (Vec<_>, Vec<_>) =
+                    docs.iter().map(|&(i, s)| input(i, s)).unzip();
                 let mut batch_ids: Vec<Uuid> = inputs.iter().map(|d| d.id.unwrap()).collect();
                 let clash = batch_ids.iter().any(|id| model.contains_key(id)) || {
                     batch_ids.sort();
@@ -125,14 +143,20 @@ fn run_sequence(ops: Vec<Op>) {
                             model.insert(input.id.unwrap(), doc);
                         }
                     }
-                    Err(Error::DocumentExists(_)) => assert!(clash, "insert refused without a clash"),
+                    Err(Error::DocumentExists(_)) => {
+                        assert!(clash, "insert refused without a clash")
+                    }
                     Err(e) => panic!("unexpected error {e}"),
                 }
             }
             Op::BadUpsert(docs) => {
-                let mut inputs: Vec<DocumentInput> = docs.iter().map(|&(i, s)| input(i, s).0).collect();
+                let mut inputs: Vec<DocumentInput> =
+                    docs.iter().map(|&(i, s)| input(i, s).0).collect();
                 inputs.push(DocumentInput::new(vec![1.0; DIM + 1]));
-                assert!(matches!(c.upsert(inputs), Err(Error::DimensionMismatch { .. })));
+                assert!(matches!(
+                    c.upsert(inputs),
+                    Err(Error::DimensionMismatch { .. })
+                ));
             }
             Op::Delete(ids) => {
                 let ids: Vec<Uuid> = ids.into_iter().map(id).collect();
@@ -158,14 +182,18 @@ fn run_sequence(ops: Vec<Op>) {
                         }
                     },
                     (Err(Error::DocumentNotFound(_)), None) => {}
-                    (result, doc) => panic!("update_metadata gave {result:?} with model doc {doc:?}"),
+                    (result, doc) => {
+                        panic!("update_metadata gave {result:?} with model doc {doc:?}")
+                    }
                 }
             }
-            Op::UpdateVector(i, seed) => match (c.update_vector(id(i), vector(seed)), model.get_mut(&id(i))) {
-                (Ok(()), Some(doc)) => doc.vector = vector(seed),
-                (Err(Error::DocumentNotFound(_)), None) => {}
-                (result, doc) => panic!("update_vector gave {result:?} with model doc {doc:?}"),
-            },
+            Op::UpdateVector(i, seed) => {
+                match (c.update_vector(id(i), vector(seed)), model.get_mut(&id(i))) {
+                    (Ok(()), Some(doc)) => doc.vector = vector(seed),
+                    (Err(Error::DocumentNotFound(_)), None) => {}
+                    (result, doc) => panic!("update_vector gave {result:?} with model doc {doc:?}"),
+                }
+            }
             Op::Checkpoint => db.checkpoint().unwrap(),
             Op::Reopen => {
                 drop(c);

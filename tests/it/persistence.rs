@@ -11,7 +11,10 @@ use crate::common::{assert_matches_brute_force, brute_force, Rng};
 const DIM: usize = 8;
 
 fn index_file(db_dir: &Path) -> PathBuf {
-    let folders: Vec<PathBuf> = std::fs::read_dir(db_dir.join("collections")).unwrap().map(|e| e.unwrap().path()).collect();
+    let folders: Vec<PathBuf> = std::fs::read_dir(db_dir.join("collections"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(folders.len(), 1, "{folders:?}");
     folders[0].join("flat.qvi")
 }
@@ -19,7 +22,12 @@ fn index_file(db_dir: &Path) -> PathBuf {
 fn write_docs(db: &Database, rng: &mut Rng, docs: &mut Vec<(Uuid, Vec<f32>)>, n: usize) {
     let c = db.collection("p").unwrap();
     let new: Vec<(Uuid, Vec<f32>)> = (0..n).map(|_| (Uuid::now_v7(), rng.vector(DIM))).collect();
-    c.upsert(new.iter().map(|(id, v)| DocumentInput::new(v.clone()).with_id(*id)).collect()).unwrap();
+    c.upsert(
+        new.iter()
+            .map(|(id, v)| DocumentInput::new(v.clone()).with_id(*id))
+            .collect(),
+    )
+    .unwrap();
     docs.extend(new);
 }
 
@@ -53,14 +61,18 @@ fn reopen_loads_the_checkpoint_and_the_log_is_trimmed() {
     let mut docs = Vec::new();
     {
         let db = Database::open(dir.path()).unwrap();
-        db.create_collection("p", CollectionConfig::new(DIM, Metric::L2)).unwrap();
+        db.create_collection("p", CollectionConfig::new(DIM, Metric::L2))
+            .unwrap();
         write_docs(&db, &mut rng, &mut docs, 300);
         db.close().unwrap();
     }
     let db = Database::open(dir.path()).unwrap();
     let info = db.collection("p").unwrap().info().unwrap();
     assert_eq!(info.vector_index.recovery, Recovery::Loaded { replayed: 0 });
-    assert_eq!(info.changelog_entries, 0, "the checkpoint makes the log redundant");
+    assert_eq!(
+        info.changelog_entries, 0,
+        "the checkpoint makes the log redundant"
+    );
     assert_eq!(info.vector_index.watermark, info.last_seq);
     assert_search_exact(&db, &docs);
 }
@@ -72,7 +84,8 @@ fn a_crash_image_replays_the_log_after_the_checkpoint() {
     let mut rng = Rng(2);
     let mut docs = Vec::new();
     let db = Database::open(dir.path()).unwrap();
-    db.create_collection("p", CollectionConfig::new(DIM, Metric::L2)).unwrap();
+    db.create_collection("p", CollectionConfig::new(DIM, Metric::L2))
+        .unwrap();
     write_docs(&db, &mut rng, &mut docs, 200);
     db.checkpoint().unwrap();
     write_docs(&db, &mut rng, &mut docs, 50);
@@ -83,7 +96,10 @@ fn a_crash_image_replays_the_log_after_the_checkpoint() {
     copy_dir(dir.path(), image.path());
     let crashed = Database::open(image.path()).unwrap();
     let info = crashed.collection("p").unwrap().info().unwrap();
-    assert_eq!(info.vector_index.recovery, Recovery::Loaded { replayed: 60 });
+    assert_eq!(
+        info.vector_index.recovery,
+        Recovery::Loaded { replayed: 60 }
+    );
     assert_search_exact(&crashed, &docs);
 }
 
@@ -94,7 +110,8 @@ fn damaged_or_missing_index_files_are_rebuilt_from_the_store() {
     let mut docs = Vec::new();
     {
         let db = Database::open(dir.path()).unwrap();
-        db.create_collection("p", CollectionConfig::new(DIM, Metric::L2)).unwrap();
+        db.create_collection("p", CollectionConfig::new(DIM, Metric::L2))
+            .unwrap();
         write_docs(&db, &mut rng, &mut docs, 400);
     }
     let file = index_file(dir.path());
@@ -115,10 +132,18 @@ fn damaged_or_missing_index_files_are_rebuilt_from_the_store() {
         }
         let db = Database::open(dir.path()).unwrap();
         let info = db.collection("p").unwrap().info().unwrap();
-        assert!(matches!(info.vector_index.recovery, Recovery::Rebuilt { .. }), "{what}: {:?}", info.vector_index.recovery);
+        assert!(
+            matches!(info.vector_index.recovery, Recovery::Rebuilt { .. }),
+            "{what}: {:?}",
+            info.vector_index.recovery
+        );
         assert_search_exact(&db, &docs);
         db.close().unwrap();
-        assert_eq!(std::fs::read(&file).unwrap().len(), good.len(), "{what}: a fresh checkpoint replaces the damaged file");
+        assert_eq!(
+            std::fs::read(&file).unwrap().len(),
+            good.len(),
+            "{what}: a fresh checkpoint replaces the damaged file"
+        );
     }
 }
 
@@ -129,7 +154,8 @@ fn a_checkpoint_older_than_the_trimmed_log_is_not_trusted() {
     let mut docs = Vec::new();
     let old = {
         let db = Database::open(dir.path()).unwrap();
-        db.create_collection("p", CollectionConfig::new(DIM, Metric::L2)).unwrap();
+        db.create_collection("p", CollectionConfig::new(DIM, Metric::L2))
+            .unwrap();
         write_docs(&db, &mut rng, &mut docs, 100);
         db.checkpoint().unwrap();
         let old = std::fs::read(index_file(dir.path())).unwrap();
@@ -140,7 +166,11 @@ fn a_checkpoint_older_than_the_trimmed_log_is_not_trusted() {
     std::fs::write(index_file(dir.path()), old).unwrap();
     let db = Database::open(dir.path()).unwrap();
     let info = db.collection("p").unwrap().info().unwrap();
-    assert!(matches!(info.vector_index.recovery, Recovery::Rebuilt { .. }), "{:?}", info.vector_index.recovery);
+    assert!(
+        matches!(info.vector_index.recovery, Recovery::Rebuilt { .. }),
+        "{:?}",
+        info.vector_index.recovery
+    );
     assert_search_exact(&db, &docs);
 }
 
@@ -149,14 +179,26 @@ fn dropped_collections_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = Database::open(dir.path()).unwrap();
-        let c = db.create_collection("p", CollectionConfig::new(DIM, Metric::L2)).unwrap();
+        let c = db
+            .create_collection("p", CollectionConfig::new(DIM, Metric::L2))
+            .unwrap();
         c.upsert(vec![DocumentInput::new(vec![1.0; DIM])]).unwrap();
         db.drop_collection("p").unwrap();
-        assert_eq!(std::fs::read_dir(dir.path().join("collections")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("collections"))
+                .unwrap()
+                .count(),
+            0
+        );
         // An orphaned folder (as a crash during a drop could leave) is removed on open.
         std::fs::create_dir_all(dir.path().join("collections/c99")).unwrap();
     }
     let db = Database::open(dir.path()).unwrap();
     assert!(db.list_collections().is_empty());
-    assert_eq!(std::fs::read_dir(dir.path().join("collections")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("collections"))
+            .unwrap()
+            .count(),
+        0
+    );
 }

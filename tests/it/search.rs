@@ -6,14 +6,27 @@ use uuid::Uuid;
 
 use crate::common::{assert_matches_brute_force, brute_force, distance_f64, Rng};
 
-fn fill(db: &Database, name: &str, metric: Metric, n: usize, dim: usize, seed: u64) -> Vec<(Uuid, Vec<f32>)> {
-    let collection = db.create_collection(name, CollectionConfig::new(dim, metric)).unwrap();
+fn fill(
+    db: &Database,
+    name: &str,
+    metric: Metric,
+    n: usize,
+    dim: usize,
+    seed: u64,
+) -> Vec<(Uuid, Vec<f32>)> {
+    let collection = db
+        .create_collection(name, CollectionConfig::new(dim, metric))
+        .unwrap();
     let mut rng = Rng(seed);
     let docs: Vec<(Uuid, Vec<f32>)> = (0..n).map(|_| (Uuid::new_v4(), rng.vector(dim))).collect();
     for chunk in docs.chunks(500) {
         let inputs = chunk
             .iter()
-            .map(|(id, v)| DocumentInput::new(v.clone()).with_id(*id).with_metadata(json!({"n": id.to_string()})))
+            .map(|(id, v)| {
+                DocumentInput::new(v.clone())
+                    .with_id(*id)
+                    .with_metadata(json!({"n": id.to_string()}))
+            })
             .collect();
         collection.upsert(inputs).unwrap();
     }
@@ -24,14 +37,19 @@ fn fill(db: &Database, name: &str, metric: Metric, n: usize, dim: usize, seed: u
 fn exact_search_equals_f64_brute_force_for_every_metric() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    for (i, metric) in [Metric::L2, Metric::Cosine, Metric::Dot].into_iter().enumerate() {
+    for (i, metric) in [Metric::L2, Metric::Cosine, Metric::Dot]
+        .into_iter()
+        .enumerate()
+    {
         let name = format!("m{i}");
         let docs = fill(&db, &name, metric, 1_000, 37, 7 + i as u64);
         let collection = db.collection(&name).unwrap();
         let mut rng = Rng(99);
         for k in [1, 10, 100, 1_000, 5_000] {
             let query = rng.vector(37);
-            let response = collection.search(&SearchRequest::new(query.clone(), k)).unwrap();
+            let response = collection
+                .search(&SearchRequest::new(query.clone(), k))
+                .unwrap();
             assert!(response.exhaustive);
             assert_eq!(response.examined, 1_000);
             let all = brute_force(metric, &docs, &query, docs.len());
@@ -49,7 +67,9 @@ fn large_collections_use_the_parallel_scan_and_stay_exact() {
     let docs = fill(&db, "big", Metric::L2, 2_100, 1_024, 3);
     let collection = db.collection("big").unwrap();
     let mut rng = Rng(5);
-    let requests: Vec<SearchRequest> = (0..4).map(|_| SearchRequest::new(rng.vector(1_024), 25)).collect();
+    let requests: Vec<SearchRequest> = (0..4)
+        .map(|_| SearchRequest::new(rng.vector(1_024), 25))
+        .collect();
     let responses = collection.search_batch(&requests).unwrap();
     for (request, response) in requests.iter().zip(&responses) {
         let all = brute_force(Metric::L2, &docs, &request.vector, docs.len());
@@ -61,7 +81,9 @@ fn large_collections_use_the_parallel_scan_and_stay_exact() {
 fn ties_are_broken_by_id_and_fields_are_included_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    let collection = db.create_collection("t", CollectionConfig::new(2, Metric::L2)).unwrap();
+    let collection = db
+        .create_collection("t", CollectionConfig::new(2, Metric::L2))
+        .unwrap();
     let mut ids: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
     let inputs = ids
         .iter()
@@ -80,29 +102,56 @@ fn ties_are_broken_by_id_and_fields_are_included_on_request() {
         vector: true,
     });
     let hits = collection.search(&request).unwrap().hits;
-    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), ids[..7].to_vec());
+    assert_eq!(
+        hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        ids[..7].to_vec()
+    );
     for hit in &hits {
         assert_eq!(hit.distance, 2.0);
-        assert_eq!(hit.metadata.as_ref().unwrap()["id"], json!(hit.id.to_string()));
-        assert_eq!(hit.text.as_deref(), Some(format!("text {}", hit.id).as_str()));
+        assert_eq!(
+            hit.metadata.as_ref().unwrap()["id"],
+            json!(hit.id.to_string())
+        );
+        assert_eq!(
+            hit.text.as_deref(),
+            Some(format!("text {}", hit.id).as_str())
+        );
         assert_eq!(hit.vector.as_deref(), Some(&[1.0, 1.0][..]));
     }
-    let bare = collection.search(&SearchRequest::new(vec![0.0, 0.0], 3)).unwrap().hits;
-    assert!(bare.iter().all(|h| h.metadata.is_none() && h.text.is_none() && h.vector.is_none()));
+    let bare = collection
+        .search(&SearchRequest::new(vec![0.0, 0.0], 3))
+        .unwrap()
+        .hits;
+    assert!(bare
+        .iter()
+        .all(|h| h.metadata.is_none() && h.text.is_none() && h.vector.is_none()));
 }
 
 #[test]
 fn cosine_returns_the_original_vector_and_distance_ignores_scale() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    let collection = db.create_collection("c", CollectionConfig::new(3, Metric::Cosine)).unwrap();
-    let id = collection.upsert(vec![DocumentInput::new(vec![3.0, 0.0, 4.0])]).unwrap()[0];
-    assert_eq!(collection.get(id).unwrap().unwrap().vector, vec![3.0, 0.0, 4.0]);
-    let hits = collection.search(&SearchRequest::new(vec![30.0, 0.0, 40.0], 1)).unwrap().hits;
+    let collection = db
+        .create_collection("c", CollectionConfig::new(3, Metric::Cosine))
+        .unwrap();
+    let id = collection
+        .upsert(vec![DocumentInput::new(vec![3.0, 0.0, 4.0])])
+        .unwrap()[0];
+    assert_eq!(
+        collection.get(id).unwrap().unwrap().vector,
+        vec![3.0, 0.0, 4.0]
+    );
+    let hits = collection
+        .search(&SearchRequest::new(vec![30.0, 0.0, 40.0], 1))
+        .unwrap()
+        .hits;
     assert_eq!(hits[0].id, id);
     assert!(hits[0].distance.abs() < 1e-6);
     let d = distance_f64(Metric::Cosine, &[1.0, 0.0, 0.0], &[3.0, 0.0, 4.0]);
-    let hits = collection.search(&SearchRequest::new(vec![1.0, 0.0, 0.0], 1)).unwrap().hits;
+    let hits = collection
+        .search(&SearchRequest::new(vec![1.0, 0.0, 0.0], 1))
+        .unwrap()
+        .hits;
     assert!((f64::from(hits[0].distance) - d).abs() < 1e-6);
 }
 
@@ -110,14 +159,32 @@ fn cosine_returns_the_original_vector_and_distance_ignores_scale() {
 fn searches_see_every_acknowledged_write_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    let collection = db.create_collection("s", CollectionConfig::new(2, Metric::L2)).unwrap();
-    assert!(collection.search(&SearchRequest::new(vec![0.0, 0.0], 5)).unwrap().hits.is_empty());
-    let id = collection.upsert(vec![DocumentInput::new(vec![9.0, 9.0])]).unwrap()[0];
-    let hits = collection.search(&SearchRequest::new(vec![0.0, 0.0], 5)).unwrap().hits;
+    let collection = db
+        .create_collection("s", CollectionConfig::new(2, Metric::L2))
+        .unwrap();
+    assert!(collection
+        .search(&SearchRequest::new(vec![0.0, 0.0], 5))
+        .unwrap()
+        .hits
+        .is_empty());
+    let id = collection
+        .upsert(vec![DocumentInput::new(vec![9.0, 9.0])])
+        .unwrap()[0];
+    let hits = collection
+        .search(&SearchRequest::new(vec![0.0, 0.0], 5))
+        .unwrap()
+        .hits;
     assert_eq!(hits.len(), 1);
     collection.update_vector(id, vec![1.0, 0.0]).unwrap();
-    let hits = collection.search(&SearchRequest::new(vec![0.0, 0.0], 5)).unwrap().hits;
+    let hits = collection
+        .search(&SearchRequest::new(vec![0.0, 0.0], 5))
+        .unwrap()
+        .hits;
     assert_eq!(hits[0].distance, 1.0);
     collection.delete(&[id]).unwrap();
-    assert!(collection.search(&SearchRequest::new(vec![0.0, 0.0], 5)).unwrap().hits.is_empty());
+    assert!(collection
+        .search(&SearchRequest::new(vec![0.0, 0.0], 5))
+        .unwrap()
+        .hits
+        .is_empty());
 }
