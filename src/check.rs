@@ -10,7 +10,6 @@ use serde::Serialize;
 use crate::collection::Collection;
 use crate::distance;
 use crate::error::{Error, Result};
-use crate::index::new_vector_index;
 use crate::types::Metric;
 
 /// At most this many offending ids are listed per problem.
@@ -114,7 +113,7 @@ pub fn check_collection(collection: &Collection) -> Result<IndexCheck> {
                 index.watermark()
             ));
         }
-        let mut scratch = new_vector_index(&config);
+        let mut scratch = collection.new_vector_index();
         let checkpoint = match scratch.load_checkpoint(dir) {
             Ok(false) => "none".to_string(),
             Ok(true) if scratch.watermark() < reader.trimmed_through()? => {

@@ -124,8 +124,10 @@ impl Collection {
         created: bool,
     ) -> Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let mut index = new_vector_index(&record.config);
+        let mut index = new_vector_index(&record.config, record.instance);
         let recovery = if created {
+            // An empty checkpoint, so that the next open loads instead of rebuilding.
+            index.checkpoint(&dir)?;
             Recovery::Created
         } else {
             let reader = store.read(record.id)?;
@@ -154,6 +156,11 @@ impl Collection {
     /// The collection's configuration.
     pub fn config(&self) -> &CollectionConfig {
         &self.inner.record.config
+    }
+
+    /// A new, empty vector index of this collection (e.g. to verify a checkpoint file).
+    pub(crate) fn new_vector_index(&self) -> Box<dyn VectorIndex> {
+        new_vector_index(&self.inner.record.config, self.inner.record.instance)
     }
 
     pub(crate) fn dir(&self) -> &Path {

@@ -144,10 +144,12 @@ impl CollectionConfig {
     }
 
     /// A 64-bit fingerprint of what shapes an index file (dimension, metric, index kind and
-    /// parameters): an index file written under another fingerprint is not loaded.
-    pub fn index_fingerprint(&self) -> u64 {
+    /// parameters) and of which collection it belongs to (`instance`, a random number drawn when
+    /// the collection was created): an index file written under another fingerprint is not
+    /// loaded, so a file copied from another collection or database is never served.
+    pub fn index_fingerprint(&self, instance: u64) -> u64 {
         let index = serde_json::to_string(&self.index).unwrap_or_default();
-        let text = format!("{}|{}|{}", self.dim, self.metric.name(), index);
+        let text = format!("{instance}|{}|{}|{}", self.dim, self.metric.name(), index);
         // FNV-1a, 64 bit: stable across builds and platforms.
         text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::collection::{Collection, MAX_BATCH_DOCS};
 use crate::error::{Error, Result};
 use crate::types::DocumentInput;
+use crate::vecs::read_fvecs_record;
 
 /// Where an import stopped, and why. Batches before the failing one are committed.
 #[derive(Debug, thiserror::Error)]
@@ -145,49 +146,4 @@ pub fn import_fvecs(
         progress(imported);
     }
     Ok(imported)
-}
-
-/// Reads one `.fvecs` record; `Ok(None)` at a clean end of input. A record whose dimension is
-/// not `dim` (or is absurd) is an error before its body is read.
-pub fn read_fvecs_record(input: &mut impl Read, dim: usize) -> Result<Option<Vec<f32>>> {
-    let mut head = [0u8; 4];
-    match read_full(input, &mut head)? {
-        0 => return Ok(None),
-        4 => {}
-        n => {
-            return Err(Error::InvalidArgument(format!(
-                "truncated fvecs record: {n} of 4 header bytes"
-            )))
-        }
-    }
-    let record_dim = i32::from_le_bytes(head);
-    if record_dim <= 0 || record_dim as usize != dim {
-        return Err(Error::DimensionMismatch {
-            expected: dim,
-            got: record_dim.max(0) as usize,
-        });
-    }
-    let mut body = vec![0u8; dim * 4];
-    if read_full(input, &mut body)? != body.len() {
-        return Err(Error::InvalidArgument("truncated fvecs record body".into()));
-    }
-    Ok(Some(
-        body.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    ))
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(filled)
 }

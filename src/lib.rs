@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod bench;
 pub mod check;
 pub mod collection;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod query;
 mod storage;
 pub mod sync;
 pub mod types;
+pub mod vecs;
 
 pub use check::{CheckReport, IndexCheck};
 pub use collection::{Collection, CollectionInfo, ScrollPage};

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use quiverdb::bench;
 use quiverdb::import::{self, FvecsIds};
 use quiverdb::{
     CollectionConfig, Database, Error, Include, IndexConfig, Metric, PayloadField, SearchRequest,
@@ -95,6 +96,36 @@ enum Command {
         /// Only this collection.
         name: Option<String>,
     },
+    /// Measure recall@k, QPS and latency on .fvecs/.ivecs files (builds in a temporary database).
+    Bench {
+        /// Base vectors (.fvecs).
+        #[arg(long)]
+        base: PathBuf,
+        /// Query vectors (.fvecs).
+        #[arg(long)]
+        query: PathBuf,
+        /// Ground truth (.ivecs): row numbers of the exact neighbours of each query.
+        #[arg(long)]
+        gt: PathBuf,
+        /// Distance metric: cosine, l2 or dot.
+        #[arg(long)]
+        metric: String,
+        /// Vector index kind.
+        #[arg(long, default_value = "flat")]
+        index: String,
+        /// Neighbours per query.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Run at most this many queries.
+        #[arg(long)]
+        queries: Option<usize>,
+        /// Threads for building and searching (queries are issued one at a time).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Build a small demo database and run example searches.
     Demo {
         /// Keep the demo database in this directory (default: a temporary one, removed after).
@@ -154,8 +185,33 @@ fn main() -> ExitCode {
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
 fn run(cli: Cli) -> CliResult {
-    if let Command::Demo { dir } = &cli.command {
-        return demo(dir.as_deref());
+    match cli.command {
+        Command::Demo { dir } => return demo(dir.as_deref()),
+        Command::Bench {
+            base,
+            query,
+            gt,
+            metric,
+            index,
+            k,
+            queries,
+            threads,
+            json,
+        } => {
+            let options = bench::BenchOptions {
+                base,
+                queries: query,
+                ground_truth: gt,
+                metric: metric.parse()?,
+                index: IndexConfig::from_kind_name(&index)?,
+                k,
+                max_queries: queries,
+                threads,
+                work_dir: cli.db,
+            };
+            return bench_report(&options, json.as_deref());
+        }
+        _ => {}
     }
     let dir = cli
         .db
@@ -272,7 +328,7 @@ fn run(cli: Cli) -> CliResult {
                 ExitCode::FAILURE
             }
         }
-        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Demo { .. } | Command::Bench { .. } => unreachable!("handled above"),
     };
     out.flush()?;
     drop(out);
@@ -330,6 +386,31 @@ fn demo(dir: Option<&Path>) -> CliResult {
         std::fs::remove_dir_all(&dir).ok();
     }
     result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult {
+    let report = bench::run(options)?;
+    println!(
+        "{} index: {} x {}-D, {} queries, {} thread(s); build {:.2} s, peak RSS {:.1} MiB, index files {:.1} MiB",
+        report.index,
+        report.n,
+        report.dim,
+        report.queries,
+        report.threads,
+        report.build_s,
+        report.peak_rss_bytes as f64 / 1048576.0,
+        report.index_bytes as f64 / 1048576.0
+    );
+    for point in &report.points {
+        println!(
+            "  recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
+            options.k, point.recall, point.qps, point.p50_ms, point.p99_ms
+        );
+    }
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

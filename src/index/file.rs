@@ -8,7 +8,7 @@
 //! 14      2   kind format version
 //! 16      4   dimension
 //! 20      1   metric (1 cosine, 2 l2, 3 dot); 3 bytes zero
-//! 24      8   config fingerprint (CollectionConfig::index_fingerprint)
+//! 24      8   config fingerprint (CollectionConfig::index_fingerprint: config + collection instance)
 //! 32      8   watermark: last change-log sequence number reflected
 //! 40      8   payload length in bytes
 //! 48      4   crc32c of the payload

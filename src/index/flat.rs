@@ -44,12 +44,13 @@ pub struct FlatIndex {
 }
 
 impl FlatIndex {
-    /// An empty index for a collection of this configuration.
-    pub fn new(config: &CollectionConfig) -> Self {
+    /// An empty index for a collection of this configuration; `instance` identifies the
+    /// collection (see [`CollectionConfig::index_fingerprint`]).
+    pub fn new(config: &CollectionConfig, instance: u64) -> Self {
         FlatIndex {
             dim: config.dim,
             metric: config.metric,
-            config_fingerprint: config.index_fingerprint(),
+            config_fingerprint: config.index_fingerprint(instance),
             vectors: Vec::new(),
             slot_ids: Vec::new(),
             slot_uuids: Vec::new(),
@@ -322,7 +323,7 @@ mod tests {
 
     #[test]
     fn upsert_delete_and_search() {
-        let mut index = FlatIndex::new(&CollectionConfig::new(2, Metric::L2));
+        let mut index = FlatIndex::new(&CollectionConfig::new(2, Metric::L2), 1);
         apply(&mut index, 1, 0, Some(&[0.0, 0.0]));
         apply(&mut index, 2, 1, Some(&[1.0, 0.0]));
         apply(&mut index, 3, 2, Some(&[5.0, 5.0]));
@@ -339,7 +340,7 @@ mod tests {
     fn checkpoint_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let config = CollectionConfig::new(3, Metric::Cosine);
-        let mut index = FlatIndex::new(&config);
+        let mut index = FlatIndex::new(&config, 1);
         for i in 0..50u32 {
             apply(
                 &mut index,
@@ -350,7 +351,7 @@ mod tests {
         }
         apply(&mut index, 51, 7, None);
         index.checkpoint(dir.path()).unwrap();
-        let mut loaded = FlatIndex::new(&config);
+        let mut loaded = FlatIndex::new(&config, 1);
         assert!(loaded.load_checkpoint(dir.path()).unwrap());
         assert_eq!(loaded.watermark(), 51);
         assert_eq!(loaded.internal_ids(), index.internal_ids());
@@ -360,6 +361,14 @@ mod tests {
             index.search(&q, 5).neighbors
         );
         let other = CollectionConfig::new(3, Metric::L2);
-        assert!(FlatIndex::new(&other).load_checkpoint(dir.path()).is_err());
+        assert!(FlatIndex::new(&other, 1)
+            .load_checkpoint(dir.path())
+            .is_err());
+        assert!(
+            FlatIndex::new(&config, 2)
+                .load_checkpoint(dir.path())
+                .is_err(),
+            "another collection's file"
+        );
     }
 }

@@ -84,9 +84,10 @@ pub trait VectorIndex: DerivedIndex + VectorIndexRead {}
 
 impl<T: DerivedIndex + VectorIndexRead> VectorIndex for T {}
 
-/// Creates the empty vector index a collection's configuration asks for.
-pub fn new_vector_index(config: &CollectionConfig) -> Box<dyn VectorIndex> {
+/// Creates the empty vector index a collection's configuration asks for; `instance` identifies
+/// the collection in the index's files.
+pub fn new_vector_index(config: &CollectionConfig, instance: u64) -> Box<dyn VectorIndex> {
     match config.index {
-        IndexConfig::Flat => Box::new(flat::FlatIndex::new(config)),
+        IndexConfig::Flat => Box::new(flat::FlatIndex::new(config, instance)),
     }
 }

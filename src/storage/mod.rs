@@ -60,6 +60,9 @@ pub struct CollectionRecord {
     pub config: CollectionConfig,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
+    /// A random number drawn at creation: stamped into index files so that a file of another
+    /// collection (or database) is never mistaken for this one's.
+    pub instance: u64,
 }
 
 /// The redb database of one QuiverDB database directory.
@@ -126,6 +129,7 @@ impl Store {
                 created_unix_ms: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
+                instance: Uuid::new_v4().as_u64_pair().0,
             };
             let json = serde_json::to_vec(&record)
                 .map_err(|e| Error::Internal(format!("encoding collection record: {e}")))?;

@@ -125,13 +125,21 @@ fn ok(db: &Path, args: &[&str]) -> String {
 /// Asserts that the command failed the CLI way: non-zero exit, an `error:` line on stderr, and
 /// nothing on stdout.
 fn assert_cli_error(out: &Outcome) {
-    assert!(!out.status.success(), "expected failure: {}", out.describe());
+    assert!(
+        !out.status.success(),
+        "expected failure: {}",
+        out.describe()
+    );
     assert!(
         out.stderr.lines().any(|l| l.starts_with("error:")),
         "stderr has no `error:` line: {}",
         out.describe()
     );
-    assert!(out.stdout.trim().is_empty(), "a failed command printed results: {}", out.describe());
+    assert!(
+        out.stdout.trim().is_empty(),
+        "a failed command printed results: {}",
+        out.describe()
+    );
 }
 
 /// Asserts failure (see [`assert_cli_error`]) and returns the outcome.
@@ -143,23 +151,43 @@ fn fail(db: &Path, args: &[&str]) -> Outcome {
 
 fn count(db: &Path, name: &str) -> u64 {
     let out = ok(db, &["count", name]);
-    out.trim().parse().unwrap_or_else(|_| panic!("count printed {out:?}"))
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("count printed {out:?}"))
 }
 
 fn info(db: &Path, name: &str) -> (Value, Outcome) {
     let out = run(db, &["collection", "info", name]);
-    assert!(out.status.success(), "collection info failed: {}", out.describe());
+    assert!(
+        out.status.success(),
+        "collection info failed: {}",
+        out.describe()
+    );
     let value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("collection info is not JSON ({e}): {}", out.describe()));
     (value, out)
 }
 
 fn list(db: &Path) -> Vec<String> {
-    ok(db, &["collection", "list"]).lines().map(str::to_string).collect()
+    ok(db, &["collection", "list"])
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn create(db: &Path, name: &str, dim: usize, metric: &str) {
-    let out = ok(db, &["collection", "create", name, "--dim", &dim.to_string(), "--metric", metric]);
+    let out = ok(
+        db,
+        &[
+            "collection",
+            "create",
+            name,
+            "--dim",
+            &dim.to_string(),
+            "--metric",
+            metric,
+        ],
+    );
     assert!(out.contains(name), "create printed {out:?}");
 }
 
@@ -270,9 +298,17 @@ fn import_docs(db: &Path, name: &str, file: &Path, docs: &[Doc]) {
 // ----- the reference ---------------------------------------------------------------------------
 
 fn reference_distance(metric: &str, q: &[f32], v: &[f32]) -> f64 {
-    let dot: f64 = q.iter().zip(v).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+    let dot: f64 = q
+        .iter()
+        .zip(v)
+        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+        .sum();
     match metric {
-        "l2" => q.iter().zip(v).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum(),
+        "l2" => q
+            .iter()
+            .zip(v)
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+            .sum(),
         "dot" => -dot,
         "cosine" => {
             let nq: f64 = q.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
@@ -285,8 +321,14 @@ fn reference_distance(metric: &str, q: &[f32], v: &[f32]) -> f64 {
 
 /// Every document, nearest first, ties by id string.
 fn brute_force(docs: &[Doc], metric: &str, q: &[f32]) -> Vec<(Uuid, f64)> {
-    let mut all: Vec<(Uuid, f64)> = docs.iter().map(|d| (d.id, reference_distance(metric, q, &d.vector))).collect();
-    all.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.to_string().cmp(&b.0.to_string())));
+    let mut all: Vec<(Uuid, f64)> = docs
+        .iter()
+        .map(|d| (d.id, reference_distance(metric, q, &d.vector)))
+        .collect();
+    all.sort_by(|a, b| {
+        a.1.total_cmp(&b.1)
+            .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+    });
     all
 }
 
@@ -294,8 +336,12 @@ fn brute_force(docs: &[Doc], metric: &str, q: &[f32]) -> Vec<(Uuid, f64)> {
 fn hit_pairs(hits: &[Value]) -> Vec<(Uuid, f64)> {
     hits.iter()
         .map(|h| {
-            let id = h["id"].as_str().unwrap_or_else(|| panic!("hit without id: {h}"));
-            let distance = h["distance"].as_f64().unwrap_or_else(|| panic!("hit without distance: {h}"));
+            let id = h["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("hit without id: {h}"));
+            let distance = h["distance"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("hit without distance: {h}"));
             (Uuid::parse_str(id).expect("hit id is a UUID"), distance)
         })
         .collect()
@@ -304,12 +350,25 @@ fn hit_pairs(hits: &[Value]) -> Vec<(Uuid, f64)> {
 /// Checks hits against the brute-force top `k`: same length, same ids in the same order (two
 /// hits whose reference distances differ by less than `NEAR_TIE` may swap, exact ties may not),
 /// and distances within `DIST_TOL`.
-fn assert_matches_brute_force(got: &[(Uuid, f64)], docs: &[Doc], metric: &str, q: &[f32], k: usize, context: &str) {
+fn assert_matches_brute_force(
+    got: &[(Uuid, f64)],
+    docs: &[Doc],
+    metric: &str,
+    q: &[f32],
+    k: usize,
+    context: &str,
+) {
     let expected = brute_force(docs, metric, q);
     let reference: HashMap<Uuid, f64> = expected.iter().copied().collect();
     let expected = &expected[..k.min(expected.len())];
-    let show = || format!("{context}: metric {metric}, k {k}\n got      {got:?}\n expected {expected:?}");
-    assert_eq!(got.len(), expected.len(), "wrong number of hits; {}", show());
+    let show =
+        || format!("{context}: metric {metric}, k {k}\n got      {got:?}\n expected {expected:?}");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "wrong number of hits; {}",
+        show()
+    );
     let distinct: HashSet<Uuid> = got.iter().map(|h| h.0).collect();
     assert_eq!(distinct.len(), got.len(), "duplicate ids; {}", show());
     for (i, (&(id, distance), &(want_id, want_distance))) in got.iter().zip(expected).enumerate() {
@@ -322,19 +381,39 @@ fn assert_matches_brute_force(got: &[(Uuid, f64)], docs: &[Doc], metric: &str, q
             show()
         );
         if id != want_id {
-            let near_tie = truth != want_distance && (truth - want_distance).abs() <= NEAR_TIE * want_distance.abs().max(1.0);
-            assert!(near_tie, "hit {i} is {id} (reference {truth}), expected {want_id} ({want_distance}); {}", show());
+            let near_tie = truth != want_distance
+                && (truth - want_distance).abs() <= NEAR_TIE * want_distance.abs().max(1.0);
+            assert!(
+                near_tie,
+                "hit {i} is {id} (reference {truth}), expected {want_id} ({want_distance}); {}",
+                show()
+            );
         }
         if i > 0 {
-            assert!(got[i - 1].1 <= distance, "hits are not sorted by distance; {}", show());
+            assert!(
+                got[i - 1].1 <= distance,
+                "hits are not sorted by distance; {}",
+                show()
+            );
         }
     }
 }
 
 /// Runs `search NAME --vector Q --k K` and checks it against the brute force.
-fn assert_search_matches(db: &Path, name: &str, docs: &[Doc], metric: &str, q: &[f32], k: usize, context: &str) {
+fn assert_search_matches(
+    db: &Path,
+    name: &str,
+    docs: &[Doc],
+    metric: &str,
+    q: &[f32],
+    k: usize,
+    context: &str,
+) {
     let vector = serde_json::to_string(q).unwrap();
-    let out = ok(db, &["search", name, "--vector", &vector, "--k", &k.to_string()]);
+    let out = ok(
+        db,
+        &["search", name, "--vector", &vector, "--k", &k.to_string()],
+    );
     let hits = json_lines(&out);
     for hit in &hits {
         let keys: Vec<&String> = hit.as_object().expect("hit is an object").keys().collect();
@@ -358,14 +437,27 @@ fn vector_of(value: &Value) -> Vec<f32> {
 /// Asserts `get NAME ID` prints exactly `doc`.
 fn assert_stored(db: &Path, name: &str, doc: &Doc) {
     let out = ok(db, &["get", name, &doc.id.to_string()]);
-    let got: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("get printed {out:?}: {e}"));
+    let got: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("get printed {out:?}: {e}"));
     assert_eq!(got["id"], json!(doc.id.to_string()), "{got}");
-    assert_eq!(vector_of(&got["vector"]), doc.vector, "vector of {}", doc.id);
-    let metadata = if doc.metadata.is_null() { json!({}) } else { doc.metadata.clone() };
+    assert_eq!(
+        vector_of(&got["vector"]),
+        doc.vector,
+        "vector of {}",
+        doc.id
+    );
+    let metadata = if doc.metadata.is_null() {
+        json!({})
+    } else {
+        doc.metadata.clone()
+    };
     assert_eq!(got["metadata"], metadata, "metadata of {}", doc.id);
     match &doc.text {
         Some(text) => assert_eq!(got["text"], json!(text), "text of {}", doc.id),
-        None => assert!(got.get("text").is_none_or(Value::is_null), "unexpected text: {got}"),
+        None => assert!(
+            got.get("text").is_none_or(Value::is_null),
+            "unexpected text: {got}"
+        ),
     }
 }
 
@@ -403,7 +495,11 @@ fn collection_create_list_info_drop_round_trip() {
         ],
     );
     assert!(out.contains("alpha"));
-    assert_eq!(list(&db), ["alpha", "beta"], "list is sorted, one name per line");
+    assert_eq!(
+        list(&db),
+        ["alpha", "beta"],
+        "list is sorted, one name per line"
+    );
 
     let (alpha, _) = info(&db, "alpha");
     assert_eq!(alpha["name"], "alpha");
@@ -418,7 +514,10 @@ fn collection_create_list_info_drop_round_trip() {
     );
     assert_eq!(alpha["vector_index"]["len"], 0);
     assert_eq!(alpha["vector_index"]["watermark"], 0);
-    assert!(alpha["vector_index"]["recovery"]["how"].is_string(), "{alpha}");
+    assert!(
+        alpha["vector_index"]["recovery"]["how"].is_string(),
+        "{alpha}"
+    );
 
     // Fill beta, then drop it: its documents and index files go with it.
     let mut rng = Rng(1);
@@ -435,7 +534,11 @@ fn collection_create_list_info_drop_round_trip() {
     let out = ok(&db, &["collection", "drop", "beta"]);
     assert!(out.contains("beta"));
     assert_eq!(list(&db), ["alpha"]);
-    assert_eq!(fs::read_dir(db.join("collections")).unwrap().count(), 1, "drop removes the index folder");
+    assert_eq!(
+        fs::read_dir(db.join("collections")).unwrap().count(),
+        1,
+        "drop removes the index folder"
+    );
     fail(&db, &["collection", "info", "beta"]);
     fail(&db, &["count", "beta"]);
     fail(&db, &["collection", "drop", "beta"]);
@@ -448,8 +551,21 @@ fn collection_create_list_info_drop_round_trip() {
     assert_eq!(beta["config"]["metric"], "dot");
     assert_eq!(beta["vector_index"]["len"], 0);
     assert_absent(&db, "beta", docs[0].id);
-    let out = ok(&db, &["search", "beta", "--vector", "[1,0,0,0,0,0,0,0]", "--k", "5"]);
-    assert!(out.trim().is_empty(), "search on a re-created collection found {out}");
+    let out = ok(
+        &db,
+        &[
+            "search",
+            "beta",
+            "--vector",
+            "[1,0,0,0,0,0,0,0]",
+            "--k",
+            "5",
+        ],
+    );
+    assert!(
+        out.trim().is_empty(),
+        "search on a re-created collection found {out}"
+    );
     let new_docs = random_docs(&mut rng, 4, 8, "dot");
     import_docs(&db, "beta", &tmp.path().join("beta2.jsonl"), &new_docs);
     assert_eq!(count(&db, "beta"), 4);
@@ -462,33 +578,115 @@ fn collection_create_rejects_bad_names_dims_metrics_and_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("db");
     create(&db, "docs", 4, "l2");
-    let out = fail(&db, &["collection", "create", "docs", "--dim", "4", "--metric", "l2"]);
+    let out = fail(
+        &db,
+        &[
+            "collection",
+            "create",
+            "docs",
+            "--dim",
+            "4",
+            "--metric",
+            "l2",
+        ],
+    );
     assert!(out.stderr.contains("already exists"), "{}", out.describe());
     // A duplicate with another configuration does not replace the original.
-    fail(&db, &["collection", "create", "docs", "--dim", "9", "--metric", "dot"]);
+    fail(
+        &db,
+        &[
+            "collection",
+            "create",
+            "docs",
+            "--dim",
+            "9",
+            "--metric",
+            "dot",
+        ],
+    );
     let (docs, _) = info(&db, "docs");
     assert_eq!(docs["config"]["dim"], 4);
     assert_eq!(docs["config"]["metric"], "l2");
 
     let long = "x".repeat(65);
     for name in ["../x", "a/b", "", long.as_str(), "-a", "a b", "a.b", "é"] {
-        let out = fail(&db, &["collection", "create", name, "--dim", "4", "--metric", "l2"]);
-        assert!(out.stderr.contains("invalid name"), "name {name:?}: {}", out.describe());
+        let out = fail(
+            &db,
+            // `--` so that clap passes names such as "-a" through as the positional name.
+            &[
+                "collection",
+                "create",
+                "--dim",
+                "4",
+                "--metric",
+                "l2",
+                "--",
+                name,
+            ],
+        );
+        assert!(
+            out.stderr.contains("invalid name"),
+            "name {name:?}: {}",
+            out.describe()
+        );
     }
-    assert!(!tmp.path().join("x").exists(), "a path-like name escaped the database folder");
+    assert!(
+        !tmp.path().join("x").exists(),
+        "a path-like name escaped the database folder"
+    );
     assert!(!db.join("x").exists() && !db.join("a").exists());
 
     for dim in ["0", "65537", "-1", "four"] {
-        fail(&db, &["collection", "create", "d", "--dim", dim, "--metric", "l2"]);
+        fail(
+            &db,
+            &["collection", "create", "d", "--dim", dim, "--metric", "l2"],
+        );
     }
     for metric in ["manhattan", "", "cos"] {
-        fail(&db, &["collection", "create", "m", "--dim", "4", "--metric", metric]);
+        fail(
+            &db,
+            &[
+                "collection",
+                "create",
+                "m",
+                "--dim",
+                "4",
+                "--metric",
+                metric,
+            ],
+        );
     }
     for index in ["hnsw", "nope"] {
-        fail(&db, &["collection", "create", "i", "--dim", "4", "--metric", "l2", "--index", index]);
+        fail(
+            &db,
+            &[
+                "collection",
+                "create",
+                "i",
+                "--dim",
+                "4",
+                "--metric",
+                "l2",
+                "--index",
+                index,
+            ],
+        );
     }
     for field in ["year", "year:date", ":integer", "a..b:keyword"] {
-        fail(&db, &["collection", "create", "p", "--dim", "4", "--metric", "l2", "--payload-index", field]);
+        fail(
+            &db,
+            &[
+                "collection",
+                "create",
+                "p",
+                "--dim",
+                "4",
+                "--metric",
+                "l2",
+                "--payload-index",
+                field,
+            ],
+        );
     }
     fail(
         &db,
@@ -506,7 +704,11 @@ fn collection_create_rejects_bad_names_dims_metrics_and_duplicates() {
             "a:integer",
         ],
     );
-    assert_eq!(list(&db), ["docs"], "a rejected create left a collection behind");
+    assert_eq!(
+        list(&db),
+        ["docs"],
+        "a rejected create left a collection behind"
+    );
 
     // The boundaries themselves are accepted.
     let longest = "y".repeat(64);
@@ -536,10 +738,18 @@ fn reopening_an_empty_collection_prints_no_warning() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("db");
     create(&db, "empty", 4, "l2");
-    for args in [&["collection", "list"][..], &["count", "empty"], &["collection", "info", "empty"]] {
+    for args in [
+        &["collection", "list"][..],
+        &["count", "empty"],
+        &["collection", "info", "empty"],
+    ] {
         let out = run(&db, args);
         assert!(out.status.success(), "{}", out.describe());
-        assert!(out.stderr.is_empty(), "a clean reopen printed to stderr: {}", out.describe());
+        assert!(
+            out.stderr.is_empty(),
+            "a clean reopen printed to stderr: {}",
+            out.describe()
+        );
     }
     assert!(run(&db, &["check"]).status.success());
 }
@@ -571,23 +781,50 @@ fn import_get_count_upsert_and_delete() {
     assert!(out.status.success(), "{}", out.describe());
     assert_eq!(out.stdout.trim(), "imported 2");
     assert_eq!(count(&db, "c"), 42);
-    let hits = json_lines(&ok(&db, &["search", "c", "--vector", "[1,2,3,4,5,6]", "--k", "1", "--include", "vector"]));
-    assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0]["distance"].as_f64(), Some(0.0));
-    assert_eq!(vector_of(&hits[0]["vector"]), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    let generated = Uuid::parse_str(hits[0]["id"].as_str().unwrap()).unwrap();
-    assert!(docs.iter().all(|d| d.id != generated));
+    for (vector, metadata) in [
+        (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], json!({})),
+        (vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.5], json!({ "k": 1 })),
+    ] {
+        let query = serde_json::to_string(&vector).unwrap();
+        let hits = json_lines(&ok(&db, &["search", "c", "--vector", &query, "--k", "1"]));
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0]["distance"].as_f64(), Some(0.0), "{}", hits[0]);
+        let id = Uuid::parse_str(hits[0]["id"].as_str().unwrap()).unwrap();
+        assert!(docs.iter().all(|d| d.id != id), "a generated id collides");
+        assert!(!id.is_nil());
+        let doc = Doc {
+            id,
+            vector,
+            metadata,
+            text: None,
+        };
+        assert_stored(&db, "c", &doc);
+        docs.push(doc);
+    }
+    assert_ne!(docs[40].id, docs[41].id);
 
     // Re-importing an id replaces the whole document (no merge: dropped keys and text vanish).
     let mut replaced = docs[0].clone();
     replaced.vector = vec![9.0, 9.0, 9.0, 9.0, 9.0, 9.0];
     replaced.metadata = json!({ "replaced": true });
     replaced.text = None;
-    import_docs(&db, "c", &tmp.path().join("replace.jsonl"), std::slice::from_ref(&replaced));
+    import_docs(
+        &db,
+        "c",
+        &tmp.path().join("replace.jsonl"),
+        std::slice::from_ref(&replaced),
+    );
     assert_eq!(count(&db, "c"), 42);
     assert_stored(&db, "c", &replaced);
-    let hits = json_lines(&ok(&db, &["search", "c", "--vector", "[9,9,9,9,9,9]", "--k", "1"]));
-    assert_eq!(hit_pairs(&hits), [(replaced.id, 0.0)], "search does not see the replacement");
+    let hits = json_lines(&ok(
+        &db,
+        &["search", "c", "--vector", "[9,9,9,9,9,9]", "--k", "1"],
+    ));
+    assert_eq!(
+        hit_pairs(&hits),
+        [(replaced.id, 0.0)],
+        "search does not see the replacement"
+    );
     docs[0] = replaced;
 
     // The same id twice in one batch: the last line wins, counted once.
@@ -596,7 +833,12 @@ fn import_get_count_upsert_and_delete() {
     let mut second = docs[1].clone();
     second.vector = vec![-0.5; 6];
     second.text = Some("second".into());
-    import_docs(&db, "c", &tmp.path().join("twice.jsonl"), &[first, second.clone()]);
+    import_docs(
+        &db,
+        "c",
+        &tmp.path().join("twice.jsonl"),
+        &[first, second.clone()],
+    );
     assert_eq!(count(&db, "c"), 42);
     assert_stored(&db, "c", &second);
     docs[1] = second;
@@ -609,7 +851,10 @@ fn import_get_count_upsert_and_delete() {
     assert_eq!(count(&db, "c"), 40);
     assert_absent(&db, "c", docs[10].id);
     assert_absent(&db, "c", docs[11].id);
-    assert_eq!(ok(&db, &["delete", "c", &a, &missing.to_string()]).trim(), "deleted 0");
+    assert_eq!(
+        ok(&db, &["delete", "c", &a, &missing.to_string()]).trim(),
+        "deleted 0"
+    );
     // One malformed id: nothing is deleted.
     let c = docs[12].id.to_string();
     let out = fail(&db, &["delete", "c", &c, "not-a-uuid"]);
@@ -620,19 +865,14 @@ fn import_get_count_upsert_and_delete() {
     assert_absent(&db, "c", missing);
 
     // The remaining documents are exactly what a search over everything returns.
-    let remaining: Vec<Doc> = docs.iter().filter(|d| d.id != docs[10].id && d.id != docs[11].id).cloned().collect();
+    let remaining: Vec<Doc> = docs
+        .iter()
+        .filter(|d| d.id != docs[10].id && d.id != docs[11].id)
+        .cloned()
+        .collect();
+    assert_eq!(remaining.len(), 40);
     let q = rng.vector(6);
-    let out = ok(&db, &["search", "c", "--vector", &serde_json::to_string(&q).unwrap(), "--k", "100"]);
-    let hits: Vec<(Uuid, f64)> = hit_pairs(&json_lines(&out)).into_iter().filter(|h| h.0 != generated).collect();
-    assert_eq!(hits.len(), 40 - 1, "one extra document came from stdin without an id");
-    let stdin_doc = hit_pairs(&json_lines(&out)).into_iter().find(|h| h.0 != generated && !remaining.iter().any(|d| d.id == h.0));
-    let mut all = remaining.clone();
-    if let Some((id, _)) = stdin_doc {
-        all.push(Doc { id, vector: vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.5], metadata: Value::Null, text: None });
-    }
-    all.push(Doc { id: generated, vector: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], metadata: Value::Null, text: None });
-    assert_eq!(all.len(), 40);
-    assert_matches_brute_force(&hit_pairs(&json_lines(&out)), &all, "l2", &q, 100, "after deletes");
+    assert_search_matches(&db, "c", &remaining, "l2", &q, 100, "after deletes");
     assert!(run(&db, &["check", "c"]).status.success());
 }
 
@@ -647,18 +887,58 @@ fn import_errors_leave_the_bad_batch_unapplied() {
         ("malformed", "l2", "{\"vector\": [1, 2, 3, 4]".to_string()),
         ("not_json", "l2", "hello".to_string()),
         ("wrong_dim", "l2", "{\"vector\": [1, 2, 3]}".to_string()),
-        ("too_long", "l2", "{\"vector\": [1, 2, 3, 4, 5]}".to_string()),
+        (
+            "too_long",
+            "l2",
+            "{\"vector\": [1, 2, 3, 4, 5]}".to_string(),
+        ),
         ("empty_vector", "l2", "{\"vector\": []}".to_string()),
-        ("string_component", "l2", "{\"vector\": [1, \"NaN\", 3, 4]}".to_string()),
-        ("string_vector", "l2", "{\"vector\": \"1,2,3,4\"}".to_string()),
-        ("overflow_to_infinity", "l2", "{\"vector\": [1, 1e39, 3, 4]}".to_string()),
-        ("metadata_array", "l2", "{\"vector\": [1, 2, 3, 4], \"metadata\": [1, 2]}".to_string()),
-        ("metadata_string", "l2", "{\"vector\": [1, 2, 3, 4], \"metadata\": \"x\"}".to_string()),
-        ("unknown_field", "l2", "{\"vector\": [1, 2, 3, 4], \"colour\": \"red\"}".to_string()),
-        ("bad_id", "l2", "{\"id\": \"nope\", \"vector\": [1, 2, 3, 4]}".to_string()),
+        (
+            "string_component",
+            "l2",
+            "{\"vector\": [1, \"NaN\", 3, 4]}".to_string(),
+        ),
+        (
+            "string_vector",
+            "l2",
+            "{\"vector\": \"1,2,3,4\"}".to_string(),
+        ),
+        (
+            "overflow_to_infinity",
+            "l2",
+            "{\"vector\": [1, 1e39, 3, 4]}".to_string(),
+        ),
+        (
+            "metadata_array",
+            "l2",
+            "{\"vector\": [1, 2, 3, 4], \"metadata\": [1, 2]}".to_string(),
+        ),
+        (
+            "metadata_string",
+            "l2",
+            "{\"vector\": [1, 2, 3, 4], \"metadata\": \"x\"}".to_string(),
+        ),
+        (
+            "unknown_field",
+            "l2",
+            "{\"vector\": [1, 2, 3, 4], \"colour\": \"red\"}".to_string(),
+        ),
+        (
+            "bad_id",
+            "l2",
+            "{\"id\": \"nope\", \"vector\": [1, 2, 3, 4]}".to_string(),
+        ),
         ("missing_vector", "l2", "{\"metadata\": {}}".to_string()),
-        ("text_not_string", "l2", "{\"vector\": [1, 2, 3, 4], \"text\": 5}".to_string()),
-        ("zero_vector_cosine", "cosine", "{\"vector\": [0, 0, 0, 0]}".to_string()),
+        (
+            "text_not_string",
+            "l2",
+            "{\"vector\": [1, 2, 3, 4], \"text\": 5}".to_string(),
+        ),
+        (
+            "zero_vector_cosine",
+            "cosine",
+            "{\"vector\": [0, 0, 0, 0]}".to_string(),
+        ),
     ];
     let mut rng = Rng(3);
     for (name, metric, bad) in &cases {
@@ -669,8 +949,16 @@ fn import_errors_leave_the_bad_batch_unapplied() {
         let file = tmp.path().join(format!("{name}.jsonl"));
         fs::write(&file, lines.join("\n") + "\n").unwrap();
         let out = fail(&db, &["import", name, path_str(&file), "--batch", "10"]);
-        assert!(out.stderr.contains("line 25:"), "case {name}: stderr does not name line 25: {}", out.describe());
-        assert_eq!(count(&db, name), 20, "case {name}: the first two batches must stay, the third must not");
+        assert!(
+            out.stderr.contains("line 25:"),
+            "case {name}: stderr does not name line 25: {}",
+            out.describe()
+        );
+        assert_eq!(
+            count(&db, name),
+            20,
+            "case {name}: the first two batches must stay, the third must not"
+        );
         for doc in &docs[..20] {
             assert_stored(&db, name, doc);
         }
@@ -678,19 +966,46 @@ fn import_errors_leave_the_bad_batch_unapplied() {
             assert_absent(&db, name, doc.id);
         }
         let (value, _) = info(&db, name);
-        assert_eq!(value["vector_index"]["len"], 20, "case {name}: the index holds documents of a failed batch");
+        assert_eq!(
+            value["vector_index"]["len"], 20,
+            "case {name}: the index holds documents of a failed batch"
+        );
         // Searching over everything returns exactly the 20 committed documents.
         let q = serde_json::to_string(&rng.vector(dim)).unwrap();
-        let hits = hit_pairs(&json_lines(&ok(&db, &["search", name, "--vector", &q, "--k", "100"])));
+        let hits = hit_pairs(&json_lines(&ok(
+            &db,
+            &["search", name, "--vector", &q, "--k", "100"],
+        )));
         let ids: HashSet<Uuid> = hits.iter().map(|h| h.0).collect();
-        assert_eq!(ids, docs[..20].iter().map(|d| d.id).collect::<HashSet<_>>(), "case {name}");
+        assert_eq!(
+            ids,
+            docs[..20].iter().map(|d| d.id).collect::<HashSet<_>>(),
+            "case {name}"
+        );
     }
 
     // Other import failures.
-    fail(&db, &["import", "malformed", path_str(&tmp.path().join("missing.jsonl"))]);
-    fail(&db, &["import", "no_such_collection", path_str(&tmp.path().join("malformed.jsonl"))]);
+    fail(
+        &db,
+        &[
+            "import",
+            "malformed",
+            path_str(&tmp.path().join("missing.jsonl")),
+        ],
+    );
+    fail(
+        &db,
+        &[
+            "import",
+            "no_such_collection",
+            path_str(&tmp.path().join("malformed.jsonl")),
+        ],
+    );
     let file = tmp.path().join("malformed.jsonl");
-    fail(&db, &["import", "malformed", path_str(&file), "--batch", "0"]);
+    fail(
+        &db,
+        &["import", "malformed", path_str(&file), "--batch", "0"],
+    );
     assert_eq!(count(&db, "malformed"), 20);
     assert!(run(&db, &["check"]).status.success());
 }
@@ -702,21 +1017,44 @@ fn search_matches_brute_force_for_every_metric() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("db");
     let mut rng = Rng(4);
-    for (metric, dim) in [("cosine", 16), ("l2", 16), ("dot", 16), ("l2", 7), ("cosine", 31)] {
+    for (metric, dim) in [
+        ("cosine", 16),
+        ("l2", 16),
+        ("dot", 16),
+        ("l2", 7),
+        ("cosine", 31),
+    ] {
         let name = format!("{metric}_{dim}");
         create(&db, &name, dim, metric);
         let docs = random_docs(&mut rng, 300, dim, metric);
         import_docs(&db, &name, &tmp.path().join(format!("{name}.jsonl")), &docs);
         let mut queries: Vec<Vec<f32>> = (0..4).map(|_| rng.vector(dim)).collect();
-        // A stored vector that is repeated exactly (docs 10 and 60): exact ties near the top.
-        queries.push(docs[10].vector.clone());
+        // A stored vector that is repeated exactly (docs 40 and 50): exact ties at the top.
+        assert_eq!(docs[40].vector, docs[50].vector);
+        queries.push(docs[40].vector.clone());
         for (qi, q) in queries.iter().enumerate() {
             for k in [1, 10, 50] {
-                assert_search_matches(&db, &name, &docs, metric, q, k, &format!("{name} query {qi}"));
+                assert_search_matches(
+                    &db,
+                    &name,
+                    &docs,
+                    metric,
+                    q,
+                    k,
+                    &format!("{name} query {qi}"),
+                );
             }
         }
         // k larger than the collection returns everything.
-        assert_search_matches(&db, &name, &docs, metric, &queries[0], 10_000, &format!("{name} k=10000"));
+        assert_search_matches(
+            &db,
+            &name,
+            &docs,
+            metric,
+            &queries[0],
+            10_000,
+            &format!("{name} k=10000"),
+        );
     }
 }
 
@@ -731,8 +1069,26 @@ fn search_include_returns_stored_fields() {
     let by_id: HashMap<Uuid, &Doc> = docs.iter().map(|d| (d.id, d)).collect();
     let q = rng.vector(16);
     let vector = serde_json::to_string(&q).unwrap();
-    for include in ["metadata,text,vector", "metadata", "text", "vector", "vector,metadata"] {
-        let out = ok(&db, &["search", "c", "--vector", &vector, "--k", "20", "--include", include]);
+    for include in [
+        "metadata,text,vector",
+        "metadata",
+        "text",
+        "vector",
+        "vector,metadata",
+    ] {
+        let out = ok(
+            &db,
+            &[
+                "search",
+                "c",
+                "--vector",
+                &vector,
+                "--k",
+                "20",
+                "--include",
+                include,
+            ],
+        );
         let hits = json_lines(&out);
         assert_matches_brute_force(&hit_pairs(&hits), &docs, "cosine", &q, 20, include);
         for hit in &hits {
@@ -750,11 +1106,24 @@ fn search_include_returns_stored_fields() {
             }
             match (&doc.text, include.contains("text")) {
                 (Some(text), true) => assert_eq!(hit["text"], json!(text), "{include}: {hit}"),
-                _ => assert!(hit.get("text").is_none_or(Value::is_null), "{include}: {hit}"),
+                _ => assert!(
+                    hit.get("text").is_none_or(Value::is_null),
+                    "{include}: {hit}"
+                ),
             }
         }
     }
-    fail(&db, &["search", "c", "--vector", &vector, "--include", "metadata,colour"]);
+    fail(
+        &db,
+        &[
+            "search",
+            "c",
+            "--vector",
+            &vector,
+            "--include",
+            "metadata,colour",
+        ],
+    );
 }
 
 #[test]
@@ -773,29 +1142,70 @@ fn search_requests_file_answers_in_order() {
     ];
     let ks = [5, 1, 10];
     let file = tmp.path().join("requests.jsonl");
-    fs::write(&file, requests.iter().map(Value::to_string).collect::<Vec<_>>().join("\n") + "\n\n").unwrap();
+    fs::write(
+        &file,
+        requests
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n\n",
+    )
+    .unwrap();
     let out = ok(&db, &["search", "c", "--requests", path_str(&file)]);
     let responses = json_lines(&out);
     assert_eq!(responses.len(), 3, "{out}");
     for (i, response) in responses.iter().enumerate() {
         assert_eq!(response["exhaustive"], true, "{response}");
-        assert!(response["strategy"].as_str().is_some_and(|s| !s.is_empty()), "{response}");
-        assert_eq!(response["examined"], 200, "an exhaustive flat scan examines every document");
+        assert!(
+            response["strategy"].as_str().is_some_and(|s| !s.is_empty()),
+            "{response}"
+        );
+        assert_eq!(
+            response["examined"], 200,
+            "an exhaustive flat scan examines every document"
+        );
         let hits = response["hits"].as_array().expect("hits array").clone();
-        assert_matches_brute_force(&hit_pairs(&hits), &docs, "l2", &queries[i], ks[i], &format!("request {i}"));
+        assert_matches_brute_force(
+            &hit_pairs(&hits),
+            &docs,
+            "l2",
+            &queries[i],
+            ks[i],
+            &format!("request {i}"),
+        );
         for hit in &hits {
-            assert_eq!(hit.get("metadata").is_some(), i == 1, "include applies per request: {hit}");
+            assert_eq!(
+                hit.get("metadata").is_some(),
+                i == 1,
+                "include applies per request: {hit}"
+            );
         }
     }
     // One bad request: nothing is answered.
     let bad = tmp.path().join("bad.jsonl");
-    let lines = [requests[0].to_string(), json!({ "vector": [1.0, 2.0], "k": 3 }).to_string()];
+    let lines = [
+        requests[0].to_string(),
+        json!({ "vector": [1.0, 2.0], "k": 3 }).to_string(),
+    ];
     fs::write(&bad, lines.join("\n")).unwrap();
     fail(&db, &["search", "c", "--requests", path_str(&bad)]);
-    fs::write(&bad, format!("{}\n{{\"vector\": [1], \"kk\": 3}}\n", requests[0])).unwrap();
+    fs::write(
+        &bad,
+        format!("{}\n{{\"vector\": [1], \"kk\": 3}}\n", requests[0]),
+    )
+    .unwrap();
     let out = fail(&db, &["search", "c", "--requests", path_str(&bad)]);
     assert!(out.stderr.contains("line 2"), "{}", out.describe());
-    fail(&db, &["search", "c", "--requests", path_str(&tmp.path().join("missing.jsonl"))]);
+    fail(
+        &db,
+        &[
+            "search",
+            "c",
+            "--requests",
+            path_str(&tmp.path().join("missing.jsonl")),
+        ],
+    );
 }
 
 #[test]
@@ -804,11 +1214,20 @@ fn search_rejects_bad_requests_and_handles_empty_collection() {
     let db = tmp.path().join("db");
     let mut rng = Rng(7);
     create(&db, "empty", 4, "cosine");
-    let out = ok(&db, &["search", "empty", "--vector", "[1,2,3,4]", "--k", "10"]);
-    assert!(out.is_empty(), "search on an empty collection printed {out:?}");
+    let out = ok(
+        &db,
+        &["search", "empty", "--vector", "[1,2,3,4]", "--k", "10"],
+    );
+    assert!(
+        out.is_empty(),
+        "search on an empty collection printed {out:?}"
+    );
     let file = tmp.path().join("r.jsonl");
     fs::write(&file, "{\"vector\": [1, 2, 3, 4], \"k\": 3}\n").unwrap();
-    let responses = json_lines(&ok(&db, &["search", "empty", "--requests", path_str(&file)]));
+    let responses = json_lines(&ok(
+        &db,
+        &["search", "empty", "--requests", path_str(&file)],
+    ));
     assert_eq!(responses.len(), 1);
     assert_eq!(responses[0]["hits"], json!([]));
     assert_eq!(responses[0]["exhaustive"], true);
@@ -818,7 +1237,10 @@ fn search_rejects_bad_requests_and_handles_empty_collection() {
     import_docs(&db, "c", &tmp.path().join("c.jsonl"), &docs);
     for name in ["empty", "c"] {
         fail(&db, &["search", name, "--vector", "[1,2,3,4]", "--k", "0"]);
-        fail(&db, &["search", name, "--vector", "[1,2,3,4]", "--k", "10001"]);
+        fail(
+            &db,
+            &["search", name, "--vector", "[1,2,3,4]", "--k", "10001"],
+        );
         let out = fail(&db, &["search", name, "--vector", "[1,2,3]"]);
         assert!(out.stderr.contains("dimension"), "{}", out.describe());
         fail(&db, &["search", name, "--vector", "[1,2,3,4,5]"]);
@@ -848,13 +1270,23 @@ fn persisted_fixture(tmp: &Path, db: &Path, name: &str, seed: u64) -> Vec<Doc> {
     args.push(rng.uuid().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(ok(db, &args).trim(), "deleted 30");
-    docs = docs.into_iter().enumerate().filter(|(i, _)| i % 10 != 3).map(|(_, d)| d).collect();
+    docs = docs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 != 3)
+        .map(|(_, d)| d)
+        .collect();
     for doc in docs.iter_mut().skip(1).step_by(27) {
         doc.vector = rng.vector(PERSIST_DIM);
     }
     let changed: Vec<Doc> = docs.iter().skip(1).step_by(27).cloned().collect();
     assert_eq!(changed.len(), 10);
-    import_docs(db, name, &tmp.join(format!("{name}-changed.jsonl")), &changed);
+    import_docs(
+        db,
+        name,
+        &tmp.join(format!("{name}-changed.jsonl")),
+        &changed,
+    );
     assert_eq!(docs.len(), 270);
     docs
 }
@@ -863,7 +1295,15 @@ fn assert_searches_match(db: &Path, name: &str, docs: &[Doc], seed: u64, context
     let mut rng = Rng(seed);
     for qi in 0..3 {
         let q = rng.vector(PERSIST_DIM);
-        assert_search_matches(db, name, docs, "cosine", &q, 25, &format!("{context}, query {qi}"));
+        assert_search_matches(
+            db,
+            name,
+            docs,
+            "cosine",
+            &q,
+            25,
+            &format!("{context}, query {qi}"),
+        );
     }
 }
 
@@ -892,14 +1332,21 @@ fn state_persists_across_processes() {
     assert_eq!(report["checkpoint"], "ok", "{report}");
 
     let (value, out) = info(&db, "c");
-    assert!(out.stderr.is_empty(), "a clean reopen warned: {}", out.describe());
+    assert!(
+        out.stderr.is_empty(),
+        "a clean reopen warned: {}",
+        out.describe()
+    );
     assert_eq!(value["count"], 270);
     assert_eq!(value["vector_index"]["len"], 270);
     assert_eq!(value["vector_index"]["watermark"], value["last_seq"]);
     assert_eq!(value["vector_index"]["watermark"], report["last_seq"]);
     let recovery = &value["vector_index"]["recovery"];
     assert_eq!(recovery["how"], "loaded", "{value}");
-    assert_eq!(recovery["replayed"], 0, "the closing process should have checkpointed: {value}");
+    assert_eq!(
+        recovery["replayed"], 0,
+        "the closing process should have checkpointed: {value}"
+    );
     for doc in docs.iter().step_by(37) {
         assert_stored(&db, "c", doc);
     }
@@ -937,7 +1384,12 @@ fn index_files(db: &Path) -> Vec<PathBuf> {
 fn index_file_holding(db: &Path, doc: &Doc) -> PathBuf {
     let files: Vec<PathBuf> = index_files(db)
         .into_iter()
-        .filter(|f| fs::read(f).unwrap().windows(16).any(|w| w == doc.id.as_bytes()))
+        .filter(|f| {
+            fs::read(f)
+                .unwrap()
+                .windows(16)
+                .any(|w| w == doc.id.as_bytes())
+        })
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     files[0].clone()
@@ -960,7 +1412,11 @@ fn damaged_checkpoint_is_rebuilt(damage: Damage) {
     };
     let file = index_file_holding(&db, &docs[0]);
     let good = fs::read(&file).unwrap();
-    assert!(good.len() > 64 + 270 * PERSIST_DIM * 4, "checkpoint of {} bytes", good.len());
+    assert!(
+        good.len() > 64 + 270 * PERSIST_DIM * 4,
+        "checkpoint of {} bytes",
+        good.len()
+    );
     match damage {
         Damage::FlipMiddleByte => {
             let mut bad = good.clone();
@@ -986,15 +1442,23 @@ fn damaged_checkpoint_is_rebuilt(damage: Damage) {
     let (value, out) = info(&db, "c");
     let recovery = &value["vector_index"]["recovery"];
     assert_eq!(recovery["how"], "rebuilt", "{context}: {value}");
-    assert!(recovery["reason"].as_str().is_some_and(|r| !r.is_empty()), "{context}: {value}");
     assert!(
-        out.stderr.lines().any(|l| l.starts_with("warn") && l.contains("rebuild")),
+        recovery["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{context}: {value}"
+    );
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("warn") && l.contains("rebuild")),
         "{context}: no warning on stderr: {}",
         out.describe()
     );
     assert_eq!(value["count"], 270, "{context}");
     assert_eq!(value["vector_index"]["len"], 270, "{context}");
-    assert_eq!(value["vector_index"]["watermark"], value["last_seq"], "{context}");
+    assert_eq!(
+        value["vector_index"]["watermark"], value["last_seq"],
+        "{context}"
+    );
 
     assert_check_ok(&db, "c", 270);
     assert_searches_match(&db, "c", &docs, 81, &context);
@@ -1003,8 +1467,15 @@ fn damaged_checkpoint_is_rebuilt(damage: Damage) {
     }
     // Recovery heals: the next process loads a good checkpoint instead of rebuilding again.
     let (value, out) = info(&db, "c");
-    assert_eq!(value["vector_index"]["recovery"]["how"], "loaded", "{context}: rebuilt again: {value}");
-    assert!(out.stderr.is_empty(), "{context}: warned again: {}", out.describe());
+    assert_eq!(
+        value["vector_index"]["recovery"]["how"], "loaded",
+        "{context}: rebuilt again: {value}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{context}: warned again: {}",
+        out.describe()
+    );
     assert_searches_match(&db, "c", &docs, 83, &context);
 }
 
@@ -1045,8 +1516,11 @@ fn second_process_fails_fast_while_the_database_is_open() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("db");
     let held = quiverdb::Database::open(&db).expect("open from the test process");
-    held.create_collection("x", quiverdb::CollectionConfig::new(4, quiverdb::Metric::L2))
-        .unwrap();
+    held.create_collection(
+        "x",
+        quiverdb::CollectionConfig::new(4, quiverdb::Metric::L2),
+    )
+    .unwrap();
     for args in [&["count", "x"][..], &["collection", "list"]] {
         let all = db_args(&db, args);
         let started = Instant::now();
@@ -1056,7 +1530,11 @@ fn second_process_fails_fast_while_the_database_is_open() {
         assert!(started.elapsed() < Duration::from_secs(10));
     }
     held.close().unwrap();
-    assert_eq!(count(&db, "x"), 0, "the database is usable once the other handle closed");
+    assert_eq!(
+        count(&db, "x"),
+        0,
+        "the database is usable once the other handle closed"
+    );
 }
 
 // ----- 7. fvecs --------------------------------------------------------------------------------
@@ -1081,28 +1559,57 @@ fn fvecs_import_with_row_ids() {
     let rows: Vec<Vec<f32>> = (0..25).map(|_| rng.vector(8)).collect();
     let file = tmp.path().join("base.fvecs");
     fs::write(&file, fvecs_bytes(&rows)).unwrap();
-    let out = ok(&db, &["import", "v", "--fvecs", path_str(&file), "--row-ids", "--batch", "4"]);
+    let out = ok(
+        &db,
+        &[
+            "import",
+            "v",
+            "--fvecs",
+            path_str(&file),
+            "--row-ids",
+            "--batch",
+            "4",
+        ],
+    );
     assert_eq!(out.trim(), "imported 25");
     assert_eq!(count(&db, "v"), 25);
     let docs: Vec<Doc> = rows
         .iter()
         .enumerate()
-        .map(|(row, vector)| Doc { id: Uuid::from_u128(row as u128), vector: vector.clone(), metadata: Value::Null, text: None })
+        .map(|(row, vector)| Doc {
+            id: Uuid::from_u128(row as u128),
+            vector: vector.clone(),
+            metadata: Value::Null,
+            text: None,
+        })
         .collect();
     for doc in &docs {
         assert_stored(&db, "v", doc);
     }
     let got = ok(&db, &["get", "v", "00000000-0000-0000-0000-000000000007"]);
-    assert_eq!(vector_of(&serde_json::from_str::<Value>(&got).unwrap()["vector"]), rows[7]);
+    assert_eq!(
+        vector_of(&serde_json::from_str::<Value>(&got).unwrap()["vector"]),
+        rows[7]
+    );
     for qi in 0..3 {
         let q = rng.vector(8);
         assert_search_matches(&db, "v", &docs, "l2", &q, 10, &format!("fvecs query {qi}"));
     }
     // Row ids make a re-import an upsert of the same documents.
-    assert_eq!(ok(&db, &["import", "v", "--fvecs", path_str(&file), "--row-ids"]).trim(), "imported 25");
+    assert_eq!(
+        ok(
+            &db,
+            &["import", "v", "--fvecs", path_str(&file), "--row-ids"]
+        )
+        .trim(),
+        "imported 25"
+    );
     assert_eq!(count(&db, "v"), 25);
     // Without --row-ids every vector gets a fresh id.
-    assert_eq!(ok(&db, &["import", "v", "--fvecs", path_str(&file)]).trim(), "imported 25");
+    assert_eq!(
+        ok(&db, &["import", "v", "--fvecs", path_str(&file)]).trim(),
+        "imported 25"
+    );
     assert_eq!(count(&db, "v"), 50);
     // --row-ids needs --fvecs.
     assert_cli_error(&run(&db, &["import", "v", path_str(&file), "--row-ids"]));
@@ -1122,14 +1629,30 @@ fn fvecs_truncated_or_mismatched_fails() {
     create(&db, "body", 8, "l2");
     let file = tmp.path().join("body.fvecs");
     fs::write(&file, &full[..5 * record + 4 + 10]).unwrap();
-    let out = fail(&db, &["import", "body", "--fvecs", path_str(&file), "--row-ids", "--batch", "2"]);
+    let out = fail(
+        &db,
+        &[
+            "import",
+            "body",
+            "--fvecs",
+            path_str(&file),
+            "--row-ids",
+            "--batch",
+            "2",
+        ],
+    );
     assert!(out.stderr.contains("truncated"), "{}", out.describe());
     assert_eq!(count(&db, "body"), 4);
     for row in 0..4u128 {
         assert_stored(
             &db,
             "body",
-            &Doc { id: Uuid::from_u128(row), vector: rows[row as usize].clone(), metadata: Value::Null, text: None },
+            &Doc {
+                id: Uuid::from_u128(row),
+                vector: rows[row as usize].clone(),
+                metadata: Value::Null,
+                text: None,
+            },
         );
     }
     assert_absent(&db, "body", Uuid::from_u128(4));
@@ -1138,7 +1661,10 @@ fn fvecs_truncated_or_mismatched_fails() {
     create(&db, "head", 8, "l2");
     let file = tmp.path().join("head.fvecs");
     fs::write(&file, &full[..3 * record + 2]).unwrap();
-    let out = fail(&db, &["import", "head", "--fvecs", path_str(&file), "--row-ids"]);
+    let out = fail(
+        &db,
+        &["import", "head", "--fvecs", path_str(&file), "--row-ids"],
+    );
     assert!(out.stderr.contains("truncated"), "{}", out.describe());
     assert_eq!(count(&db, "head"), 0);
 
@@ -1148,9 +1674,20 @@ fn fvecs_truncated_or_mismatched_fails() {
     let mut bytes = fvecs_bytes(&rows[..2]);
     bytes.extend(fvecs_bytes(&[rng.vector(7)]));
     fs::write(&file, bytes).unwrap();
-    fail(&db, &["import", "dim", "--fvecs", path_str(&file), "--row-ids"]);
+    fail(
+        &db,
+        &["import", "dim", "--fvecs", path_str(&file), "--row-ids"],
+    );
     assert_eq!(count(&db, "dim"), 0);
-    fail(&db, &["import", "dim", "--fvecs", path_str(&tmp.path().join("missing.fvecs"))]);
+    fail(
+        &db,
+        &[
+            "import",
+            "dim",
+            "--fvecs",
+            path_str(&tmp.path().join("missing.fvecs")),
+        ],
+    );
     assert!(run(&db, &["check"]).status.success());
 }
 
@@ -1162,7 +1699,11 @@ fn demo_runs_and_reports_agreement() {
     let dir = tmp.path().join("demo");
     let out = run_raw(&["demo", path_str(&dir)]);
     assert!(out.status.success(), "{}", out.describe());
-    assert!(out.stdout.contains("every index agrees"), "{}", out.describe());
+    assert!(
+        out.stdout.contains("every index agrees"),
+        "{}",
+        out.describe()
+    );
     // The database it leaves behind is a normal one.
     assert_eq!(list(&dir), ["articles"]);
     assert_eq!(count(&dir, "articles"), 2_999);

@@ -1,0 +1,196 @@
+//! `quiver bench`: recall and speed on TEXMEX files, measured through the public API.
+//!
+//! The base vectors are imported into a temporary database (the real write path, with row
+//! numbers as ids so that ground-truth files apply), then every query runs one at a time on a
+//! pool of `threads` threads; recall@k is the overlap with the first k ground-truth ids.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::{CollectionConfig, IndexConfig};
+use crate::db::Database;
+use crate::error::{Error, Result};
+use crate::import::{import_fvecs, FvecsIds};
+use crate::query::SearchRequest;
+use crate::types::Metric;
+use crate::vecs::{read_fvecs_file, read_ivecs_file};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Base vectors (`.fvecs`).
+    pub base: PathBuf,
+    /// Query vectors (`.fvecs`).
+    pub queries: PathBuf,
+    /// Ground truth (`.ivecs`): per query, ids (row numbers of `base`) of the exact neighbours.
+    pub ground_truth: PathBuf,
+    /// Metric of the collection.
+    pub metric: Metric,
+    /// Index to build.
+    pub index: IndexConfig,
+    /// Neighbours per query.
+    pub k: usize,
+    /// Run at most this many queries (all when `None`).
+    pub max_queries: Option<usize>,
+    /// Threads for index building and searching.
+    pub threads: usize,
+    /// Folder for the temporary database (the system's temp folder when `None`).
+    pub work_dir: Option<PathBuf>,
+}
+
+/// One operating point.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchPoint {
+    /// HNSW `ef` of this point (`None` for indexes without the knob).
+    pub ef: Option<usize>,
+    /// Mean recall@k against the ground truth.
+    pub recall: f64,
+    /// Queries per second, one query at a time.
+    pub qps: f64,
+    /// Median latency in milliseconds.
+    pub p50_ms: f64,
+    /// 99th-percentile latency in milliseconds.
+    pub p99_ms: f64,
+}
+
+/// The report, serialised as the JSON `quiver bench --json` writes.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Index kind.
+    pub index: String,
+    /// Base vectors.
+    pub n: usize,
+    /// Dimension.
+    pub dim: usize,
+    /// Queries run.
+    pub queries: usize,
+    /// Threads used.
+    pub threads: usize,
+    /// Seconds to import the base vectors and build the index (through `upsert`).
+    pub build_s: f64,
+    /// Peak resident memory of the process, bytes.
+    pub peak_rss_bytes: u64,
+    /// Bytes of the index files on disk after a checkpoint.
+    pub index_bytes: u64,
+    /// Operating points.
+    pub points: Vec<BenchPoint>,
+}
+
+/// Runs the benchmark.
+pub fn run(options: &BenchOptions) -> Result<BenchReport> {
+    let queries = read_fvecs_file(&options.queries)?;
+    let truth = read_ivecs_file(&options.ground_truth)?;
+    let limit = options.max_queries.unwrap_or(usize::MAX).min(queries.len());
+    if limit == 0 || truth.len() < limit {
+        return Err(Error::InvalidArgument(format!(
+            "{} queries but {} ground-truth rows",
+            queries.len(),
+            truth.len()
+        )));
+    }
+    if truth.iter().take(limit).any(|row| row.len() < options.k) {
+        return Err(Error::InvalidArgument(format!(
+            "ground truth has fewer than k = {} ids per query",
+            options.k
+        )));
+    }
+    let dim = queries[0].len();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads.max(1))
+        .build()
+        .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
+    let work = options.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = work.join(format!("quiver-bench-{}", std::process::id()));
+    let result = pool.install(|| measure(options, &dir, dim, &queries[..limit], &truth[..limit]));
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
+fn measure(
+    options: &BenchOptions,
+    dir: &Path,
+    dim: usize,
+    queries: &[Vec<f32>],
+    truth: &[Vec<i32>],
+) -> Result<BenchReport> {
+    let db = Database::open(dir)?;
+    let config = CollectionConfig::new(dim, options.metric).with_index(options.index.clone());
+    let collection = db.create_collection("bench", config)?;
+    let started = Instant::now();
+    let input = BufReader::new(File::open(&options.base)?);
+    let n = import_fvecs(&collection, input, 10_000, FvecsIds::Row, |_| {}).map_err(|e| e.error)?;
+    let build_s = started.elapsed().as_secs_f64();
+    collection.checkpoint()?;
+    let index_bytes = folder_bytes(dir)?;
+
+    let mut latencies = Vec::with_capacity(queries.len());
+    let mut recall_sum = 0.0;
+    let all_started = Instant::now();
+    for (query, expected) in queries.iter().zip(truth) {
+        let request = SearchRequest::new(query.clone(), options.k);
+        let started = Instant::now();
+        let response = collection.search(&request)?;
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+        let expected = &expected[..options.k];
+        let found = response
+            .hits
+            .iter()
+            .filter(|hit| expected.contains(&(hit.id.as_u128() as i32)))
+            .count();
+        recall_sum += found as f64 / options.k as f64;
+    }
+    let total_s = all_started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let point = BenchPoint {
+        ef: None,
+        recall: recall_sum / queries.len() as f64,
+        qps: queries.len() as f64 / total_s,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+    };
+    db.close()?;
+    Ok(BenchReport {
+        index: options.index.kind_name().to_string(),
+        n,
+        dim,
+        queries: queries.len(),
+        threads: options.threads,
+        build_s,
+        peak_rss_bytes: peak_rss_bytes(),
+        index_bytes,
+        points: vec![point],
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(rank).copied().unwrap_or(0.0)
+}
+
+/// Bytes of the files in the database's index folders.
+fn folder_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for folder in std::fs::read_dir(dir.join("collections"))? {
+        for file in std::fs::read_dir(folder?.path())? {
+            total += file?.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
