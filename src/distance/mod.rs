@@ -96,7 +96,7 @@ pub fn detected_isa() -> Isa {
     kernels().isa
 }
 
-/// ISAs available on this CPU, from slowest to fastest; always starts with [`Isa::Scalar`].
+/// ISAs available on this CPU, in increasing order of preference; always starts with [`Isa::Scalar`].
 pub fn available_isas() -> Vec<Isa> {
     [Isa::Scalar, Isa::Avx2Fma, Isa::Avx512]
         .into_iter()

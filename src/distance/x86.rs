@@ -77,7 +77,8 @@ fn cosine_distance_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
 fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     debug_assert!(has_avx512());
     // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F.
+    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F, AVX2 and
+    // FMA.
     unsafe { avx512::dot(a, b) }
 }
 
@@ -85,7 +86,8 @@ fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
 fn l2_squared_avx512(a: &[f32], b: &[f32]) -> f32 {
     debug_assert!(has_avx512());
     // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F.
+    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F, AVX2 and
+    // FMA.
     unsafe { avx512::l2_squared(a, b) }
 }
 
@@ -93,7 +95,8 @@ fn l2_squared_avx512(a: &[f32], b: &[f32]) -> f32 {
 fn cosine_distance_avx512(a: &[f32], b: &[f32]) -> f32 {
     debug_assert!(has_avx512());
     // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F.
+    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F, AVX2 and
+    // FMA.
     unsafe { avx512::cosine_distance(a, b) }
 }
 
