@@ -35,6 +35,7 @@ mod storage;
 pub mod sync;
 pub mod types;
 pub mod vecs;
+pub mod vectors;
 
 pub use check::{CheckReport, IndexCheck};
 pub use collection::{Collection, CollectionInfo, ScrollPage};

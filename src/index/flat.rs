@@ -22,6 +22,7 @@ use crate::config::CollectionConfig;
 use crate::distance;
 use crate::error::{Error, Result};
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
+use crate::vectors::VectorArena;
 
 const KIND_VERSION: u16 = 1;
 const FILE_NAME: &str = "flat.qvi";
@@ -34,8 +35,8 @@ pub struct FlatIndex {
     dim: usize,
     metric: Metric,
     config_fingerprint: u64,
-    /// Slot-major vectors, `dim` floats per slot.
-    vectors: Vec<f32>,
+    /// Vectors by slot, cache-line aligned.
+    vectors: VectorArena,
     slot_ids: Vec<InternalId>,
     slot_uuids: Vec<Uuid>,
     /// Internal id → slot, `SLOT_NONE` when absent.
@@ -51,7 +52,7 @@ impl FlatIndex {
             dim: config.dim,
             metric: config.metric,
             config_fingerprint: config.index_fingerprint(instance),
-            vectors: Vec::new(),
+            vectors: VectorArena::new(config.dim),
             slot_ids: Vec::new(),
             slot_uuids: Vec::new(),
             slot_of: Vec::new(),
@@ -77,10 +78,6 @@ impl FlatIndex {
         }
     }
 
-    fn slot_vector(&self, slot: usize) -> &[f32] {
-        &self.vectors[slot * self.dim..(slot + 1) * self.dim]
-    }
-
     fn upsert(&mut self, id: InternalId, uuid: Uuid, vector: &[f32]) -> Result<()> {
         if vector.len() != self.dim {
             return Err(Error::Internal(format!(
@@ -97,7 +94,7 @@ impl FlatIndex {
         }
         match self.slot(id) {
             Some(slot) => {
-                self.vectors[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&stored);
+                self.vectors.set(slot, &stored);
                 self.slot_uuids[slot] = uuid;
             }
             None => {
@@ -109,7 +106,7 @@ impl FlatIndex {
                 self.slot_of[id as usize] = slot;
                 self.slot_ids.push(id);
                 self.slot_uuids.push(uuid);
-                self.vectors.extend_from_slice(&stored);
+                self.vectors.push(&stored);
             }
         }
         Ok(())
@@ -119,14 +116,12 @@ impl FlatIndex {
     fn remove(&mut self, id: InternalId) {
         let Some(slot) = self.slot(id) else { return };
         let last = self.slot_ids.len() - 1;
+        self.vectors.swap_remove(slot);
         if slot != last {
-            self.vectors
-                .copy_within(last * self.dim..(last + 1) * self.dim, slot * self.dim);
             self.slot_ids[slot] = self.slot_ids[last];
             self.slot_uuids[slot] = self.slot_uuids[last];
             self.slot_of[self.slot_ids[slot] as usize] = slot as u32;
         }
-        self.vectors.truncate(last * self.dim);
         self.slot_ids.pop();
         self.slot_uuids.pop();
         self.slot_of[id as usize] = SLOT_NONE;
@@ -145,7 +140,7 @@ impl FlatIndex {
         let kernels = distance::kernels();
         let mut top = TopK::new(k);
         for slot in slots {
-            let v = self.slot_vector(slot);
+            let v = self.vectors.get(slot);
             let distance = match self.metric {
                 Metric::Cosine => 1.0 - (kernels.dot)(query, v),
                 Metric::L2 => (kernels.l2_squared)(query, v),
@@ -202,7 +197,7 @@ impl VectorIndexRead for FlatIndex {
     }
 
     fn vector(&self, id: InternalId) -> Option<Vec<f32>> {
-        self.slot(id).map(|slot| self.slot_vector(slot).to_vec())
+        self.slot(id).map(|slot| self.vectors.get(slot).to_vec())
     }
 }
 
@@ -225,7 +220,7 @@ impl DerivedIndex for FlatIndex {
     }
 
     fn reset(&mut self, watermark: Seq) {
-        self.vectors = Vec::new();
+        self.vectors.clear();
         self.slot_ids = Vec::new();
         self.slot_uuids = Vec::new();
         self.slot_of = Vec::new();
@@ -235,7 +230,9 @@ impl DerivedIndex for FlatIndex {
     fn checkpoint(&self, dir: &Path) -> Result<Seq> {
         let mut head = [0u8; 64];
         head[..8].copy_from_slice(&(self.slot_ids.len() as u64).to_le_bytes());
-        let vectors: Vec<u8> = self.vectors.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let vectors: Vec<u8> = (0..self.vectors.len())
+            .flat_map(|slot| self.vectors.get(slot).iter().flat_map(|x| x.to_le_bytes()))
+            .collect();
         let ids: Vec<u8> = self.slot_ids.iter().flat_map(|x| x.to_le_bytes()).collect();
         let uuids: Vec<u8> = self.slot_uuids.iter().flat_map(|u| *u.as_bytes()).collect();
         file::write_atomic(
@@ -263,10 +260,18 @@ impl DerivedIndex for FlatIndex {
         let n = n as usize;
         let (vectors, rest) = payload[64..].split_at(n * self.dim * 4);
         let (ids, uuids) = rest.split_at(n * 4);
-        let vectors: Vec<f32> = vectors
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let mut arena = VectorArena::new(self.dim);
+        arena.reserve_slots(n);
+        let mut vector = Vec::with_capacity(self.dim);
+        for bytes in vectors.chunks_exact(self.dim * 4) {
+            vector.clear();
+            vector.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            arena.push(&vector);
+        }
         let slot_ids: Vec<u32> = ids
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -283,7 +288,7 @@ impl DerivedIndex for FlatIndex {
             }
             slot_of[id as usize] = slot as u32;
         }
-        self.vectors = vectors;
+        self.vectors = arena;
         self.slot_ids = slot_ids;
         self.slot_uuids = slot_uuids;
         self.slot_of = slot_of;
