@@ -24,14 +24,75 @@ pub struct ImportError {
     pub imported: usize,
 }
 
-/// Checks the batch size an import is asked to use.
-fn check_batch(batch: usize) -> Result<()> {
-    if batch == 0 || batch > MAX_BATCH_DOCS {
-        return Err(Error::InvalidArgument(format!(
-            "batch size must be in 1..={MAX_BATCH_DOCS}, got {batch}"
-        )));
+/// Validates documents one by one and upserts them in transactions of `batch`.
+struct Batcher<'c, P: FnMut(usize)> {
+    collection: &'c Collection,
+    batch: usize,
+    /// Documents waiting for the next transaction, with their line numbers.
+    pending: Vec<(usize, DocumentInput)>,
+    imported: usize,
+    progress: P,
+}
+
+impl<'c, P: FnMut(usize)> Batcher<'c, P> {
+    fn new(collection: &'c Collection, batch: usize, progress: P) -> Result<Self, ImportError> {
+        let batcher = Batcher {
+            collection,
+            batch,
+            pending: Vec::new(),
+            imported: 0,
+            progress,
+        };
+        if batch == 0 || batch > MAX_BATCH_DOCS {
+            return Err(batcher.fail(
+                0,
+                Error::InvalidArgument(format!(
+                    "batch size must be in 1..={MAX_BATCH_DOCS}, got {batch}"
+                )),
+            ));
+        }
+        Ok(batcher)
     }
-    Ok(())
+
+    fn fail(&self, line: usize, error: Error) -> ImportError {
+        ImportError {
+            line,
+            error,
+            imported: self.imported,
+        }
+    }
+
+    /// Validates the document of input line `line` and queues it; commits a full batch.
+    fn add(&mut self, line: usize, doc: DocumentInput) -> Result<(), ImportError> {
+        self.collection
+            .validate_document(&doc)
+            .map_err(|e| self.fail(line, e))?;
+        self.pending.push((line, doc));
+        if self.pending.len() == self.batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ImportError> {
+        let first_line = self.pending.first().map_or(0, |(line, _)| *line);
+        let docs: Vec<DocumentInput> = self.pending.drain(..).map(|(_, doc)| doc).collect();
+        let n = docs.len();
+        self.collection
+            .upsert(docs)
+            .map_err(|e| self.fail(first_line, e))?;
+        self.imported += n;
+        (self.progress)(self.imported);
+        Ok(())
+    }
+
+    /// Commits what is queued and returns the number imported.
+    fn finish(mut self) -> Result<usize, ImportError> {
+        if !self.pending.is_empty() {
+            self.flush()?;
+        }
+        Ok(self.imported)
+    }
 }
 
 /// Upserts the JSON lines of `input` (`{"id"?, "vector", "metadata"?, "text"?}`; blank lines are
@@ -41,59 +102,24 @@ pub fn import_json_lines(
     collection: &Collection,
     input: impl BufRead,
     batch: usize,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<usize, ImportError> {
-    let fail = |line, error, imported| ImportError {
-        line,
-        error,
-        imported,
-    };
-    check_batch(batch).map_err(|e| fail(0, e, 0))?;
-    let mut imported = 0;
-    let mut pending: Vec<(usize, DocumentInput)> = Vec::with_capacity(batch);
+    let mut batcher = Batcher::new(collection, batch, progress)?;
     for (index, line) in input.lines().enumerate() {
         let number = index + 1;
-        let line = line.map_err(|e| fail(number, Error::Io(e), imported))?;
+        let line = line.map_err(|e| batcher.fail(number, Error::Io(e)))?;
         if line.trim().is_empty() {
             continue;
         }
-        let doc: DocumentInput = serde_json::from_str(&line).map_err(|e| {
-            fail(
+        let doc = serde_json::from_str(&line).map_err(|e| {
+            batcher.fail(
                 number,
                 Error::InvalidArgument(format!("bad JSON document: {e}")),
-                imported,
             )
         })?;
-        collection
-            .validate_document(&doc)
-            .map_err(|e| fail(number, e, imported))?;
-        pending.push((number, doc));
-        if pending.len() == batch {
-            imported += flush(collection, &mut pending, imported)?;
-            progress(imported);
-        }
+        batcher.add(number, doc)?;
     }
-    if !pending.is_empty() {
-        imported += flush(collection, &mut pending, imported)?;
-        progress(imported);
-    }
-    Ok(imported)
-}
-
-fn flush(
-    collection: &Collection,
-    pending: &mut Vec<(usize, DocumentInput)>,
-    imported: usize,
-) -> Result<usize, ImportError> {
-    let first_line = pending.first().map_or(0, |(line, _)| *line);
-    let docs: Vec<DocumentInput> = pending.drain(..).map(|(_, doc)| doc).collect();
-    let n = docs.len();
-    collection.upsert(docs).map_err(|error| ImportError {
-        line: first_line,
-        error,
-        imported,
-    })?;
-    Ok(n)
+    batcher.finish()
 }
 
 /// How documents imported from `.fvecs` get their ids.
@@ -107,43 +133,27 @@ pub enum FvecsIds {
 }
 
 /// Upserts every vector of an `.fvecs` stream (per record: `i32` dim, then dim × `f32`, LE) in
-/// transactions of `batch`. Returns the number imported.
+/// transactions of `batch`; errors name the 1-based record number. Returns the number imported.
 pub fn import_fvecs(
     collection: &Collection,
     mut input: impl Read,
     batch: usize,
     ids: FvecsIds,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<usize, ImportError> {
-    let fail = |line, error, imported| ImportError {
-        line,
-        error,
-        imported,
-    };
-    check_batch(batch).map_err(|e| fail(0, e, 0))?;
-    let mut imported = 0;
-    let mut pending = Vec::with_capacity(batch);
-    let mut row = 0usize;
-    while let Some(vector) = read_fvecs_record(&mut input, collection.config().dim)
-        .map_err(|e| fail(row + 1, e, imported))?
-    {
+    let mut batcher = Batcher::new(collection, batch, progress)?;
+    let dim = collection.config().dim;
+    for row in 0usize.. {
+        let Some(vector) =
+            read_fvecs_record(&mut input, dim).map_err(|e| batcher.fail(row + 1, e))?
+        else {
+            break;
+        };
         let mut doc = DocumentInput::new(vector);
         if ids == FvecsIds::Row {
             doc.id = Some(Uuid::from_u128(row as u128));
         }
-        row += 1;
-        collection
-            .validate_document(&doc)
-            .map_err(|e| fail(row, e, imported))?;
-        pending.push((row, doc));
-        if pending.len() == batch {
-            imported += flush(collection, &mut pending, imported)?;
-            progress(imported);
-        }
+        batcher.add(row + 1, doc)?;
     }
-    if !pending.is_empty() {
-        imported += flush(collection, &mut pending, imported)?;
-        progress(imported);
-    }
-    Ok(imported)
+    batcher.finish()
 }

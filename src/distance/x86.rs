@@ -49,56 +49,26 @@ pub(super) fn avx512_kernels() -> Option<Kernels> {
 // Safe wrappers (only reachable through the tables above).
 // ---------------------------------------------------------------------------------------------
 
-/// Safe wrapper of [`avx2_fma::dot`].
-fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert!(has_avx2_fma());
-    // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx2_fma_kernels`, which is built only after runtime detection confirmed AVX2 and FMA.
-    unsafe { avx2_fma::dot(a, b) }
+/// Defines a private safe wrapper around a `#[target_feature]` kernel.
+macro_rules! safe_wrapper {
+    ($name:ident => $kernel:path, $detected:ident) => {
+        #[doc = concat!("Safe wrapper of [`", stringify!($kernel), "`].")]
+        fn $name(a: &[f32], b: &[f32]) -> f32 {
+            debug_assert!($detected());
+            // SAFETY: this function is private and only escapes this module inside the kernel
+            // table built after runtime detection (`$detected`) confirmed the CPU features the
+            // kernel is compiled for.
+            unsafe { $kernel(a, b) }
+        }
+    };
 }
 
-/// Safe wrapper of [`avx2_fma::l2_squared`].
-fn l2_squared_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert!(has_avx2_fma());
-    // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx2_fma_kernels`, which is built only after runtime detection confirmed AVX2 and FMA.
-    unsafe { avx2_fma::l2_squared(a, b) }
-}
-
-/// Safe wrapper of [`avx2_fma::cosine_distance`].
-fn cosine_distance_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert!(has_avx2_fma());
-    // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx2_fma_kernels`, which is built only after runtime detection confirmed AVX2 and FMA.
-    unsafe { avx2_fma::cosine_distance(a, b) }
-}
-
-/// Safe wrapper of [`avx512::dot`].
-fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert!(has_avx512());
-    // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F, AVX2 and
-    // FMA.
-    unsafe { avx512::dot(a, b) }
-}
-
-/// Safe wrapper of [`avx512::l2_squared`].
-fn l2_squared_avx512(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert!(has_avx512());
-    // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F, AVX2 and
-    // FMA.
-    unsafe { avx512::l2_squared(a, b) }
-}
-
-/// Safe wrapper of [`avx512::cosine_distance`].
-fn cosine_distance_avx512(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert!(has_avx512());
-    // SAFETY: this function is private and only escapes this module inside the table returned by
-    // `avx512_kernels`, which is built only after runtime detection confirmed AVX-512F, AVX2 and
-    // FMA.
-    unsafe { avx512::cosine_distance(a, b) }
-}
+safe_wrapper!(dot_avx2_fma => avx2_fma::dot, has_avx2_fma);
+safe_wrapper!(l2_squared_avx2_fma => avx2_fma::l2_squared, has_avx2_fma);
+safe_wrapper!(cosine_distance_avx2_fma => avx2_fma::cosine_distance, has_avx2_fma);
+safe_wrapper!(dot_avx512 => avx512::dot, has_avx512);
+safe_wrapper!(l2_squared_avx512 => avx512::l2_squared, has_avx512);
+safe_wrapper!(cosine_distance_avx512 => avx512::cosine_distance, has_avx512);
 
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA

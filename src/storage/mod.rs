@@ -214,6 +214,27 @@ fn corrupt_doc(id: InternalId, detail: String) -> Error {
     Error::corrupted(STORE_FILE, format!("document record {id}: {detail}"))
 }
 
+/// Looks up an internal id in an `ids` table (read or write side).
+fn lookup_internal_id(
+    ids: &impl ReadableTable<[u8; 16], u32>,
+    id: &Uuid,
+) -> Result<Option<InternalId>> {
+    Ok(ids.get(id.as_bytes())?.map(|v| v.value()))
+}
+
+/// Loads and decodes a document from a `docs` table (read or write side).
+fn load_document(
+    docs: &impl ReadableTable<u32, &'static [u8]>,
+    internal: InternalId,
+) -> Result<Option<Document>> {
+    match docs.get(internal)? {
+        Some(bytes) => codec::decode_document(bytes.value())
+            .map(Some)
+            .map_err(|e| corrupt_doc(internal, e)),
+        None => Ok(None),
+    }
+}
+
 /// Write access to one collection inside a write transaction.
 pub struct CollectionWriter<'t> {
     docs: Table<'t, u32, &'static [u8]>,
@@ -245,17 +266,12 @@ impl<'t> CollectionWriter<'t> {
 
     /// The internal id of document `id`, if it exists.
     pub fn internal_id(&self, id: &Uuid) -> Result<Option<InternalId>> {
-        Ok(self.ids.get(id.as_bytes())?.map(|v| v.value()))
+        lookup_internal_id(&self.ids, id)
     }
 
     /// The document with internal id `internal`, if it exists.
     pub fn document(&self, internal: InternalId) -> Result<Option<Document>> {
-        match self.docs.get(internal)? {
-            Some(bytes) => codec::decode_document(bytes.value())
-                .map(Some)
-                .map_err(|e| corrupt_doc(internal, e)),
-            None => Ok(None),
-        }
+        load_document(&self.docs, internal)
     }
 
     /// Writes a document (replacing any with the same id) and logs an upsert.
@@ -327,17 +343,12 @@ pub struct CollectionReader {
 impl CollectionReader {
     /// The internal id of document `id`, if it exists.
     pub fn internal_id(&self, id: &Uuid) -> Result<Option<InternalId>> {
-        Ok(self.ids.get(id.as_bytes())?.map(|v| v.value()))
+        lookup_internal_id(&self.ids, id)
     }
 
     /// The document with internal id `internal`, if it exists.
     pub fn document(&self, internal: InternalId) -> Result<Option<Document>> {
-        match self.docs.get(internal)? {
-            Some(bytes) => codec::decode_document(bytes.value())
-                .map(Some)
-                .map_err(|e| corrupt_doc(internal, e)),
-            None => Ok(None),
-        }
+        load_document(&self.docs, internal)
     }
 
     /// The document with public id `id`, if it exists.
