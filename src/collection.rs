@@ -431,7 +431,7 @@ impl Collection {
     }
 
     fn run_validated(&self, request: &SearchRequest) -> Result<SearchResponse> {
-        let (search, strategy) = {
+        let search = {
             let index = self.inner.vector_index.read();
             query::execute(request, index.as_ref())
         };
@@ -440,7 +440,7 @@ impl Collection {
         } else {
             None
         };
-        query::hydrate(search, strategy, request.include, reader.as_ref())
+        query::hydrate(search, request.include, reader.as_ref())
     }
 
     /// Configuration, size and index status.

@@ -19,6 +19,8 @@ mod x86;
 
 use std::sync::OnceLock;
 
+use crate::types::Metric;
+
 /// Which instruction set the kernels run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
@@ -150,6 +152,42 @@ fn cosine_from_sums(ab: f32, aa: f32, bb: f32) -> f32 {
     // In f64, |a|²·|b|² can neither overflow nor underflow.
     let cos = f64::from(ab) / (f64::from(aa) * f64::from(bb)).sqrt();
     (1.0 - cos.clamp(-1.0, 1.0)) as f32
+}
+
+/// The distance of one metric, as indexes compute it: on stored vectors that were prepared
+/// with [`MetricDistance::prepare`] (normalised for cosine, so cosine distance is `1 − dot`).
+/// Smaller is closer.
+#[derive(Clone, Copy)]
+pub struct MetricDistance {
+    metric: Metric,
+    kernels: &'static Kernels,
+}
+
+impl MetricDistance {
+    /// The distance of `metric` on the detected kernels.
+    pub fn new(metric: Metric) -> Self {
+        MetricDistance {
+            metric,
+            kernels: kernels(),
+        }
+    }
+
+    /// Distance between two prepared vectors.
+    #[inline]
+    pub fn distance(&self, a: &[f32], b: &[f32]) -> f32 {
+        match self.metric {
+            Metric::Cosine => 1.0 - (self.kernels.dot)(a, b),
+            Metric::L2 => (self.kernels.l2_squared)(a, b),
+            Metric::Dot => -(self.kernels.dot)(a, b),
+        }
+    }
+
+    /// A copy of `v` ready to store or to query with (normalised for cosine); `None` for a
+    /// vector that cannot be normalised.
+    pub fn prepare(&self, v: &[f32]) -> Option<Vec<f32>> {
+        let mut out = v.to_vec();
+        (self.metric != Metric::Cosine || normalize(&mut out)).then_some(out)
+    }
 }
 
 #[cfg(test)]

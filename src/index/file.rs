@@ -20,11 +20,12 @@
 //! the old file, and the directory is fsynced: a crash leaves the old file or the new one.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::types::{Metric, Seq};
+use crate::vectors::VectorArena;
 
 /// Magic bytes at the start of every QuiverDB index file.
 pub const MAGIC: [u8; 8] = *b"QUIVERIX";
@@ -94,102 +95,266 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
-/// Writes `header` and the concatenation of `slabs` to `path` atomically and durably.
-pub fn write_atomic(path: &Path, header: &FileHeader, slabs: &[&[u8]]) -> Result<()> {
-    let payload_len: u64 = slabs.iter().map(|s| s.len() as u64).sum();
-    let crc = slabs
-        .iter()
-        .fold(0u32, |crc, s| crc32c::crc32c_append(crc, s));
-    let tmp = temp_path(path);
-    {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&header.encode(payload_len, crc))?;
-        for slab in slabs {
-            file.write_all(slab)?;
-        }
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+/// Streams a payload into a new index file. Nothing replaces the old file until
+/// [`FileWriter::finish`], which fsyncs, renames over it and fsyncs the directory.
+pub struct FileWriter {
+    file: BufWriter<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    header: FileHeader,
+    len: u64,
+    crc: u32,
 }
 
-/// Reads and validates the file at `path` against `expected` (everything but the watermark).
-/// Returns `Ok(None)` if the file does not exist, [`Error::Corrupted`] if it is damaged, foreign,
-/// of another version or written for another configuration; otherwise the header (with its
-/// watermark) and the verified payload.
-pub fn read_verified(path: &Path, expected: &FileHeader) -> Result<Option<(FileHeader, Vec<u8>)>> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let bad = |detail: String| Error::corrupted(path, detail);
-    let file_len = file.metadata()?.len();
-    let mut h = [0u8; HEADER_LEN];
-    if file_len < HEADER_LEN as u64 {
-        return Err(bad(format!(
-            "file is {file_len} bytes, shorter than its header"
-        )));
+impl FileWriter {
+    /// Starts writing `path` (through a temporary file) with this header.
+    pub fn create(path: &Path, header: FileHeader) -> Result<Self> {
+        let tmp = temp_path(path);
+        let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        file.write_all(&[0u8; HEADER_LEN])?;
+        Ok(FileWriter {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+            header,
+            len: 0,
+            crc: 0,
+        })
     }
-    file.read_exact(&mut h)?;
-    if h[0..8] != MAGIC {
-        return Err(bad("not a QuiverDB index file (bad magic)".into()));
+
+    /// Appends bytes to the payload.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.len += bytes.len() as u64;
+        self.file.write_all(bytes)?;
+        Ok(())
     }
-    if crc32c::crc32c(&h[0..60]) != le_u32(&h[60..64]) {
-        return Err(bad("header checksum mismatch".into()));
+
+    /// Appends 32-bit words, little-endian.
+    pub fn write_u32s(&mut self, values: impl IntoIterator<Item = u32>) -> Result<()> {
+        self.write_words(values.into_iter().map(u32::to_le_bytes))
     }
-    let version = le_u32(&h[8..12]);
-    if version != CONTAINER_VERSION {
-        return Err(bad(format!(
-            "container version {version}, this build reads {CONTAINER_VERSION}"
-        )));
+
+    /// Appends floats, little-endian.
+    pub fn write_f32s(&mut self, values: &[f32]) -> Result<()> {
+        self.write_words(values.iter().map(|v| v.to_le_bytes()))
     }
-    if le_u16(&h[12..14]) != expected.kind.code() {
-        return Err(bad(format!(
-            "index kind {} where {:?} was expected",
-            le_u16(&h[12..14]),
-            expected.kind
-        )));
+
+    fn write_words(&mut self, words: impl Iterator<Item = [u8; 4]>) -> Result<()> {
+        let mut chunk = Vec::with_capacity(4096);
+        for word in words {
+            chunk.extend_from_slice(&word);
+            if chunk.len() >= 4096 {
+                self.write(&chunk)?;
+                chunk.clear();
+            }
+        }
+        self.write(&chunk)
     }
-    let kind_version = le_u16(&h[14..16]);
-    if kind_version != expected.kind_version {
-        return Err(bad(format!(
-            "index format version {kind_version}, this build reads {}",
-            expected.kind_version
-        )));
+
+    /// Writes the header, makes the file durable and atomically replaces the old one.
+    pub fn finish(mut self) -> Result<()> {
+        self.file.flush()?;
+        let mut file = self
+            .file
+            .into_inner()
+            .map_err(|e| Error::Io(e.into_error()))?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&self.header.encode(self.len, self.crc))?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.tmp, &self.path)?;
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")))
     }
-    if le_u32(&h[16..20]) != expected.dim
-        || h[20] != expected.metric.code()
-        || le_u64(&h[24..32]) != expected.config_fingerprint
-    {
-        return Err(bad("written for another collection configuration".into()));
+}
+
+/// Reads a payload section by section after validating the header. Sizes are checked against
+/// the bytes left before anything is allocated, and [`FileReader::finish`] verifies the
+/// checksum: callers must not use what they read until it returns Ok.
+pub struct FileReader {
+    file: BufReader<File>,
+    path: PathBuf,
+    header: FileHeader,
+    remaining: u64,
+    crc: u32,
+    expected_crc: u32,
+}
+
+impl FileReader {
+    /// Opens `path` and validates its header against `expected` (everything but the watermark).
+    /// `Ok(None)` if the file does not exist; [`Error::Corrupted`] if it is damaged, foreign, of
+    /// another version or written for another configuration.
+    pub fn open(path: &Path, expected: &FileHeader) -> Result<Option<Self>> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let bad = |detail: String| Error::corrupted(path, detail);
+        let file_len = file.metadata()?.len();
+        if file_len < HEADER_LEN as u64 {
+            return Err(bad(format!(
+                "file is {file_len} bytes, shorter than its header"
+            )));
+        }
+        let mut h = [0u8; HEADER_LEN];
+        file.read_exact(&mut h)?;
+        if h[0..8] != MAGIC {
+            return Err(bad("not a QuiverDB index file (bad magic)".into()));
+        }
+        if crc32c::crc32c(&h[0..60]) != le_u32(&h[60..64]) {
+            return Err(bad("header checksum mismatch".into()));
+        }
+        let version = le_u32(&h[8..12]);
+        if version != CONTAINER_VERSION {
+            return Err(bad(format!(
+                "container version {version}, this build reads {CONTAINER_VERSION}"
+            )));
+        }
+        if le_u16(&h[12..14]) != expected.kind.code() {
+            return Err(bad(format!(
+                "index kind {} where {:?} was expected",
+                le_u16(&h[12..14]),
+                expected.kind
+            )));
+        }
+        let kind_version = le_u16(&h[14..16]);
+        if kind_version != expected.kind_version {
+            return Err(bad(format!(
+                "index format version {kind_version}, this build reads {}",
+                expected.kind_version
+            )));
+        }
+        if le_u32(&h[16..20]) != expected.dim
+            || h[20] != expected.metric.code()
+            || le_u64(&h[24..32]) != expected.config_fingerprint
+        {
+            return Err(bad("written for another collection or configuration".into()));
+        }
+        let payload_len = le_u64(&h[40..48]);
+        if payload_len != file_len - HEADER_LEN as u64 {
+            return Err(bad(format!(
+                "header announces {payload_len} payload bytes, file holds {}",
+                file_len - HEADER_LEN as u64
+            )));
+        }
+        Ok(Some(FileReader {
+            file: BufReader::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            header: FileHeader {
+                watermark: le_u64(&h[32..40]),
+                ..*expected
+            },
+            remaining: payload_len,
+            crc: 0,
+            expected_crc: le_u32(&h[48..52]),
+        }))
     }
-    let payload_len = le_u64(&h[40..48]);
-    if payload_len != file_len - HEADER_LEN as u64 {
-        return Err(bad(format!(
-            "header announces {payload_len} payload bytes, file holds {}",
-            file_len - HEADER_LEN as u64
-        )));
+
+    /// The validated header, with the file's watermark.
+    pub fn header(&self) -> &FileHeader {
+        &self.header
     }
-    let payload_len = usize::try_from(payload_len).map_err(|_| bad("payload too large".into()))?;
-    let mut payload = Vec::new();
-    payload.try_reserve_exact(payload_len).map_err(|_| {
-        bad(format!(
-            "cannot allocate {payload_len} bytes for the payload"
-        ))
-    })?;
-    file.read_to_end(&mut payload)?;
-    if payload.len() != payload_len {
-        return Err(bad("file changed while being read".into()));
+
+    /// Payload bytes not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
     }
-    if crc32c::crc32c(&payload) != le_u32(&h[48..52]) {
-        return Err(bad("payload checksum mismatch".into()));
+
+    /// A [`Error::Corrupted`] naming this file.
+    pub fn corrupted(&self, detail: impl Into<String>) -> Error {
+        Error::corrupted(&self.path, detail)
     }
-    let header = FileHeader {
-        watermark: le_u64(&h[32..40]),
-        ..*expected
-    };
-    Ok(Some((header, payload)))
+
+    /// Fails unless `bytes` more payload bytes exist (call before allocating for them).
+    pub fn ensure_remaining(&self, bytes: u64) -> Result<()> {
+        if bytes > self.remaining {
+            return Err(self.corrupted(format!(
+                "payload needs {bytes} more bytes, {} left",
+                self.remaining
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` payload bytes.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<()> {
+        self.ensure_remaining(buf.len() as u64)?;
+        self.file.read_exact(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        self.remaining -= buf.len() as u64;
+        Ok(())
+    }
+
+    /// Reads one little-endian `u64`.
+    pub fn read_u64(&mut self) -> Result<u64> {
+        let mut b = [0u8; 8];
+        self.read(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads `n` little-endian 32-bit words.
+    pub fn read_u32s(&mut self, n: usize) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        self.read_words_into(n, |w| out.push(u32::from_le_bytes(w)))?;
+        Ok(out)
+    }
+
+    /// Reads `n` little-endian floats, passing each to `sink`.
+    pub fn read_f32s(&mut self, n: usize, mut sink: impl FnMut(f32)) -> Result<()> {
+        self.read_words_into(n, |w| sink(f32::from_le_bytes(w)))
+    }
+
+    fn read_words_into(&mut self, n: usize, mut sink: impl FnMut([u8; 4])) -> Result<()> {
+        self.ensure_remaining((n as u64).saturating_mul(4))?;
+        let mut chunk = vec![0u8; 4096];
+        let mut left = n * 4;
+        while left > 0 {
+            let take = left.min(chunk.len());
+            self.read(&mut chunk[..take])?;
+            for w in chunk[..take].chunks_exact(4) {
+                sink([w[0], w[1], w[2], w[3]]);
+            }
+            left -= take;
+        }
+        Ok(())
+    }
+
+    /// Checks that the whole payload was read and its checksum matches.
+    pub fn finish(self) -> Result<FileHeader> {
+        if self.remaining != 0 {
+            return Err(self.corrupted(format!(
+                "{} unexpected bytes after the payload",
+                self.remaining
+            )));
+        }
+        if self.crc != self.expected_crc {
+            return Err(self.corrupted("payload checksum mismatch"));
+        }
+        Ok(self.header)
+    }
+}
+
+/// Writes every vector of `arena` in slot order, `dim` floats each.
+pub fn write_arena(out: &mut FileWriter, arena: &VectorArena) -> Result<()> {
+    for slot in 0..arena.len() {
+        out.write_f32s(arena.get(slot))?;
+    }
+    Ok(())
+}
+
+/// Reads `n` vectors of `dim` floats (written by [`write_arena`]) into a new arena.
+pub fn read_arena(input: &mut FileReader, n: usize, dim: usize) -> Result<VectorArena> {
+    input.ensure_remaining((n as u64).saturating_mul(dim as u64 * 4))?;
+    let mut arena = VectorArena::new(dim);
+    arena.reserve_slots(n);
+    let mut vector = Vec::with_capacity(dim);
+    for _ in 0..n {
+        vector.clear();
+        input.read_f32s(dim, |x| vector.push(x))?;
+        arena.push(&vector);
+    }
+    Ok(arena)
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -219,13 +384,33 @@ mod tests {
         }
     }
 
+    fn write(path: &Path, payload: &[u8]) {
+        let mut w = FileWriter::create(path, header()).unwrap();
+        w.write(payload).unwrap();
+        w.finish().unwrap();
+    }
+
+    /// Reads the whole payload, or the first error.
+    fn read_all(path: &Path, expected: &FileHeader) -> Result<Option<(FileHeader, Vec<u8>)>> {
+        let Some(mut r) = FileReader::open(path, expected)? else {
+            return Ok(None);
+        };
+        let mut payload = vec![0u8; r.remaining() as usize];
+        r.read(&mut payload)?;
+        Ok(Some((r.finish()?, payload)))
+    }
+
     #[test]
     fn round_trip_and_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.qvi");
-        assert!(read_verified(&path, &header()).unwrap().is_none());
-        write_atomic(&path, &header(), &[b"abc", b"defg"]).unwrap();
-        let (h, payload) = read_verified(
+        assert!(read_all(&path, &header()).unwrap().is_none());
+        let mut w = FileWriter::create(&path, header()).unwrap();
+        w.write(b"ab").unwrap();
+        w.write_u32s([1, 2]).unwrap();
+        w.write_f32s(&[1.5]).unwrap();
+        w.finish().unwrap();
+        let mut r = FileReader::open(
             &path,
             &FileHeader {
                 watermark: 0,
@@ -234,26 +419,45 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(h, header());
-        assert_eq!(payload, b"abcdefg");
+        assert_eq!(r.header().watermark, 7);
+        let mut ab = [0u8; 2];
+        r.read(&mut ab).unwrap();
+        assert_eq!(&ab, b"ab");
+        assert_eq!(r.read_u32s(2).unwrap(), vec![1, 2]);
+        let mut floats = Vec::new();
+        r.read_f32s(1, |f| floats.push(f)).unwrap();
+        assert_eq!(floats, vec![1.5]);
+        assert!(r.read_u32s(1).is_err(), "reading past the payload fails");
+        assert_eq!(r.finish().unwrap(), header());
         assert!(!temp_path(&path).exists());
+    }
+
+    #[test]
+    fn absurd_sizes_fail_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.qvi");
+        write(&path, b"tiny");
+        let mut r = FileReader::open(&path, &header()).unwrap().unwrap();
+        assert!(matches!(
+            r.read_u32s(usize::MAX / 8),
+            Err(Error::Corrupted { .. })
+        ));
     }
 
     #[test]
     fn every_bit_flip_and_truncation_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.qvi");
-        write_atomic(&path, &header(), &[b"payload bytes"]).unwrap();
+        write(&path, b"payload bytes");
         let good = fs::read(&path).unwrap();
         for byte in 0..good.len() {
             for bit in 0..8 {
                 let mut bad = good.clone();
                 bad[byte] ^= 1 << bit;
                 fs::write(&path, &bad).unwrap();
-                let result = read_verified(&path, &header());
                 // A flip in the reserved or watermark bytes is caught by the header checksum.
                 assert!(
-                    matches!(result, Err(Error::Corrupted { .. })),
+                    matches!(read_all(&path, &header()), Err(Error::Corrupted { .. })),
                     "flip at byte {byte} bit {bit} not detected"
                 );
             }
@@ -261,7 +465,7 @@ mod tests {
         for cut in 0..good.len() {
             fs::write(&path, &good[..cut]).unwrap();
             assert!(matches!(
-                read_verified(&path, &header()),
+                read_all(&path, &header()),
                 Err(Error::Corrupted { .. })
             ));
         }
@@ -271,7 +475,7 @@ mod tests {
     fn foreign_configuration_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.qvi");
-        write_atomic(&path, &header(), &[b"p"]).unwrap();
+        write(&path, b"p");
         for other in [
             FileHeader { dim: 4, ..header() },
             FileHeader {
@@ -288,7 +492,7 @@ mod tests {
             },
         ] {
             assert!(matches!(
-                read_verified(&path, &other),
+                read_all(&path, &other),
                 Err(Error::Corrupted { .. })
             ));
         }

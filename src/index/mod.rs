@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod flat;
+pub mod slots;
 mod topk;
 
 use std::path::Path;
@@ -55,6 +56,8 @@ pub struct Neighbor {
 /// What a vector index returns for one query.
 #[derive(Clone, Debug, Default)]
 pub struct IndexSearch {
+    /// Short name of the strategy used, e.g. `"flat_exact"` or `"hnsw"`.
+    pub strategy: &'static str,
     /// The nearest neighbours, closest first, ties broken by id.
     pub neighbors: Vec<Neighbor>,
     /// How many vectors had their distance computed.
@@ -63,12 +66,17 @@ pub struct IndexSearch {
     pub exhaustive: bool,
 }
 
+/// Per-query knobs; each index reads the ones it has and ignores the others.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SearchKnobs {
+    /// HNSW: size of the dynamic candidate list (default: the index's own).
+    pub ef: Option<usize>,
+}
+
 /// The read side of a vector index: what searches hold.
 pub trait VectorIndexRead: Send + Sync {
-    /// Short name of the strategy used, e.g. `"flat_exact"`.
-    fn strategy(&self) -> &'static str;
     /// The `k` nearest stored vectors to `query` (already validated for dimension and values).
-    fn search(&self, query: &[f32], k: usize) -> IndexSearch;
+    fn search(&self, query: &[f32], k: usize, knobs: &SearchKnobs) -> IndexSearch;
     /// Number of vectors held.
     fn len(&self) -> usize;
     /// The vector held for `id`, as the index stores it (normalised for cosine).

@@ -5,12 +5,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
-use crate::index::{IndexSearch, VectorIndexRead};
+use crate::index::{IndexSearch, SearchKnobs, VectorIndexRead};
 use crate::storage::CollectionReader;
 use crate::types::{validate_vector_for, Hit};
 
 /// Largest `k` a search accepts.
 pub const MAX_K: usize = 10_000;
+/// Largest `ef` a search accepts.
+pub const MAX_EF: usize = 100_000;
 
 /// Which stored fields a hit carries besides its id and distance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +92,9 @@ pub struct SearchRequest {
     /// Stored fields to return with each hit.
     #[serde(default)]
     pub include: Include,
+    /// HNSW: size of the candidate list (higher = better recall, slower); at least `k` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef: Option<usize>,
 }
 
 impl SearchRequest {
@@ -99,12 +104,19 @@ impl SearchRequest {
             vector,
             k,
             include: Include::default(),
+            ef: None,
         }
     }
 
     /// Sets the stored fields returned with each hit.
     pub fn with_include(mut self, include: Include) -> Self {
         self.include = include;
+        self
+    }
+
+    /// Sets the HNSW candidate-list size.
+    pub fn with_ef(mut self, ef: usize) -> Self {
+        self.ef = Some(ef);
         self
     }
 
@@ -115,6 +127,13 @@ impl SearchRequest {
                 "k must be in 1..={MAX_K}, got {}",
                 self.k
             )));
+        }
+        if let Some(ef) = self.ef {
+            if ef == 0 || ef > MAX_EF {
+                return Err(Error::InvalidArgument(format!(
+                    "ef must be in 1..={MAX_EF}, got {ef}"
+                )));
+            }
         }
         validate_vector_for(&self.vector, config.dim, config.metric)
     }
@@ -134,18 +153,15 @@ pub struct SearchResponse {
 }
 
 /// Runs a validated request against `index`.
-pub(crate) fn execute(
-    request: &SearchRequest,
-    index: &dyn VectorIndexRead,
-) -> (IndexSearch, &'static str) {
-    (index.search(&request.vector, request.k), index.strategy())
+pub(crate) fn execute(request: &SearchRequest, index: &dyn VectorIndexRead) -> IndexSearch {
+    let knobs = SearchKnobs { ef: request.ef };
+    index.search(&request.vector, request.k, &knobs)
 }
 
 /// Turns index neighbours into hits, reading requested fields from `reader`. A hit whose
 /// document was deleted after the index answered is dropped (the delete linearises first).
 pub(crate) fn hydrate(
     search: IndexSearch,
-    strategy: &'static str,
     include: Include,
     reader: Option<&CollectionReader>,
 ) -> Result<SearchResponse> {
@@ -173,7 +189,7 @@ pub(crate) fn hydrate(
     }
     Ok(SearchResponse {
         hits,
-        strategy: strategy.to_string(),
+        strategy: search.strategy.to_string(),
         exhaustive: search.exhaustive,
         examined: search.examined,
     })
