@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub metric: Metric,
     /// Index to build.
     pub index: IndexConfig,
+    /// HNSW `ef` values to measure (one operating point each; ignored by the flat index).
+    pub ef: Vec<usize>,
     /// Neighbours per query.
     pub k: usize,
     /// Run at most this many queries (all when `None`).
@@ -127,31 +129,14 @@ fn measure(
     collection.checkpoint()?;
     let index_bytes = folder_bytes(dir)?;
 
-    let mut latencies = Vec::with_capacity(queries.len());
-    let mut recall_sum = 0.0;
-    let all_started = Instant::now();
-    for (query, expected) in queries.iter().zip(truth) {
-        let request = SearchRequest::new(query.clone(), options.k);
-        let started = Instant::now();
-        let response = collection.search(&request)?;
-        latencies.push(started.elapsed().as_secs_f64() * 1e3);
-        let expected = &expected[..options.k];
-        let found = response
-            .hits
-            .iter()
-            .filter(|hit| expected.contains(&(hit.id.as_u128() as i32)))
-            .count();
-        recall_sum += found as f64 / options.k as f64;
-    }
-    let total_s = all_started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    let point = BenchPoint {
-        ef: None,
-        recall: recall_sum / queries.len() as f64,
-        qps: queries.len() as f64 / total_s,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
+    let efs: Vec<Option<usize>> = match options.index {
+        IndexConfig::Flat => vec![None],
+        _ => options.ef.iter().map(|&ef| Some(ef)).collect(),
     };
+    let mut points = Vec::with_capacity(efs.len());
+    for ef in efs {
+        points.push(measure_point(&collection, options.k, ef, queries, truth)?);
+    }
     db.close()?;
     Ok(BenchReport {
         index: options.index.kind_name().to_string(),
@@ -162,7 +147,43 @@ fn measure(
         build_s,
         peak_rss_bytes: peak_rss_bytes(),
         index_bytes,
-        points: vec![point],
+        points,
+    })
+}
+
+/// Runs every query once, one at a time, with this `ef`.
+fn measure_point(
+    collection: &crate::Collection,
+    k: usize,
+    ef: Option<usize>,
+    queries: &[Vec<f32>],
+    truth: &[Vec<i32>],
+) -> Result<BenchPoint> {
+    let mut latencies = Vec::with_capacity(queries.len());
+    let mut recall_sum = 0.0;
+    let all_started = Instant::now();
+    for (query, expected) in queries.iter().zip(truth) {
+        let mut request = SearchRequest::new(query.clone(), k);
+        request.ef = ef;
+        let started = Instant::now();
+        let response = collection.search(&request)?;
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+        let expected = &expected[..k];
+        let found = response
+            .hits
+            .iter()
+            .filter(|hit| expected.contains(&(hit.id.as_u128() as i32)))
+            .count();
+        recall_sum += found as f64 / k as f64;
+    }
+    let total_s = all_started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(BenchPoint {
+        ef,
+        recall: recall_sum / queries.len() as f64,
+        qps: queries.len() as f64 / total_s,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
     })
 }
 

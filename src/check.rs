@@ -106,6 +106,7 @@ pub fn check_collection(collection: &Collection) -> Result<IndexCheck> {
                 &wrong_vectors[..wrong_vectors.len().min(MAX_LISTED)]
             ));
         }
+        problems.extend(index.verify());
         let last_seq = reader.last_seq()?;
         if index.watermark() != last_seq {
             problems.push(format!(

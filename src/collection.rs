@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -341,18 +341,24 @@ impl Collection {
         if changes.is_empty() {
             return Ok(value);
         }
-        {
+        let applied = {
             let docs = views(&value, changes.len());
             let mut index = self.inner.vector_index.write();
-            if let Err(e) = sync::apply_committed(index.as_mut(), &changes, &docs) {
-                // The write is durable; never serve from an index that disagrees with the store.
-                log::error!(
-                    "applying changes to the {} index failed ({e}); rebuilding it",
-                    index.name()
-                );
-                let reader = self.inner.store.read(self.inner.record.id)?;
-                sync::rebuild(index.as_mut(), &reader)?;
+            match sync::apply_committed(index.as_mut(), &changes, &docs) {
+                Ok(()) => {
+                    // Deferred work (e.g. linking graph nodes) runs while searches proceed.
+                    let index = RwLockWriteGuard::downgrade(index);
+                    index.finish_batch()
+                }
+                Err(e) => Err(e),
             }
+        };
+        if let Err(e) = applied {
+            // The write is durable; never serve from an index that disagrees with the store.
+            let mut index = self.inner.vector_index.write();
+            log::error!("applying changes to the {} index failed ({e}); rebuilding it", index.name());
+            let reader = self.inner.store.read(self.inner.record.id)?;
+            sync::rebuild(index.as_mut(), &reader)?;
         }
         self.inner
             .dirty_changes

@@ -14,6 +14,23 @@ pub enum IndexConfig {
     /// Exact brute-force scan with SIMD kernels.
     #[default]
     Flat,
+    /// HNSW graph (Malkov & Yashunin): approximate, fast; `ef` per query trades speed for recall.
+    Hnsw {
+        /// Links per node per layer (2·M on layer 0), 2..=128; default 16.
+        #[serde(default = "default_m")]
+        m: usize,
+        /// Candidate-list size while building, `M..=4096`; default 200.
+        #[serde(default = "default_ef_construction")]
+        ef_construction: usize,
+    },
+}
+
+fn default_m() -> usize {
+    16
+}
+
+fn default_ef_construction() -> usize {
+    200
 }
 
 impl IndexConfig {
@@ -21,6 +38,33 @@ impl IndexConfig {
     pub fn kind_name(&self) -> &'static str {
         match self {
             IndexConfig::Flat => "flat",
+            IndexConfig::Hnsw { .. } => "hnsw",
+        }
+    }
+
+    /// HNSW with the default parameters (M = 16, efConstruction = 200).
+    pub fn hnsw() -> Self {
+        IndexConfig::Hnsw {
+            m: default_m(),
+            ef_construction: default_ef_construction(),
+        }
+    }
+
+    /// Checks the index parameters.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            IndexConfig::Flat => Ok(()),
+            IndexConfig::Hnsw { m, ef_construction } => {
+                if !(2..=128).contains(&m) {
+                    return Err(Error::InvalidConfig(format!("hnsw m must be in 2..=128, got {m}")));
+                }
+                if ef_construction < m || ef_construction > 4096 {
+                    return Err(Error::InvalidConfig(format!(
+                        "hnsw ef_construction must be in m..=4096 ({m}..=4096), got {ef_construction}"
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -28,11 +72,12 @@ impl IndexConfig {
     pub fn from_kind_name(name: &str) -> Result<Self> {
         match name {
             "flat" => Ok(IndexConfig::Flat),
-            "hnsw" | "ivfpq" | "diskann" => Err(Error::InvalidConfig(format!(
-                "index kind {name:?} is not available in this build yet (available: flat)"
+            "hnsw" => Ok(IndexConfig::hnsw()),
+            "ivfpq" | "diskann" => Err(Error::InvalidConfig(format!(
+                "index kind {name:?} is not available in this build yet (available: flat, hnsw)"
             ))),
             other => Err(Error::InvalidConfig(format!(
-                "unknown index kind {other:?} (available: flat)"
+                "unknown index kind {other:?} (available: flat, hnsw)"
             ))),
         }
     }
@@ -158,6 +203,7 @@ impl CollectionConfig {
 
     /// Checks every rule; called by `create_collection`.
     pub fn validate(&self) -> Result<()> {
+        self.index.validate()?;
         if self.dim == 0 || self.dim > MAX_DIM {
             return Err(Error::InvalidConfig(format!(
                 "dimension {} is out of range 1..={MAX_DIM}",
@@ -272,6 +318,11 @@ mod tests {
             }
         );
         assert!("year".parse::<PayloadField>().is_err());
-        assert!(IndexConfig::from_kind_name("hnsw").is_err());
+        assert_eq!(IndexConfig::from_kind_name("hnsw").unwrap(), IndexConfig::hnsw());
+        assert!(IndexConfig::from_kind_name("ivfpq").is_err());
+        let bad_m = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw { m: 1, ef_construction: 100 });
+        assert!(bad_m.validate().is_err());
+        let bad_ef = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw { m: 16, ef_construction: 8 });
+        assert!(bad_ef.validate().is_err());
     }
 }

@@ -6,6 +6,20 @@
 //! the first 64-byte-aligned float; when the buffer grows, data is moved to the new buffer's
 //! aligned start.
 
+/// Read access to stored vectors by slot: all that index algorithms see of vectors, so the same
+/// algorithm can run over an in-RAM arena, a memory map or decoded codes.
+pub trait VectorSource: Sync {
+    /// The vector in `slot`.
+    fn vector(&self, slot: usize) -> &[f32];
+}
+
+impl VectorSource for VectorArena {
+    #[inline]
+    fn vector(&self, slot: usize) -> &[f32] {
+        self.get(slot)
+    }
+}
+
 /// Floats per 64-byte cache line.
 const LINE_FLOATS: usize = 16;
 

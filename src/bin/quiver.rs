@@ -90,6 +90,9 @@ enum Command {
         /// Stored fields to return: any of metadata,text,vector.
         #[arg(long, default_value = "")]
         include: String,
+        /// HNSW: candidate-list size (higher = better recall, slower).
+        #[arg(long)]
+        ef: Option<usize>,
     },
     /// Verify every derived index against the store; exits non-zero on any disagreement.
     Check {
@@ -110,9 +113,11 @@ enum Command {
         /// Distance metric: cosine, l2 or dot.
         #[arg(long)]
         metric: String,
-        /// Vector index kind.
-        #[arg(long, default_value = "flat")]
-        index: String,
+        #[command(flatten)]
+        index: IndexArgs,
+        /// HNSW: the ef values to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,20,40,80,160,320")]
+        ef: Vec<usize>,
         /// Neighbours per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
@@ -133,6 +138,32 @@ enum Command {
     },
 }
 
+/// Vector-index options shared by `collection create` and `bench`.
+#[derive(clap::Args)]
+struct IndexArgs {
+    /// Vector index kind: flat or hnsw.
+    #[arg(long, default_value = "flat")]
+    index: String,
+    /// HNSW: links per node per layer.
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    /// HNSW: candidate-list size while building.
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+}
+
+impl IndexArgs {
+    fn config(&self) -> Result<IndexConfig, Error> {
+        match IndexConfig::from_kind_name(&self.index)? {
+            IndexConfig::Hnsw { .. } => Ok(IndexConfig::Hnsw {
+                m: self.m,
+                ef_construction: self.ef_construction,
+            }),
+            other => Ok(other),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum CollectionCommand {
     /// Create a collection.
@@ -145,9 +176,8 @@ enum CollectionCommand {
         /// Distance metric: cosine, l2 or dot.
         #[arg(long)]
         metric: String,
-        /// Vector index kind.
-        #[arg(long, default_value = "flat")]
-        index: String,
+        #[command(flatten)]
+        index: IndexArgs,
         /// Index the text field for keyword search.
         #[arg(long)]
         text: bool,
@@ -193,6 +223,7 @@ fn run(cli: Cli) -> CliResult {
             gt,
             metric,
             index,
+            ef,
             k,
             queries,
             threads,
@@ -203,7 +234,8 @@ fn run(cli: Cli) -> CliResult {
                 queries: query,
                 ground_truth: gt,
                 metric: metric.parse()?,
-                index: IndexConfig::from_kind_name(&index)?,
+                index: index.config()?,
+                ef,
                 k,
                 max_queries: queries,
                 threads,
@@ -289,6 +321,7 @@ fn run(cli: Cli) -> CliResult {
             requests,
             k,
             include,
+            ef,
         } => {
             let collection = db.collection(&name)?;
             match (vector, requests) {
@@ -296,8 +329,9 @@ fn run(cli: Cli) -> CliResult {
                     let vector: Vec<f32> = serde_json::from_str(&vector)
                         .map_err(|e| format!("--vector must be a JSON array of numbers: {e}"))?;
                     let include: Include = include.parse()?;
-                    let response =
-                        collection.search(&SearchRequest::new(vector, k).with_include(include))?;
+                    let mut request = SearchRequest::new(vector, k).with_include(include);
+                    request.ef = ef;
+                    let response = collection.search(&request)?;
                     for hit in &response.hits {
                         serde_json::to_writer(&mut out, hit)?;
                         writeln!(out)?;
@@ -347,7 +381,7 @@ fn collection(db: &Database, command: CollectionCommand, out: &mut impl Write) -
             payload_index,
         } => {
             let mut config = CollectionConfig::new(dim, metric.parse::<Metric>()?)
-                .with_index(IndexConfig::from_kind_name(&index)?)
+                .with_index(index.config()?)
                 .with_text_index(text);
             for field in payload_index {
                 let field: PayloadField = field.parse()?;
@@ -403,8 +437,9 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
         report.index_bytes as f64 / 1048576.0
     );
     for point in &report.points {
+        let ef = point.ef.map_or(String::new(), |ef| format!("ef {ef:>4}  "));
         println!(
-            "  recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
+            "  {ef}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
             options.k, point.recall, point.qps, point.p50_ms, point.p99_ms
         );
     }

@@ -25,6 +25,20 @@ fn has_avx512() -> bool {
     is_x86_feature_detected!("avx512f") && has_avx2_fma()
 }
 
+/// Asks the CPU to start loading the first cache lines of `data` (a hint: never changes results).
+#[inline]
+pub(super) fn prefetch(data: &[f32]) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let ptr = data.as_ptr().cast::<i8>();
+    // SAFETY: PREFETCHT0 is part of SSE, which every x86-64 CPU has; it never faults, even on an
+    // invalid address, and `ptr` points into a live slice anyway. The second line may lie past
+    // the slice's end, which a prefetch is allowed to touch.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(ptr);
+        _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(64));
+    }
+}
+
 /// The AVX2+FMA kernel table, or `None` if this CPU lacks AVX2 or FMA.
 pub(super) fn avx2_fma_kernels() -> Option<Kernels> {
     has_avx2_fma().then_some(Kernels {

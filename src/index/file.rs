@@ -4,7 +4,7 @@
 //! offset size field
 //!  0      8   magic b"QUIVERIX"
 //!  8      4   container version (1)
-//! 12      2   index kind (1 = flat)
+//! 12      2   index kind (1 = flat, 2 = hnsw)
 //! 14      2   kind format version
 //! 16      4   dimension
 //! 20      1   metric (1 cosine, 2 l2, 3 dot); 3 bytes zero
@@ -39,12 +39,15 @@ pub const HEADER_LEN: usize = 64;
 pub enum IndexFileKind {
     /// [`super::flat::FlatIndex`].
     Flat,
+    /// [`super::hnsw::HnswIndex`].
+    Hnsw,
 }
 
 impl IndexFileKind {
     fn code(self) -> u16 {
         match self {
             IndexFileKind::Flat => 1,
+            IndexFileKind::Hnsw => 2,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod flat;
+pub mod hnsw;
 pub mod slots;
 mod topk;
 
@@ -28,7 +29,18 @@ pub trait DerivedIndex: Send + Sync {
     /// Short name, e.g. `"flat"`; also names the checkpoint file.
     fn name(&self) -> &'static str;
     /// Applies one change. `doc` is the document's state after the change (`None` if deleted).
+    /// Work that can run while searches proceed may be left for [`DerivedIndex::finish_batch`].
     fn apply(&mut self, change: &Change, doc: Option<DocView<'_>>) -> Result<()>;
+    /// Called with exclusive access after the `apply` calls of a batch (e.g. to compact).
+    fn end_batch(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Called with shared access after [`DerivedIndex::end_batch`], while searches may run: does
+    /// the work `apply` deferred (e.g. linking new graph nodes). When it returns, the index
+    /// reflects every applied change.
+    fn finish_batch(&self) -> Result<()> {
+        Ok(())
+    }
     /// The last change-log sequence number reflected.
     fn watermark(&self) -> Seq;
     /// Empties the index and sets its watermark, before a rebuild from the store.
@@ -40,6 +52,10 @@ pub trait DerivedIndex: Send + Sync {
     fn load_checkpoint(&mut self, dir: &Path) -> Result<bool>;
     /// Internal ids of every document the index holds, sorted (for integrity checks).
     fn internal_ids(&self) -> Vec<InternalId>;
+    /// Checks the index's own invariants (e.g. graph links); one line per problem.
+    fn verify(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One neighbour found by a vector index.
@@ -97,5 +113,10 @@ impl<T: DerivedIndex + VectorIndexRead> VectorIndex for T {}
 pub fn new_vector_index(config: &CollectionConfig, instance: u64) -> Box<dyn VectorIndex> {
     match config.index {
         IndexConfig::Flat => Box::new(flat::FlatIndex::new(config, instance)),
+        IndexConfig::Hnsw { m, ef_construction } => Box::new(hnsw::HnswIndex::new(
+            config,
+            hnsw::HnswParams { m, ef_construction },
+            instance,
+        )),
     }
 }

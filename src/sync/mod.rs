@@ -52,8 +52,9 @@ pub enum Recovery {
     },
 }
 
-/// Applies committed `changes` to `index`; `docs[i]` is the document after `changes[i]`
-/// (`None` for a deletion).
+/// Applies committed `changes` to `index` and ends the batch; `docs[i]` is the document after
+/// `changes[i]` (`None` for a deletion). The caller then runs `finish_batch`, possibly under a
+/// shared lock.
 pub(crate) fn apply_committed(
     index: &mut dyn DerivedIndex,
     changes: &[Change],
@@ -67,7 +68,7 @@ pub(crate) fn apply_committed(
     for (change, doc) in changes.iter().zip(docs) {
         index.apply(change, *doc)?;
     }
-    Ok(())
+    index.end_batch()
 }
 
 /// Brings `index` up to date with the store: checkpoint + replay, or rebuild.
@@ -117,6 +118,8 @@ fn replay(index: &mut dyn DerivedIndex, reader: &CollectionReader) -> Result<usi
         let doc = reader.document(change.id)?;
         index.apply(change, doc.as_ref().map(view))?;
     }
+    index.end_batch()?;
+    index.finish_batch()?;
     Ok(changes.len())
 }
 
@@ -131,7 +134,9 @@ pub(crate) fn rebuild(index: &mut dyn DerivedIndex, reader: &CollectionReader) -
             id,
         };
         index.apply(&change, Some(view(&doc)))
-    })
+    })?;
+    index.end_batch()?;
+    index.finish_batch()
 }
 
 /// A borrowed view of a stored document.

@@ -1,0 +1,406 @@
+//! The HNSW index: an in-RAM graph kept in sync with the store.
+//!
+//! Vectors live in a cache-line-aligned arena addressed by slot; [`SlotIds`] maps slots to
+//! documents. A change is applied in two steps: `apply` (exclusive access) appends the vector and
+//! an unlinked graph node, or vacates a slot (a tombstone: traversed, never returned); then
+//! `finish_batch` (shared access, so searches keep running) links the new nodes, in parallel with
+//! rayon when there are many. Once vacant slots pass [`COMPACT_FRACTION`] of all slots, the index
+//! compacts itself: it rebuilds the graph over the live vectors, so memory stays flat under churn.
+//!
+//! Checkpoint payload (kind version 1), after the container header:
+//! ```text
+//! u64 slots, u32 M, u32 efConstruction, u64 seed, u64 entry ((level << 32) | node, or
+//!     u64::MAX), u8 keep_pruned, 31 zero bytes              (64 bytes)
+//! slots × dim × f32            vectors
+//! slots × u32, slots × [u8;16] slot → internal id (u32::MAX = vacant), slot → uuid
+//! slots × u8, zero-padded to a multiple of 4: levels
+//! slots × (1 + 2M) × u32       layer-0 blocks (count, ids)
+//! per node: level × (1 + M) × u32   upper-layer blocks
+//! ```
+
+mod graph;
+mod visited;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+use rayon::prelude::*;
+
+use self::graph::{Context, Graph, GraphParams, Scored};
+use self::visited::VisitedPool;
+use super::file::{self, FileHeader, FileReader, FileWriter, IndexFileKind};
+use super::slots::SlotIds;
+use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, TopK, VectorIndexRead};
+use crate::config::CollectionConfig;
+use crate::distance::MetricDistance;
+use crate::error::{Error, Result};
+use crate::types::{Change, DocView, InternalId, Metric, Seq};
+use crate::vectors::VectorArena;
+
+const KIND_VERSION: u16 = 1;
+const FILE_NAME: &str = "hnsw.qvi";
+/// `ef` of a search that does not set one.
+pub const DEFAULT_EF: usize = 100;
+/// Compact once vacant slots exceed this fraction of all slots.
+pub const COMPACT_FRACTION: f64 = 0.10;
+/// ... and at least this many.
+const COMPACT_MIN_VACANT: usize = 64;
+
+/// HNSW parameters of a collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HnswParams {
+    /// `M`: links per node per layer (2·M on layer 0).
+    pub m: usize,
+    /// `efConstruction`: candidate-list size while inserting.
+    pub ef_construction: usize,
+}
+
+/// An HNSW vector index.
+pub struct HnswIndex {
+    dim: usize,
+    metric: Metric,
+    distance: MetricDistance,
+    config_fingerprint: u64,
+    vectors: VectorArena,
+    slots: SlotIds,
+    graph: Graph,
+    /// Nodes added by `apply` and not linked yet.
+    pending: Mutex<Vec<u32>>,
+    visited: VisitedPool,
+    watermark: Seq,
+}
+
+impl HnswIndex {
+    /// An empty index; `instance` identifies the collection and seeds the level draws.
+    pub fn new(config: &CollectionConfig, params: HnswParams, instance: u64) -> Self {
+        HnswIndex {
+            dim: config.dim,
+            metric: config.metric,
+            distance: MetricDistance::new(config.metric),
+            config_fingerprint: config.index_fingerprint(instance),
+            vectors: VectorArena::new(config.dim),
+            slots: SlotIds::default(),
+            graph: Graph::new(GraphParams {
+                m: params.m,
+                ef_construction: params.ef_construction,
+                keep_pruned: false,
+                seed: instance,
+            }),
+            pending: Mutex::new(Vec::new()),
+            visited: VisitedPool::default(),
+            watermark: 0,
+        }
+    }
+
+    fn header(&self) -> FileHeader {
+        FileHeader {
+            kind: IndexFileKind::Hnsw,
+            kind_version: KIND_VERSION,
+            dim: self.dim as u32,
+            metric: self.metric,
+            config_fingerprint: self.config_fingerprint,
+            watermark: self.watermark,
+        }
+    }
+
+    fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE_NAME)
+    }
+
+    fn is_live(&self, node: u32) -> bool {
+        self.slots.id(node as usize).is_some()
+    }
+
+    /// Appends `vector` (prepared) as a new, unlinked node for document `id`.
+    fn add(&mut self, id: InternalId, uuid: uuid::Uuid, vector: &[f32]) {
+        let slot = self.vectors.push(vector);
+        self.slots.push(id, uuid);
+        let level = self.graph.draw_level(slot);
+        let node = self.graph.add_node(level);
+        debug_assert_eq!(node as usize, slot);
+        self.pending.get_mut().push(node);
+    }
+
+    /// Links every pending node into the graph; parallel when there are several.
+    fn link_pending(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock());
+        let is_live = |n: u32| self.is_live(n);
+        let ctx = Context {
+            vectors: &self.vectors,
+            distance: self.distance,
+            is_live: &is_live,
+        };
+        let nodes = self.graph.len();
+        let link = |&node: &u32| self.visited.with(nodes, |v| self.graph.insert(&ctx, node, v));
+        if pending.len() > 1 {
+            pending.par_iter().for_each(link);
+        } else {
+            pending.iter().for_each(link);
+        }
+    }
+
+    fn vacant_slots(&self) -> usize {
+        self.slots.slots() - self.slots.live()
+    }
+
+    /// Rebuilds the graph over the live vectors only (slots renumbered, memory reclaimed).
+    fn compact(&mut self) {
+        let live: Vec<(InternalId, uuid::Uuid, Vec<f32>)> = (0..self.slots.slots())
+            .filter_map(|slot| {
+                let id = self.slots.id(slot)?;
+                Some((id, self.slots.uuid(slot), self.vectors.get(slot).to_vec()))
+            })
+            .collect();
+        log::info!(
+            "compacting the HNSW index: {} live of {} slots",
+            live.len(),
+            self.slots.slots()
+        );
+        self.clear();
+        self.vectors.reserve_slots(live.len());
+        for (id, uuid, vector) in &live {
+            self.add(*id, *uuid, vector);
+        }
+        self.link_pending();
+    }
+
+    fn clear(&mut self) {
+        self.vectors.clear();
+        self.slots = SlotIds::default();
+        self.graph = Graph::new(self.graph.params());
+        self.pending.get_mut().clear();
+    }
+
+    /// Exact scan of every live slot (used when the collection is no larger than `ef`).
+    fn exact(&self, q: &[f32], k: usize) -> IndexSearch {
+        let mut top = TopK::new(k);
+        for slot in 0..self.slots.slots() {
+            if let Some(id) = self.slots.id(slot) {
+                top.push(Neighbor {
+                    id,
+                    uuid: self.slots.uuid(slot),
+                    distance: self.distance.distance(q, self.vectors.get(slot)),
+                });
+            }
+        }
+        IndexSearch {
+            strategy: "hnsw_exact_scan",
+            neighbors: top.into_sorted(),
+            examined: self.slots.live(),
+            exhaustive: true,
+        }
+    }
+
+    fn write_checkpoint(&self, out: &mut FileWriter) -> Result<()> {
+        let params = self.graph.params();
+        let (levels, level0, upper, entry) = self.graph.raw_parts();
+        let mut head = [0u8; 64];
+        head[0..8].copy_from_slice(&(self.slots.slots() as u64).to_le_bytes());
+        head[8..12].copy_from_slice(&(params.m as u32).to_le_bytes());
+        head[12..16].copy_from_slice(&(params.ef_construction as u32).to_le_bytes());
+        head[16..24].copy_from_slice(&params.seed.to_le_bytes());
+        let entry = entry.map_or(u64::MAX, |(node, level)| ((level as u64) << 32) | u64::from(node));
+        head[24..32].copy_from_slice(&entry.to_le_bytes());
+        head[32] = u8::from(params.keep_pruned);
+        out.write(&head)?;
+        file::write_arena(out, &self.vectors)?;
+        self.slots.write(out)?;
+        out.write(levels)?;
+        out.write(&vec![0u8; levels.len().next_multiple_of(4) - levels.len()])?;
+        out.write_u32s(level0.iter().map(|a| a.load(Ordering::Acquire)))?;
+        for block in upper {
+            out.write_u32s(block.iter().map(|a| a.load(Ordering::Acquire)))?;
+        }
+        Ok(())
+    }
+
+    fn read_checkpoint(&self, input: &mut FileReader) -> Result<(VectorArena, SlotIds, Graph)> {
+        let mut head = [0u8; 64];
+        input.read(&mut head)?;
+        let word = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+        let long = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or_default());
+        let params = GraphParams {
+            m: word(8) as usize,
+            ef_construction: word(12) as usize,
+            seed: long(16),
+            keep_pruned: head[32] != 0,
+        };
+        let expected = self.graph.params();
+        if (params.m, params.ef_construction, params.seed) != (expected.m, expected.ef_construction, expected.seed) {
+            return Err(input.corrupted("graph parameters differ from the collection's"));
+        }
+        let n = usize::try_from(long(0)).map_err(|_| input.corrupted("absurd node count"))?;
+        let entry = match long(24) {
+            u64::MAX => None,
+            e => Some(((e & 0xffff_ffff) as u32, (e >> 32) as usize)),
+        };
+        let vectors = file::read_arena(input, n, self.dim)?;
+        let slots = SlotIds::read(input, n)?;
+        input.ensure_remaining(n as u64)?;
+        let mut levels = vec![0u8; n];
+        input.read(&mut levels)?;
+        input.read(&mut vec![0u8; n.next_multiple_of(4) - n])?;
+        let level0 = input.read_u32s(n * (2 * params.m + 1))?;
+        let mut upper = Vec::with_capacity(n);
+        for &level in &levels {
+            if usize::from(level) > graph::MAX_LEVEL {
+                return Err(input.corrupted(format!("node level {level} out of range")));
+            }
+            upper.push(input.read_u32s(usize::from(level) * (params.m + 1))?);
+        }
+        let graph = Graph::from_raw_parts(params, levels, level0, upper, entry)
+            .map_err(|detail| input.corrupted(format!("graph: {detail}")))?;
+        Ok((vectors, slots, graph))
+    }
+}
+
+impl VectorIndexRead for HnswIndex {
+    fn search(&self, query: &[f32], k: usize, knobs: &SearchKnobs) -> IndexSearch {
+        let Some(q) = self.distance.prepare(query) else {
+            return IndexSearch {
+                strategy: "hnsw",
+                ..IndexSearch::default()
+            };
+        };
+        let ef = knobs.ef.unwrap_or(DEFAULT_EF).max(k);
+        if self.slots.live() <= ef {
+            return self.exact(&q, k);
+        }
+        let is_live = |n: u32| self.is_live(n);
+        let ctx = Context {
+            vectors: &self.vectors,
+            distance: self.distance,
+            is_live: &is_live,
+        };
+        let mut examined = 0;
+        let found: Vec<Scored> = self
+            .visited
+            .with(self.graph.len(), |v| self.graph.search(&ctx, &q, ef, v, &mut examined));
+        let mut neighbors: Vec<Neighbor> = found
+            .into_iter()
+            .filter_map(|s| {
+                let slot = s.node as usize;
+                Some(Neighbor {
+                    id: self.slots.id(slot)?,
+                    uuid: self.slots.uuid(slot),
+                    distance: s.distance,
+                })
+            })
+            .collect();
+        neighbors.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.uuid.cmp(&b.uuid)));
+        neighbors.truncate(k);
+        IndexSearch {
+            strategy: "hnsw",
+            neighbors,
+            examined,
+            exhaustive: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.live()
+    }
+
+    fn vector(&self, id: InternalId) -> Option<Vec<f32>> {
+        self.slots.slot(id).map(|slot| self.vectors.get(slot).to_vec())
+    }
+}
+
+impl DerivedIndex for HnswIndex {
+    fn name(&self) -> &'static str {
+        "hnsw"
+    }
+
+    fn apply(&mut self, change: &Change, doc: Option<DocView<'_>>) -> Result<()> {
+        let current = self.slots.slot(change.id);
+        match doc {
+            Some(doc) => {
+                let vector = self
+                    .distance
+                    .prepare(doc.vector)
+                    .filter(|v| v.len() == self.dim)
+                    .ok_or_else(|| Error::Internal(format!("unusable vector for document {}", doc.id)))?;
+                match current {
+                    // Metadata or text changed, not the vector: the graph stays as it is.
+                    Some(slot) if self.vectors.get(slot) == vector.as_slice() => {
+                        self.slots.set_uuid(slot, doc.id);
+                    }
+                    Some(slot) => {
+                        self.slots.vacate(slot);
+                        self.add(change.id, doc.id, &vector);
+                    }
+                    None => self.add(change.id, doc.id, &vector),
+                }
+            }
+            None => {
+                if let Some(slot) = current {
+                    self.slots.vacate(slot);
+                }
+            }
+        }
+        self.watermark = self.watermark.max(change.seq);
+        Ok(())
+    }
+
+    fn end_batch(&mut self) -> Result<()> {
+        let vacant = self.vacant_slots();
+        if vacant >= COMPACT_MIN_VACANT && vacant as f64 > COMPACT_FRACTION * self.slots.slots() as f64 {
+            self.compact();
+        }
+        Ok(())
+    }
+
+    fn finish_batch(&self) -> Result<()> {
+        self.link_pending();
+        Ok(())
+    }
+
+    fn watermark(&self) -> Seq {
+        self.watermark
+    }
+
+    fn reset(&mut self, watermark: Seq) {
+        self.clear();
+        self.watermark = watermark;
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<Seq> {
+        self.link_pending();
+        let mut out = FileWriter::create(&Self::path(dir), self.header())?;
+        self.write_checkpoint(&mut out)?;
+        out.finish()?;
+        Ok(self.watermark)
+    }
+
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<bool> {
+        let Some(mut input) = FileReader::open(&Self::path(dir), &self.header())? else {
+            return Ok(false);
+        };
+        let (vectors, slots, graph) = self.read_checkpoint(&mut input)?;
+        let header = input.finish()?;
+        self.vectors = vectors;
+        self.slots = slots;
+        self.graph = graph;
+        self.pending.get_mut().clear();
+        self.watermark = header.watermark;
+        Ok(true)
+    }
+
+    fn internal_ids(&self) -> Vec<InternalId> {
+        self.slots.sorted_ids()
+    }
+
+    fn verify(&self) -> Vec<String> {
+        let mut problems = self.graph.verify(10);
+        if self.graph.len() != self.slots.slots() || self.vectors.len() != self.slots.slots() {
+            problems.push(format!(
+                "{} graph nodes, {} vectors, {} slots",
+                self.graph.len(),
+                self.vectors.len(),
+                self.slots.slots()
+            ));
+        }
+        problems
+    }
+}
