@@ -19,7 +19,7 @@ use crate::query::{self, SearchRequest, SearchResponse};
 use crate::storage::{CollectionReader, CollectionRecord, CollectionWriter, Store};
 use crate::sync::{self, CheckpointPolicy, Recovery};
 use crate::types::{
-    json_type_name, merge_patch, metadata_object, validate_vector_for, DocView, Document,
+    merge_patch, metadata_object, validate_metadata, validate_vector_for, DocView, Document,
     DocumentInput,
 };
 
@@ -46,6 +46,9 @@ struct CollectionInner {
     vector_index: RwLock<Box<dyn VectorIndex>>,
     recovery: Recovery,
     dropped: AtomicBool,
+    /// Set when an index could not be brought back in line with the store (a failed rebuild):
+    /// searches and checkpoints then refuse to run until the database is reopened.
+    poisoned: AtomicBool,
     /// Changes applied since the last checkpoint.
     dirty_changes: AtomicU64,
     last_checkpoint: Mutex<Instant>,
@@ -133,6 +136,11 @@ impl Collection {
             let reader = store.read(record.id)?;
             sync::recover(index.as_mut(), &dir, &reader)?
         };
+        // Replayed changes are not in the checkpoint yet: count them as pending.
+        let replayed = match recovery {
+            Recovery::Loaded { replayed } => replayed,
+            _ => 0,
+        };
         Ok(Collection {
             inner: Arc::new(CollectionInner {
                 record,
@@ -142,7 +150,8 @@ impl Collection {
                 vector_index: RwLock::new(index),
                 recovery,
                 dropped: AtomicBool::new(false),
-                dirty_changes: AtomicU64::new(0),
+                dirty_changes: AtomicU64::new(replayed as u64),
+                poisoned: AtomicBool::new(false),
                 last_checkpoint: Mutex::new(Instant::now()),
             }),
         })
@@ -170,6 +179,17 @@ impl Collection {
     fn ensure_live(&self) -> Result<()> {
         if self.inner.dropped.load(Ordering::Acquire) {
             return Err(Error::CollectionNotFound(self.name().to_string()));
+        }
+        Ok(())
+    }
+
+    /// Fails if an index could not be kept in line with the store (see `poisoned`).
+    fn ensure_index_sound(&self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Internal(format!(
+                "the vector index of {:?} disagrees with the store after a failed rebuild; reopen the database",
+                self.name()
+            )));
         }
         Ok(())
     }
@@ -236,7 +256,10 @@ impl Collection {
             };
             self.validate_document(&doc).map_err(at)?;
             let metadata = metadata_object(doc.metadata)?;
-            bytes += doc.vector.len() * 4 + doc.text.as_ref().map_or(0, String::len) + 64;
+            bytes += doc.vector.len() * 4
+                + doc.text.as_ref().map_or(0, String::len)
+                + serde_json::to_string(&metadata).map_or(0, |m| m.len())
+                + 64;
             if bytes > MAX_BATCH_BYTES {
                 return Err(Error::BatchTooLarge {
                     detail: format!("more than {MAX_BATCH_BYTES} bytes in one batch"),
@@ -257,18 +280,13 @@ impl Collection {
     pub fn validate_document(&self, doc: &DocumentInput) -> Result<()> {
         let config = self.config();
         validate_vector_for(&doc.vector, config.dim, config.metric)?;
-        if !(doc.metadata.is_null() || doc.metadata.is_object()) {
-            return Err(Error::InvalidMetadata(format!(
-                "metadata must be a JSON object, got {}",
-                json_type_name(&doc.metadata)
-            )));
-        }
-        Ok(())
+        validate_metadata(&doc.metadata)
     }
 
     /// Replaces the metadata of `id` by merging `patch` into it (JSON merge patch: `null`
     /// removes a key).
     pub fn update_metadata(&self, id: Uuid, patch: Value) -> Result<()> {
+        validate_metadata(&patch)?;
         let patch = metadata_object(patch)?;
         self.update_one(id, |doc| {
             merge_patch(&mut doc.metadata, &patch);
@@ -356,9 +374,23 @@ impl Collection {
         if let Err(e) = applied {
             // The write is durable; never serve from an index that disagrees with the store.
             let mut index = self.inner.vector_index.write();
-            log::error!("applying changes to the {} index failed ({e}); rebuilding it", index.name());
-            let reader = self.inner.store.read(self.inner.record.id)?;
-            sync::rebuild(index.as_mut(), &reader)?;
+            log::error!(
+                "applying changes to the {} index failed ({e}); rebuilding it",
+                index.name()
+            );
+            let rebuilt = self
+                .inner
+                .store
+                .read(self.inner.record.id)
+                .and_then(|reader| sync::rebuild(index.as_mut(), &reader));
+            if let Err(e) = rebuilt {
+                self.inner.poisoned.store(true, Ordering::Release);
+                return Err(Error::Internal(format!(
+                    "the write committed, but the {} index could not be rebuilt ({e}); \
+                     searches fail until the database is reopened",
+                    index.name()
+                )));
+            }
         }
         self.inner
             .dirty_changes
@@ -421,6 +453,7 @@ impl Collection {
     /// Searches for the nearest neighbours of the request's vector.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
         self.ensure_live()?;
+        self.ensure_index_sound()?;
         request.validate(self.config())?;
         self.run_validated(request)
     }
@@ -428,6 +461,7 @@ impl Collection {
     /// Runs many searches in parallel; fails without searching if any request is invalid.
     pub fn search_batch(&self, requests: &[SearchRequest]) -> Result<Vec<SearchResponse>> {
         self.ensure_live()?;
+        self.ensure_index_sound()?;
         for (i, request) in requests.iter().enumerate() {
             request
                 .validate(self.config())
@@ -438,7 +472,9 @@ impl Collection {
 
     fn run_validated(&self, request: &SearchRequest) -> Result<SearchResponse> {
         let search = {
-            let index = self.inner.vector_index.read();
+            // Recursive read: a search may run nested inside another one's rayon scan on the
+            // same thread; a plain read would deadlock behind a waiting writer.
+            let index = self.inner.vector_index.read_recursive();
             query::execute(request, index.as_ref())
         };
         let reader = if request.include.any() {
@@ -475,7 +511,10 @@ impl Collection {
     pub fn checkpoint(&self) -> Result<()> {
         let _writer = self.inner.write_lock.lock();
         self.ensure_live()?;
+        self.ensure_index_sound()?;
         let pending = self.inner.dirty_changes.swap(0, Ordering::Relaxed);
+        // Set before trying, so that a failing disk is retried only after the policy's period.
+        *self.inner.last_checkpoint.lock() = Instant::now();
         let watermark = match self.inner.vector_index.read().checkpoint(&self.inner.dir) {
             Ok(w) => w,
             Err(e) => {
@@ -485,7 +524,6 @@ impl Collection {
                 return Err(e);
             }
         };
-        *self.inner.last_checkpoint.lock() = Instant::now();
         self.inner
             .store
             .trim_changelog(self.inner.record.id, watermark)
@@ -494,8 +532,8 @@ impl Collection {
     /// Checkpoints if `policy` says it is due.
     pub(crate) fn checkpoint_if_due(&self, policy: &CheckpointPolicy) -> Result<()> {
         let dirty = self.inner.dirty_changes.load(Ordering::Relaxed);
-        let due = dirty >= policy.every_changes
-            || (dirty > 0 && self.inner.last_checkpoint.lock().elapsed() >= policy.every);
+        let elapsed = self.inner.last_checkpoint.lock().elapsed();
+        let due = dirty > 0 && (dirty >= policy.every_changes || elapsed >= policy.every);
         if due && !self.inner.dropped.load(Ordering::Acquire) {
             self.checkpoint()?;
         }

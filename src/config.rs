@@ -56,7 +56,9 @@ impl IndexConfig {
             IndexConfig::Flat => Ok(()),
             IndexConfig::Hnsw { m, ef_construction } => {
                 if !(2..=128).contains(&m) {
-                    return Err(Error::InvalidConfig(format!("hnsw m must be in 2..=128, got {m}")));
+                    return Err(Error::InvalidConfig(format!(
+                        "hnsw m must be in 2..=128, got {m}"
+                    )));
                 }
                 if ef_construction < m || ef_construction > 4096 {
                     return Err(Error::InvalidConfig(format!(
@@ -318,11 +320,20 @@ mod tests {
             }
         );
         assert!("year".parse::<PayloadField>().is_err());
-        assert_eq!(IndexConfig::from_kind_name("hnsw").unwrap(), IndexConfig::hnsw());
+        assert_eq!(
+            IndexConfig::from_kind_name("hnsw").unwrap(),
+            IndexConfig::hnsw()
+        );
         assert!(IndexConfig::from_kind_name("ivfpq").is_err());
-        let bad_m = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw { m: 1, ef_construction: 100 });
+        let bad_m = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw {
+            m: 1,
+            ef_construction: 100,
+        });
         assert!(bad_m.validate().is_err());
-        let bad_ef = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw { m: 16, ef_construction: 8 });
+        let bad_ef = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw {
+            m: 16,
+            ef_construction: 8,
+        });
         assert!(bad_ef.validate().is_err());
     }
 }

@@ -17,6 +17,7 @@ use crate::check::{check_collection, CheckReport};
 use crate::collection::Collection;
 use crate::config::{validate_collection_name, CollectionConfig};
 use crate::error::{Error, Result};
+use crate::index::file::sync_dir;
 use crate::storage::{store_path, Store};
 use crate::sync::CheckpointPolicy;
 
@@ -50,10 +51,19 @@ impl Database {
     /// Opens the database in `dir` with a custom checkpoint policy.
     pub fn open_with_policy(dir: impl AsRef<Path>, policy: CheckpointPolicy) -> Result<Database> {
         let dir = dir.as_ref().to_path_buf();
+        let new = !store_path(&dir).exists();
         std::fs::create_dir_all(&dir)?;
         let store = Arc::new(Store::open(&store_path(&dir))?);
         let collections_dir = dir.join(COLLECTIONS_DIR);
         std::fs::create_dir_all(&collections_dir)?;
+        if new {
+            // Make the new directory entries durable (redb syncs the file, not its folder).
+            for folder in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
+                if let Err(e) = sync_dir(folder) {
+                    log::warn!("could not fsync {}: {e}", folder.display());
+                }
+            }
+        }
         let mut registry = BTreeMap::new();
         for record in store.collections()? {
             let folder = collection_dir(&collections_dir, record.id);
@@ -95,7 +105,18 @@ impl Database {
         if folder.exists() {
             std::fs::remove_dir_all(&folder)?;
         }
-        let collection = Collection::open(record, self.inner.store.clone(), folder, true)?;
+        let collection =
+            match Collection::open(record, self.inner.store.clone(), folder.clone(), true) {
+                Ok(collection) => collection,
+                Err(e) => {
+                    // Leave no half-created collection behind (e.g. the disk refused the folder).
+                    if let Err(undo) = self.inner.store.drop_collection(name) {
+                        log::error!("could not undo the creation of {name:?}: {undo}");
+                    }
+                    std::fs::remove_dir_all(&folder).ok();
+                    return Err(e);
+                }
+            };
         collections.insert(name.to_string(), collection.clone());
         Ok(collection)
     }
@@ -193,12 +214,17 @@ fn collection_dir(collections_dir: &Path, id: u32) -> PathBuf {
     collections_dir.join(format!("c{id}"))
 }
 
+/// Checkpoints every collection with pending changes; returns the first error after trying all.
 fn checkpoint_dirty(collections: &Registry) -> Result<()> {
     let handles: Vec<Collection> = collections.read().values().cloned().collect();
+    let mut first_error = None;
     for collection in handles.iter().filter(|c| c.is_dirty()) {
-        collection.checkpoint()?;
+        if let Err(e) = collection.checkpoint() {
+            log::warn!("checkpoint of {:?} failed: {e}", collection.name());
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Removes index folders left by a drop that crashed half-way (ids are never reused).
@@ -226,7 +252,9 @@ fn spawn_checkpointer(
     policy: CheckpointPolicy,
 ) -> Result<(Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = mpsc::channel::<()>();
-    let tick = policy.every.min(Duration::from_secs(1));
+    let tick = policy
+        .every
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let handle = std::thread::Builder::new()
         .name("quiver-checkpoint".into())
         .spawn(move || loop {

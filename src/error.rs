@@ -81,7 +81,7 @@ pub enum Error {
         detail: String,
     },
     /// The internal id space of a collection is exhausted (2³² − 1 documents ever inserted).
-    #[error("collection {0:?} has used up its internal id space")]
+    #[error("the collection has used up its internal id space: {0}")]
     CapacityExhausted(String),
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]

@@ -193,13 +193,55 @@ pub fn validate_vector(vector: &[f32], dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks a vector for `metric`: valid, and for cosine not the zero vector (it has no direction).
+/// Largest squared L2 norm a vector may have: with both norms below `sqrt(f32::MAX / 8)`, every
+/// dot product and squared distance between two vectors stays finite in `f32`.
+pub const MAX_SQUARED_NORM: f64 = f32::MAX as f64 / 8.0;
+/// Deepest nesting of metadata objects and arrays accepted (JSON parsers stop at 128).
+pub const MAX_METADATA_DEPTH: usize = 64;
+
+/// Checks a vector for `metric`: valid, not so large that distances overflow `f32`, and for
+/// cosine not the zero vector (it has no direction).
 pub fn validate_vector_for(vector: &[f32], dim: usize, metric: Metric) -> Result<()> {
     validate_vector(vector, dim)?;
+    let squared_norm: f64 = vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    if squared_norm > MAX_SQUARED_NORM {
+        return Err(Error::InvalidVector(format!(
+            "vector norm {:.3e} is too large (at most {:.3e}): distances would overflow",
+            squared_norm.sqrt(),
+            MAX_SQUARED_NORM.sqrt()
+        )));
+    }
     if metric == Metric::Cosine && vector.iter().all(|&x| x == 0.0) {
         return Err(Error::InvalidVector(
             "the zero vector has no direction under the cosine metric".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Nesting depth of a JSON value (a scalar is 0, `{}` and `[]` are 1).
+pub fn json_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Checks that metadata (or a patch) is an object (or `null`) nested at most
+/// [`MAX_METADATA_DEPTH`] deep.
+pub fn validate_metadata(value: &Value) -> Result<()> {
+    if !(value.is_null() || value.is_object()) {
+        return Err(Error::InvalidMetadata(format!(
+            "metadata must be a JSON object, got {}",
+            json_type_name(value)
+        )));
+    }
+    let depth = json_depth(value);
+    if depth > MAX_METADATA_DEPTH {
+        return Err(Error::InvalidMetadata(format!(
+            "metadata is nested {depth} deep, at most {MAX_METADATA_DEPTH} is allowed"
+        )));
     }
     Ok(())
 }
@@ -311,6 +353,25 @@ mod tests {
             Value::Object(target),
             json!({"b": {"d": 3, "x": 9}, "e": {"f": 1}, "g": "new"})
         );
+    }
+
+    #[test]
+    fn huge_vectors_and_deep_metadata_are_refused() {
+        assert!(validate_vector_for(&[1e18, 1e18], 2, Metric::Dot).is_ok());
+        assert!(matches!(
+            validate_vector_for(&[1e19, 1e19], 2, Metric::Dot),
+            Err(Error::InvalidVector(_))
+        ));
+        let mut deep = json!(1);
+        for _ in 0..MAX_METADATA_DEPTH {
+            deep = json!({ "a": deep });
+        }
+        assert!(validate_metadata(&deep).is_ok());
+        assert!(matches!(
+            validate_metadata(&json!({ "a": deep })),
+            Err(Error::InvalidMetadata(_))
+        ));
+        assert!(validate_metadata(&json!([1])).is_err());
     }
 
     #[test]

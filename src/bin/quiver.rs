@@ -84,9 +84,9 @@ enum Command {
         /// JSON-lines file of requests ({"vector": [...], "k": 10, "include": [...]}).
         #[arg(long)]
         requests: Option<PathBuf>,
-        /// Number of hits.
-        #[arg(long, default_value_t = 10)]
-        k: usize,
+        /// Number of hits (default 10).
+        #[arg(long)]
+        k: Option<usize>,
         /// Stored fields to return: any of metadata,text,vector.
         #[arg(long, default_value = "")]
         include: String,
@@ -248,6 +248,20 @@ fn run(cli: Cli) -> CliResult {
     let dir = cli
         .db
         .ok_or("--db DIR (or QUIVER_DB) is required for this command")?;
+    let creates = matches!(
+        cli.command,
+        Command::Collection(CollectionCommand::Create { .. }) | Command::Import { .. }
+    );
+    if !creates && !dir.join("quiver.redb").exists() {
+        if matches!(cli.command, Command::Collection(CollectionCommand::List)) {
+            return Ok(ExitCode::SUCCESS); // nothing to list, and nothing created
+        }
+        return Err(format!(
+            "no QuiverDB database at {} (`collection create` makes one)",
+            dir.display()
+        )
+        .into());
+    }
     let db = Database::open(&dir)?;
     let mut out = BufWriter::new(io::stdout().lock());
     let code = match cli.command {
@@ -329,7 +343,8 @@ fn run(cli: Cli) -> CliResult {
                     let vector: Vec<f32> = serde_json::from_str(&vector)
                         .map_err(|e| format!("--vector must be a JSON array of numbers: {e}"))?;
                     let include: Include = include.parse()?;
-                    let mut request = SearchRequest::new(vector, k).with_include(include);
+                    let mut request =
+                        SearchRequest::new(vector, k.unwrap_or(10)).with_include(include);
                     request.ef = ef;
                     let response = collection.search(&request)?;
                     for hit in &response.hits {
@@ -338,7 +353,10 @@ fn run(cli: Cli) -> CliResult {
                     }
                 }
                 (None, Some(path)) => {
-                    let requests = read_requests(&path)?;
+                    if k.is_some() || ef.is_some() || !include.is_empty() {
+                        return Err("--k, --ef and --include apply to --vector; with --requests, put them in each request line".into());
+                    }
+                    let requests = read_requests(&path, collection.config())?;
                     for response in collection.search_batch(&requests)? {
                         serde_json::to_writer(&mut out, &response)?;
                         writeln!(out)?;
@@ -425,7 +443,9 @@ fn demo(dir: Option<&Path>) -> CliResult {
 
 fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult {
     let report = bench::run(options)?;
-    println!(
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
         "{} index: {} x {}-D, {} queries, {} thread(s); build {:.2} s, peak RSS {:.1} MiB, index files {:.1} MiB",
         report.index,
         report.n,
@@ -435,13 +455,14 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
         report.build_s,
         report.peak_rss_bytes as f64 / 1048576.0,
         report.index_bytes as f64 / 1048576.0
-    );
+    )?;
     for point in &report.points {
         let ef = point.ef.map_or(String::new(), |ef| format!("ef {ef:>4}  "));
-        println!(
+        writeln!(
+            out,
             "  {ef}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
             options.k, point.recall, point.qps, point.p50_ms, point.p99_ms
-        );
+        )?;
     }
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -449,7 +470,11 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_requests(path: &Path) -> Result<Vec<SearchRequest>, Box<dyn std::error::Error>> {
+/// Reads and validates a JSON-lines request file; errors name the file's line.
+fn read_requests(
+    path: &Path,
+    config: &CollectionConfig,
+) -> Result<Vec<SearchRequest>, Box<dyn std::error::Error>> {
     let input = BufReader::new(File::open(path).map_err(|e| open_error(path, e))?);
     let mut requests = Vec::new();
     for (i, line) in input.lines().enumerate() {
@@ -457,8 +482,10 @@ fn read_requests(path: &Path) -> Result<Vec<SearchRequest>, Box<dyn std::error::
         if line.trim().is_empty() {
             continue;
         }
-        let request = serde_json::from_str(&line)
-            .map_err(|e| format!("{}: line {}: bad request: {e}", path.display(), i + 1))?;
+        let at = |e: &dyn std::fmt::Display| format!("{}: line {}: {e}", path.display(), i + 1);
+        let request: SearchRequest =
+            serde_json::from_str(&line).map_err(|e| at(&format!("bad request: {e}")))?;
+        request.validate(config).map_err(|e| at(&e))?;
         requests.push(request);
     }
     Ok(requests)

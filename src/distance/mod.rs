@@ -186,7 +186,8 @@ impl MetricDistance {
     #[inline]
     pub fn distance(&self, a: &[f32], b: &[f32]) -> f32 {
         match self.metric {
-            Metric::Cosine => 1.0 - (self.kernels.dot)(a, b),
+            // Rounding can push the dot of two unit vectors slightly above 1.
+            Metric::Cosine => (1.0 - (self.kernels.dot)(a, b)).max(0.0),
             Metric::L2 => (self.kernels.l2_squared)(a, b),
             Metric::Dot => -(self.kernels.dot)(a, b),
         }

@@ -99,9 +99,11 @@ fn le_u64(b: &[u8]) -> u64 {
 }
 
 /// Streams a payload into a new index file. Nothing replaces the old file until
-/// [`FileWriter::finish`], which fsyncs, renames over it and fsyncs the directory.
+/// [`FileWriter::finish`], which fsyncs, renames over it and fsyncs the directory; a writer
+/// dropped before that removes its temporary file.
 pub struct FileWriter {
-    file: BufWriter<File>,
+    /// `None` once finished.
+    file: Option<BufWriter<File>>,
     tmp: PathBuf,
     path: PathBuf,
     header: FileHeader,
@@ -116,7 +118,7 @@ impl FileWriter {
         let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         file.write_all(&[0u8; HEADER_LEN])?;
         Ok(FileWriter {
-            file,
+            file: Some(file),
             tmp,
             path: path.to_path_buf(),
             header,
@@ -129,7 +131,10 @@ impl FileWriter {
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.len += bytes.len() as u64;
-        self.file.write_all(bytes)?;
+        match self.file.as_mut() {
+            Some(file) => file.write_all(bytes)?,
+            None => return Err(Error::Internal("write after finish".into())),
+        }
         Ok(())
     }
 
@@ -157,17 +162,32 @@ impl FileWriter {
 
     /// Writes the header, makes the file durable and atomically replaces the old one.
     pub fn finish(mut self) -> Result<()> {
-        self.file.flush()?;
-        let mut file = self
-            .file
-            .into_inner()
-            .map_err(|e| Error::Io(e.into_error()))?;
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(&self.header.encode(self.len, self.crc))?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&self.tmp, &self.path)?;
+        let Some(file) = self.file.take() else {
+            return Err(Error::Internal("index file finished twice".into()));
+        };
+        let durable = (|| -> Result<()> {
+            let mut file = file.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(&self.header.encode(self.len, self.crc))?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&self.tmp, &self.path)?;
+            Ok(())
+        })();
+        if let Err(e) = durable {
+            fs::remove_file(&self.tmp).ok();
+            return Err(e);
+        }
         sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            // Abandoned (an error happened while writing): leave nothing behind.
+            fs::remove_file(&self.tmp).ok();
+        }
     }
 }
 

@@ -106,7 +106,7 @@ impl FlatIndex {
         let mut top = TopK::new(k);
         for slot in slots {
             let distance = self.distance.distance(query, self.vectors.get(slot));
-            if distance <= top.threshold() || distance.is_nan() {
+            if distance.total_cmp(&top.threshold()).is_le() {
                 top.push(Neighbor {
                     id: self.slots.id(slot).unwrap_or_default(),
                     uuid: self.slots.uuid(slot),
@@ -162,6 +162,10 @@ impl VectorIndexRead for FlatIndex {
         self.slots
             .slot(id)
             .map(|slot| self.vectors.get(slot).to_vec())
+    }
+
+    fn document_id(&self, id: InternalId) -> Option<uuid::Uuid> {
+        self.slots.slot(id).map(|slot| self.slots.uuid(slot))
     }
 }
 

@@ -97,6 +97,8 @@ pub trait VectorIndexRead: Send + Sync {
     fn len(&self) -> usize;
     /// The vector held for `id`, as the index stores it (normalised for cosine).
     fn vector(&self, id: InternalId) -> Option<Vec<f32>>;
+    /// The public id the index holds for `id`.
+    fn document_id(&self, id: InternalId) -> Option<Uuid>;
     /// True when the index holds no vector.
     fn is_empty(&self) -> bool {
         self.len() == 0

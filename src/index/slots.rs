@@ -2,6 +2,8 @@
 //! slot → (internal id, UUID) and internal id → slot. A slot may be vacant (its document was
 //! deleted but the slot is not reused yet): it then maps to [`VACANT`].
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use super::file::{FileReader, FileWriter};
@@ -16,8 +18,10 @@ pub const VACANT: u32 = u32::MAX;
 pub struct SlotIds {
     ids: Vec<InternalId>,
     uuids: Vec<Uuid>,
-    /// Internal id → slot, [`VACANT`] when absent.
-    slot_of: Vec<u32>,
+    /// Internal id → slot of every occupied slot. A map, not a vector indexed by id: ids are
+    /// never reused, so after heavy churn they are sparse, and a damaged file cannot make a load
+    /// allocate by the size of an id.
+    slot_of: HashMap<InternalId, u32>,
     live: usize,
 }
 
@@ -34,10 +38,7 @@ impl SlotIds {
 
     /// The slot holding internal id `id`.
     pub fn slot(&self, id: InternalId) -> Option<usize> {
-        match self.slot_of.get(id as usize) {
-            Some(&slot) if slot != VACANT => Some(slot as usize),
-            _ => None,
-        }
+        self.slot_of.get(&id).map(|&slot| slot as usize)
     }
 
     /// Internal id in `slot`, `None` if vacant.
@@ -64,10 +65,7 @@ impl SlotIds {
     /// Puts `id` in `slot` (which must be vacant).
     pub fn assign(&mut self, slot: usize, id: InternalId, uuid: Uuid) {
         debug_assert_eq!(self.ids[slot], VACANT);
-        if self.slot_of.len() <= id as usize {
-            self.slot_of.resize(id as usize + 1, VACANT);
-        }
-        self.slot_of[id as usize] = slot as u32;
+        self.slot_of.insert(id, slot as u32);
         self.ids[slot] = id;
         self.uuids[slot] = uuid;
         self.live += 1;
@@ -81,7 +79,7 @@ impl SlotIds {
     /// Makes `slot` vacant.
     pub fn vacate(&mut self, slot: usize) {
         if let Some(id) = self.id(slot) {
-            self.slot_of[id as usize] = VACANT;
+            self.slot_of.remove(&id);
             self.ids[slot] = VACANT;
             self.live -= 1;
         }
@@ -136,16 +134,14 @@ impl SlotIds {
         let mut map = SlotIds {
             ids: vec![VACANT; slots],
             uuids,
-            slot_of: Vec::new(),
+            slot_of: HashMap::with_capacity(slots),
             live: 0,
         };
-        let max_id = ids.iter().copied().filter(|&id| id != VACANT).max();
-        map.slot_of = vec![VACANT; max_id.map_or(0, |m| m as usize + 1)];
         for (slot, &id) in ids.iter().enumerate() {
             if id == VACANT {
                 continue;
             }
-            if map.slot_of[id as usize] != VACANT {
+            if map.slot_of.contains_key(&id) {
                 return Err(input.corrupted(format!("internal id {id} appears in two slots")));
             }
             let uuid = map.uuids[slot];

@@ -291,7 +291,10 @@ impl<'t> CollectionWriter<'t> {
                     .ok()
                     .filter(|&i| i < u32::MAX)
                     .ok_or_else(|| {
-                        Error::CapacityExhausted(format!("{}", self.next_internal_id))
+                        Error::CapacityExhausted(format!(
+                            "{} internal ids assigned",
+                            self.next_internal_id
+                        ))
                     })?;
                 self.next_internal_id += 1;
                 self.ids.insert(id.as_bytes(), internal)?;

@@ -29,7 +29,7 @@ impl Default for CheckpointPolicy {
     fn default() -> Self {
         CheckpointPolicy {
             every_changes: 50_000,
-            every: Duration::from_secs(30),
+            every: Duration::from_secs(300),
         }
     }
 }

@@ -656,7 +656,7 @@ fn collection_create_rejects_bad_names_dims_metrics_and_duplicates() {
             ],
         );
     }
-    for index in ["hnsw", "nope"] {
+    for index in ["ivfpq", "nope"] {
         fail(
             &db,
             &[

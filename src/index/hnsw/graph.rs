@@ -78,7 +78,8 @@ pub struct Context<'a, V: VectorSource> {
 impl<V: VectorSource> Context<'_, V> {
     #[inline]
     fn distance_to(&self, q: &[f32], node: u32) -> f32 {
-        self.distance.distance(q, self.vectors.vector(node as usize))
+        self.distance
+            .distance(q, self.vectors.vector(node as usize))
     }
 }
 
@@ -221,7 +222,10 @@ impl Graph {
                     let d = ctx.distance_to(q, n);
                     *examined += 1;
                     if d < ep.distance {
-                        ep = Scored { distance: d, node: n };
+                        ep = Scored {
+                            distance: d,
+                            node: n,
+                        };
                         changed = true;
                     }
                 }
@@ -276,7 +280,10 @@ impl Graph {
                 *examined += 1;
                 let bound = results.peek().map_or(f32::INFINITY, |f| f.distance);
                 if results.len() < ef || d < bound {
-                    let scored = Scored { distance: d, node: e };
+                    let scored = Scored {
+                        distance: d,
+                        node: e,
+                    };
                     candidates.push(Reverse(scored));
                     if (ctx.is_live)(e) {
                         results.push(scored);
@@ -313,7 +320,12 @@ impl Graph {
 
     /// Alg. 4, SELECT-NEIGHBORS-HEURISTIC: from `candidates` (closest first), keep a candidate
     /// only if it is closer to the base element than to every neighbour kept so far.
-    fn select_neighbors<V: VectorSource>(&self, ctx: &Context<'_, V>, candidates: &[Scored], m: usize) -> Vec<u32> {
+    fn select_neighbors<V: VectorSource>(
+        &self,
+        ctx: &Context<'_, V>,
+        candidates: &[Scored],
+        m: usize,
+    ) -> Vec<u32> {
         let mut kept: Vec<Scored> = Vec::with_capacity(m);
         let mut pruned = Vec::new();
         for &c in candidates {
@@ -321,9 +333,11 @@ impl Graph {
                 break;
             }
             let vc = ctx.vectors.vector(c.node as usize);
-            let diverse = kept
-                .iter()
-                .all(|k| ctx.distance.distance(vc, ctx.vectors.vector(k.node as usize)) > c.distance);
+            let diverse = kept.iter().all(|k| {
+                ctx.distance
+                    .distance(vc, ctx.vectors.vector(k.node as usize))
+                    > c.distance
+            });
             if diverse {
                 kept.push(c);
             } else {
@@ -338,7 +352,12 @@ impl Graph {
 
     /// Alg. 1, INSERT: links node `q_node` (already added) into the graph. Safe to run for many
     /// nodes in parallel and while searches run.
-    pub fn insert<V: VectorSource>(&self, ctx: &Context<'_, V>, q_node: u32, visited: &mut Visited) {
+    pub fn insert<V: VectorSource>(
+        &self,
+        ctx: &Context<'_, V>,
+        q_node: u32,
+        visited: &mut Visited,
+    ) {
         let q = ctx.vectors.vector(q_node as usize);
         let level = self.level(q_node as usize);
         let Some((ep_node, top)) = self.entry().or_else(|| self.become_entry(q_node, level)) else {
@@ -363,7 +382,15 @@ impl Graph {
         let mut links = Vec::new();
         for lc in (0..=level.min(top)).rev() {
             visited.reset(self.len());
-            let found = self.search_layer(&build_ctx, q, &eps, self.params.ef_construction, lc, visited, &mut examined);
+            let found = self.search_layer(
+                &build_ctx,
+                q,
+                &eps,
+                self.params.ef_construction,
+                lc,
+                visited,
+                &mut examined,
+            );
             let chosen = self.select_neighbors(&build_ctx, &found, self.params.m);
             {
                 let _guard = self.lock(q_node);
@@ -379,8 +406,10 @@ impl Graph {
         if level > top {
             let _guard = self.entry_lock.lock();
             if self.entry().is_none_or(|(_, current)| level > current) {
-                self.entry
-                    .store(((level as u64) << 32) | u64::from(q_node), Ordering::Release);
+                self.entry.store(
+                    ((level as u64) << 32) | u64::from(q_node),
+                    Ordering::Release,
+                );
             }
         }
     }
@@ -398,7 +427,14 @@ impl Graph {
     }
 
     /// Adds the link `e → q_node` on `level`, shrinking `e`'s list with the heuristic when full.
-    fn add_link<V: VectorSource>(&self, ctx: &Context<'_, V>, e: u32, q_node: u32, level: usize, links: &mut Vec<u32>) {
+    fn add_link<V: VectorSource>(
+        &self,
+        ctx: &Context<'_, V>,
+        e: u32,
+        q_node: u32,
+        level: usize,
+        links: &mut Vec<u32>,
+    ) {
         let _guard = self.lock(e);
         self.neighbors(e, level, links);
         if links.contains(&q_node) {
@@ -435,7 +471,9 @@ impl Graph {
                 if e as usize >= n {
                     problems.push(format!("entry point {e} is not a node"));
                 } else if self.level(e as usize) != level {
-                    problems.push(format!("entry point level {level} differs from its node's level"));
+                    problems.push(format!(
+                        "entry point level {level} differs from its node's level"
+                    ));
                 } else if let Some(max) = (0..n).map(|i| self.level(i)).max() {
                     if max > level {
                         problems.push(format!("entry level {level} below the top level {max}"));
@@ -457,7 +495,10 @@ impl Graph {
                     } else if t as usize == node {
                         problems.push(format!("node {node} level {level}: links to itself"));
                     } else if self.level(t as usize) < level {
-                        problems.push(format!("node {node} level {level}: link to {t} of level {}", self.level(t as usize)));
+                        problems.push(format!(
+                            "node {node} level {level}: link to {t} of level {}",
+                            self.level(t as usize)
+                        ));
                     }
                 }
             }
@@ -470,7 +511,14 @@ impl Graph {
     }
 
     /// Raw state for checkpoints: levels, layer-0 words, upper words per node.
-    pub fn raw_parts(&self) -> (&[u8], &[AtomicU32], &[Box<[AtomicU32]>], Option<(u32, usize)>) {
+    pub fn raw_parts(
+        &self,
+    ) -> (
+        &[u8],
+        &[AtomicU32],
+        &[Box<[AtomicU32]>],
+        Option<(u32, usize)>,
+    ) {
         (&self.levels, &self.level0, &self.upper, self.entry())
     }
 
@@ -488,7 +536,8 @@ impl Graph {
             return Err("link arrays do not match the node count".into());
         }
         for (node, (&level, words)) in levels.iter().zip(&upper).enumerate() {
-            if usize::from(level) > MAX_LEVEL || words.len() != usize::from(level) * (params.m + 1) {
+            if usize::from(level) > MAX_LEVEL || words.len() != usize::from(level) * (params.m + 1)
+            {
                 return Err(format!("node {node}: bad level {level} or upper link size"));
             }
         }
@@ -499,7 +548,9 @@ impl Graph {
             .map(|w| w.into_iter().map(AtomicU32::new).collect())
             .collect();
         if let Some((e, level)) = entry {
-            graph.entry.store(((level as u64) << 32) | u64::from(e), Ordering::Release);
+            graph
+                .entry
+                .store(((level as u64) << 32) | u64::from(e), Ordering::Release);
         }
         match graph.verify(1).into_iter().next() {
             Some(problem) => Err(problem),

@@ -132,7 +132,10 @@ impl HnswIndex {
             is_live: &is_live,
         };
         let nodes = self.graph.len();
-        let link = |&node: &u32| self.visited.with(nodes, |v| self.graph.insert(&ctx, node, v));
+        let link = |&node: &u32| {
+            self.visited
+                .with(nodes, |v| self.graph.insert(&ctx, node, v))
+        };
         if pending.len() > 1 {
             pending.par_iter().for_each(link);
         } else {
@@ -200,7 +203,9 @@ impl HnswIndex {
         head[8..12].copy_from_slice(&(params.m as u32).to_le_bytes());
         head[12..16].copy_from_slice(&(params.ef_construction as u32).to_le_bytes());
         head[16..24].copy_from_slice(&params.seed.to_le_bytes());
-        let entry = entry.map_or(u64::MAX, |(node, level)| ((level as u64) << 32) | u64::from(node));
+        let entry = entry.map_or(u64::MAX, |(node, level)| {
+            ((level as u64) << 32) | u64::from(node)
+        });
         head[24..32].copy_from_slice(&entry.to_le_bytes());
         head[32] = u8::from(params.keep_pruned);
         out.write(&head)?;
@@ -218,7 +223,8 @@ impl HnswIndex {
     fn read_checkpoint(&self, input: &mut FileReader) -> Result<(VectorArena, SlotIds, Graph)> {
         let mut head = [0u8; 64];
         input.read(&mut head)?;
-        let word = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+        let word =
+            |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
         let long = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or_default());
         let params = GraphParams {
             m: word(8) as usize,
@@ -227,7 +233,9 @@ impl HnswIndex {
             keep_pruned: head[32] != 0,
         };
         let expected = self.graph.params();
-        if (params.m, params.ef_construction, params.seed) != (expected.m, expected.ef_construction, expected.seed) {
+        if (params.m, params.ef_construction, params.seed)
+            != (expected.m, expected.ef_construction, expected.seed)
+        {
             return Err(input.corrupted("graph parameters differ from the collection's"));
         }
         let n = usize::try_from(long(0)).map_err(|_| input.corrupted("absurd node count"))?;
@@ -274,9 +282,9 @@ impl VectorIndexRead for HnswIndex {
             is_live: &is_live,
         };
         let mut examined = 0;
-        let found: Vec<Scored> = self
-            .visited
-            .with(self.graph.len(), |v| self.graph.search(&ctx, &q, ef, v, &mut examined));
+        let found: Vec<Scored> = self.visited.with(self.graph.len(), |v| {
+            self.graph.search(&ctx, &q, ef, v, &mut examined)
+        });
         let mut neighbors: Vec<Neighbor> = found
             .into_iter()
             .filter_map(|s| {
@@ -303,7 +311,13 @@ impl VectorIndexRead for HnswIndex {
     }
 
     fn vector(&self, id: InternalId) -> Option<Vec<f32>> {
-        self.slots.slot(id).map(|slot| self.vectors.get(slot).to_vec())
+        self.slots
+            .slot(id)
+            .map(|slot| self.vectors.get(slot).to_vec())
+    }
+
+    fn document_id(&self, id: InternalId) -> Option<uuid::Uuid> {
+        self.slots.slot(id).map(|slot| self.slots.uuid(slot))
     }
 }
 
@@ -320,7 +334,9 @@ impl DerivedIndex for HnswIndex {
                     .distance
                     .prepare(doc.vector)
                     .filter(|v| v.len() == self.dim)
-                    .ok_or_else(|| Error::Internal(format!("unusable vector for document {}", doc.id)))?;
+                    .ok_or_else(|| {
+                        Error::Internal(format!("unusable vector for document {}", doc.id))
+                    })?;
                 match current {
                     // Metadata or text changed, not the vector: the graph stays as it is.
                     Some(slot) if self.vectors.get(slot) == vector.as_slice() => {
@@ -345,7 +361,9 @@ impl DerivedIndex for HnswIndex {
 
     fn end_batch(&mut self) -> Result<()> {
         let vacant = self.vacant_slots();
-        if vacant >= COMPACT_MIN_VACANT && vacant as f64 > COMPACT_FRACTION * self.slots.slots() as f64 {
+        if vacant >= COMPACT_MIN_VACANT
+            && vacant as f64 > COMPACT_FRACTION * self.slots.slots() as f64
+        {
             self.compact();
         }
         Ok(())
