@@ -146,7 +146,7 @@ pub fn normalize(v: &mut [f32]) -> bool {
 /// Hints the CPU to start loading `data` into cache before it is used (graph traversals call it
 /// on the next neighbour's vector). No effect on results; a no-op off x86-64.
 #[inline]
-pub fn prefetch(data: &[f32]) {
+pub fn prefetch<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
     x86::prefetch(data);
     #[cfg(not(target_arch = "x86_64"))]

@@ -27,7 +27,7 @@ fn has_avx512() -> bool {
 
 /// Asks the CPU to start loading the first cache lines of `data` (a hint: never changes results).
 #[inline]
-pub(super) fn prefetch(data: &[f32]) {
+pub(super) fn prefetch<T>(data: &[T]) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     let ptr = data.as_ptr().cast::<i8>();
     // SAFETY: PREFETCHT0 is part of SSE, which every x86-64 CPU has; it never faults, even on an

@@ -24,6 +24,9 @@ use crate::error::{Error, Result};
 use crate::types::{Change, ChangeOp, Document, InternalId, Seq};
 use tables::{CollectionTables, COLLECTIONS, META, META_NEXT_COLLECTION_ID};
 
+/// redb page-cache size.
+const STORE_CACHE_BYTES: usize = 64 << 20;
+
 /// File name of the redb database inside a database directory.
 pub const STORE_FILE: &str = "quiver.redb";
 
@@ -74,7 +77,12 @@ impl Store {
     /// Opens or creates the store at `path`, stamping or checking the schema version.
     /// A store held open elsewhere gives [`Error::DatabaseLocked`] at once.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = match redb::Database::create(path) {
+        // Indexes keep their own copies of vectors, and reads of the store are point lookups:
+        // a small page cache is enough (redb's default of 1 GiB would double RSS on big loads).
+        let db = match redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::DatabaseLocked(

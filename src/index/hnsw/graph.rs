@@ -66,16 +66,36 @@ pub struct GraphParams {
 
 /// What a traversal needs besides the graph: the vectors, the metric, and which nodes may be
 /// returned (deleted nodes are traversed but never returned).
-pub struct Context<'a, V: VectorSource> {
+pub struct Context<'a, V: VectorSource, L: Fn(u32) -> bool> {
     /// Vectors by node.
     pub vectors: &'a V,
     /// The metric.
     pub distance: MetricDistance,
     /// `is_live(node)`: whether the node may appear in results.
-    pub is_live: &'a (dyn Fn(u32) -> bool + Sync),
+    pub is_live: L,
 }
 
-impl<V: VectorSource> Context<'_, V> {
+/// The per-traversal state: the visited set and a count of distance computations.
+pub struct Traversal<'v> {
+    /// Nodes already seen.
+    pub visited: &'v mut Visited,
+    /// Distances computed so far.
+    pub examined: usize,
+}
+
+/// Borrowed raw state of a graph, for checkpoints.
+pub struct GraphParts<'g> {
+    /// Level of each node.
+    pub levels: &'g [u8],
+    /// Layer-0 blocks of every node.
+    pub level0: &'g [AtomicU32],
+    /// Upper-layer blocks of each node.
+    pub upper: &'g [Box<[AtomicU32]>],
+    /// Entry point and its level.
+    pub entry: Option<(u32, usize)>,
+}
+
+impl<V: VectorSource, L: Fn(u32) -> bool> Context<'_, V, L> {
     #[inline]
     fn distance_to(&self, q: &[f32], node: u32) -> f32 {
         self.distance
@@ -204,14 +224,14 @@ impl Graph {
     }
 
     /// Greedy descent (`ef = 1`) from `ep` through the levels above `target_level`.
-    fn descend<V: VectorSource>(
+    fn descend<V: VectorSource, L: Fn(u32) -> bool>(
         &self,
-        ctx: &Context<'_, V>,
+        ctx: &Context<'_, V, L>,
         q: &[f32],
         mut ep: Scored,
         from_level: usize,
         target_level: usize,
-        examined: &mut usize,
+        tr: &mut Traversal<'_>,
     ) -> Scored {
         let mut neighbors = Vec::with_capacity(self.params.m);
         for level in (target_level + 1..=from_level).rev() {
@@ -220,7 +240,7 @@ impl Graph {
                 self.neighbors(ep.node, level, &mut neighbors);
                 for &n in &neighbors {
                     let d = ctx.distance_to(q, n);
-                    *examined += 1;
+                    tr.examined += 1;
                     if d < ep.distance {
                         ep = Scored {
                             distance: d,
@@ -239,20 +259,19 @@ impl Graph {
 
     /// Alg. 2, SEARCH-LAYER: the `ef` nearest live nodes to `q` on `level` reachable from `eps`,
     /// closest first. Dead nodes are traversed but not returned.
-    pub fn search_layer<V: VectorSource>(
+    pub fn search_layer<V: VectorSource, L: Fn(u32) -> bool>(
         &self,
-        ctx: &Context<'_, V>,
+        ctx: &Context<'_, V, L>,
         q: &[f32],
         eps: &[Scored],
         ef: usize,
         level: usize,
-        visited: &mut Visited,
-        examined: &mut usize,
+        tr: &mut Traversal<'_>,
     ) -> Vec<Scored> {
         let mut candidates: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(ef * 2);
         let mut results: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef + 1);
         for &ep in eps {
-            if visited.insert(ep.node) {
+            if tr.visited.insert(ep.node) {
                 candidates.push(Reverse(ep));
                 if (ctx.is_live)(ep.node) {
                     results.push(ep);
@@ -268,16 +287,20 @@ impl Graph {
             if c.distance > bound && results.len() >= ef {
                 break;
             }
+            // The next candidate's links will be read soon: start loading them now.
+            if let Some(Reverse(next)) = candidates.peek() {
+                prefetch(self.block(next.node, level));
+            }
             self.neighbors(c.node, level, &mut neighbors);
             for (i, &e) in neighbors.iter().enumerate() {
                 if let Some(&next) = neighbors.get(i + 1) {
                     prefetch(ctx.vectors.vector(next as usize));
                 }
-                if !visited.insert(e) {
+                if !tr.visited.insert(e) {
                     continue;
                 }
                 let d = ctx.distance_to(q, e);
-                *examined += 1;
+                tr.examined += 1;
                 let bound = results.peek().map_or(f32::INFINITY, |f| f.distance);
                 if results.len() < ef || d < bound {
                     let scored = Scored {
@@ -298,13 +321,12 @@ impl Graph {
     }
 
     /// K-NN-SEARCH (Alg. 5): the `ef` nearest live nodes to `q`, closest first.
-    pub fn search<V: VectorSource>(
+    pub fn search<V: VectorSource, L: Fn(u32) -> bool>(
         &self,
-        ctx: &Context<'_, V>,
+        ctx: &Context<'_, V, L>,
         q: &[f32],
         ef: usize,
-        visited: &mut Visited,
-        examined: &mut usize,
+        tr: &mut Traversal<'_>,
     ) -> Vec<Scored> {
         let Some((ep, top)) = self.entry() else {
             return Vec::new();
@@ -313,16 +335,16 @@ impl Graph {
             distance: ctx.distance_to(q, ep),
             node: ep,
         };
-        *examined += 1;
-        let ep = self.descend(ctx, q, ep, top, 0, examined);
-        self.search_layer(ctx, q, &[ep], ef, 0, visited, examined)
+        tr.examined += 1;
+        let ep = self.descend(ctx, q, ep, top, 0, tr);
+        self.search_layer(ctx, q, &[ep], ef, 0, tr)
     }
 
     /// Alg. 4, SELECT-NEIGHBORS-HEURISTIC: from `candidates` (closest first), keep a candidate
     /// only if it is closer to the base element than to every neighbour kept so far.
-    fn select_neighbors<V: VectorSource>(
+    fn select_neighbors<V: VectorSource, L: Fn(u32) -> bool>(
         &self,
-        ctx: &Context<'_, V>,
+        ctx: &Context<'_, V, L>,
         candidates: &[Scored],
         m: usize,
     ) -> Vec<u32> {
@@ -354,11 +376,12 @@ impl Graph {
     /// nodes in parallel and while searches run.
     pub fn insert<V: VectorSource>(
         &self,
-        ctx: &Context<'_, V>,
+        vectors: &V,
+        distance: MetricDistance,
         q_node: u32,
         visited: &mut Visited,
     ) {
-        let q = ctx.vectors.vector(q_node as usize);
+        let q = vectors.vector(q_node as usize);
         let level = self.level(q_node as usize);
         let Some((ep_node, top)) = self.entry().or_else(|| self.become_entry(q_node, level)) else {
             return;
@@ -366,38 +389,34 @@ impl Graph {
         if ep_node == q_node {
             return;
         }
-        let mut examined = 0;
+        // While building, every node but the new one may be linked (deleted ones included: they
+        // keep the graph connected until the next compaction).
+        let ctx = Context {
+            vectors,
+            distance,
+            is_live: |n| n != q_node,
+        };
+        let mut tr = Traversal {
+            visited,
+            examined: 0,
+        };
         let ep = Scored {
             distance: ctx.distance_to(q, ep_node),
             node: ep_node,
         };
-        let ep = self.descend(ctx, q, ep, top, level, &mut examined);
-        let every_node: &(dyn Fn(u32) -> bool + Sync) = &|n| n != q_node;
-        let build_ctx = Context {
-            vectors: ctx.vectors,
-            distance: ctx.distance,
-            is_live: every_node,
-        };
+        let ep = self.descend(&ctx, q, ep, top, level, &mut tr);
         let mut eps = vec![ep];
         let mut links = Vec::new();
         for lc in (0..=level.min(top)).rev() {
-            visited.reset(self.len());
-            let found = self.search_layer(
-                &build_ctx,
-                q,
-                &eps,
-                self.params.ef_construction,
-                lc,
-                visited,
-                &mut examined,
-            );
-            let chosen = self.select_neighbors(&build_ctx, &found, self.params.m);
+            tr.visited.reset(self.len());
+            let found = self.search_layer(&ctx, q, &eps, self.params.ef_construction, lc, &mut tr);
+            let chosen = self.select_neighbors(&ctx, &found, self.params.m);
             {
                 let _guard = self.lock(q_node);
                 self.set_neighbors(q_node, lc, &chosen);
             }
             for &e in &chosen {
-                self.add_link(&build_ctx, e, q_node, lc, &mut links);
+                self.add_link(&ctx, e, q_node, lc, &mut links);
             }
             if !found.is_empty() {
                 eps = found;
@@ -406,10 +425,8 @@ impl Graph {
         if level > top {
             let _guard = self.entry_lock.lock();
             if self.entry().is_none_or(|(_, current)| level > current) {
-                self.entry.store(
-                    ((level as u64) << 32) | u64::from(q_node),
-                    Ordering::Release,
-                );
+                self.entry
+                    .store(((level as u64) << 32) | u64::from(q_node), Ordering::Release);
             }
         }
     }
@@ -427,9 +444,9 @@ impl Graph {
     }
 
     /// Adds the link `e → q_node` on `level`, shrinking `e`'s list with the heuristic when full.
-    fn add_link<V: VectorSource>(
+    fn add_link<V: VectorSource, L: Fn(u32) -> bool>(
         &self,
-        ctx: &Context<'_, V>,
+        ctx: &Context<'_, V, L>,
         e: u32,
         q_node: u32,
         level: usize,
@@ -510,16 +527,14 @@ impl Graph {
         problems
     }
 
-    /// Raw state for checkpoints: levels, layer-0 words, upper words per node.
-    pub fn raw_parts(
-        &self,
-    ) -> (
-        &[u8],
-        &[AtomicU32],
-        &[Box<[AtomicU32]>],
-        Option<(u32, usize)>,
-    ) {
-        (&self.levels, &self.level0, &self.upper, self.entry())
+    /// Raw state for checkpoints.
+    pub fn parts(&self) -> GraphParts<'_> {
+        GraphParts {
+            levels: &self.levels,
+            level0: &self.level0,
+            upper: &self.upper,
+            entry: self.entry(),
+        }
     }
 
     /// Rebuilds a graph from checkpointed parts, validating every count, link and level.

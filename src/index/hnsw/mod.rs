@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
-use self::graph::{Context, Graph, GraphParams, Scored};
+use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
 use self::visited::VisitedPool;
 use super::file::{self, FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::slots::SlotIds;
@@ -125,16 +125,11 @@ impl HnswIndex {
     /// Links every pending node into the graph; parallel when there are several.
     fn link_pending(&self) {
         let pending = std::mem::take(&mut *self.pending.lock());
-        let is_live = |n: u32| self.is_live(n);
-        let ctx = Context {
-            vectors: &self.vectors,
-            distance: self.distance,
-            is_live: &is_live,
-        };
         let nodes = self.graph.len();
         let link = |&node: &u32| {
-            self.visited
-                .with(nodes, |v| self.graph.insert(&ctx, node, v))
+            self.visited.with(nodes, |v| {
+                self.graph.insert(&self.vectors, self.distance, node, v)
+            })
         };
         if pending.len() > 1 {
             pending.par_iter().for_each(link);
@@ -197,7 +192,12 @@ impl HnswIndex {
 
     fn write_checkpoint(&self, out: &mut FileWriter) -> Result<()> {
         let params = self.graph.params();
-        let (levels, level0, upper, entry) = self.graph.raw_parts();
+        let GraphParts {
+            levels,
+            level0,
+            upper,
+            entry,
+        } = self.graph.parts();
         let mut head = [0u8; 64];
         head[0..8].copy_from_slice(&(self.slots.slots() as u64).to_le_bytes());
         head[8..12].copy_from_slice(&(params.m as u32).to_le_bytes());
@@ -275,15 +275,18 @@ impl VectorIndexRead for HnswIndex {
         if self.slots.live() <= ef {
             return self.exact(&q, k);
         }
-        let is_live = |n: u32| self.is_live(n);
         let ctx = Context {
             vectors: &self.vectors,
             distance: self.distance,
-            is_live: &is_live,
+            is_live: |n: u32| self.is_live(n),
         };
-        let mut examined = 0;
-        let found: Vec<Scored> = self.visited.with(self.graph.len(), |v| {
-            self.graph.search(&ctx, &q, ef, v, &mut examined)
+        let (found, examined) = self.visited.with(self.graph.len(), |visited| {
+            let mut tr = Traversal {
+                visited,
+                examined: 0,
+            };
+            let found: Vec<Scored> = self.graph.search(&ctx, &q, ef, &mut tr);
+            (found, tr.examined)
         });
         let mut neighbors: Vec<Neighbor> = found
             .into_iter()
