@@ -19,6 +19,10 @@ use crate::query::SearchRequest;
 use crate::types::Metric;
 use crate::vecs::{read_fvecs_file, read_ivecs_file};
 
+/// Documents per import transaction: small enough that a batch in flight adds little to the
+/// peak RSS, large enough that parallel graph linking has work to share.
+const IMPORT_BATCH: usize = 2_000;
+
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -124,7 +128,7 @@ fn measure(
     let collection = db.create_collection("bench", config)?;
     let started = Instant::now();
     let input = BufReader::new(File::open(&options.base)?);
-    let n = import_fvecs(&collection, input, 10_000, FvecsIds::Row, |_| {}).map_err(|e| e.error)?;
+    let n = import_fvecs(&collection, input, IMPORT_BATCH, FvecsIds::Row, |_| {}).map_err(|e| e.error)?;
     let build_s = started.elapsed().as_secs_f64();
     collection.checkpoint()?;
     let index_bytes = folder_bytes(dir)?;
