@@ -128,7 +128,8 @@ fn measure(
     let collection = db.create_collection("bench", config)?;
     let started = Instant::now();
     let input = BufReader::new(File::open(&options.base)?);
-    let n = import_fvecs(&collection, input, IMPORT_BATCH, FvecsIds::Row, |_| {}).map_err(|e| e.error)?;
+    let n = import_fvecs(&collection, input, IMPORT_BATCH, FvecsIds::Row, |_| {})
+        .map_err(|e| e.error)?;
     let build_s = started.elapsed().as_secs_f64();
     collection.checkpoint()?;
     let index_bytes = folder_bytes(dir)?;

@@ -472,9 +472,16 @@ impl Collection {
 
     fn run_validated(&self, request: &SearchRequest) -> Result<SearchResponse> {
         let search = {
-            // Recursive read: a search may run nested inside another one's rayon scan on the
-            // same thread; a plain read would deadlock behind a waiting writer.
-            let index = self.inner.vector_index.read_recursive();
+            let _depth = SearchDepth::enter();
+            // A plain read lets a waiting writer go first (no writer starvation). But a search
+            // may run nested inside another search on the same thread (rayon work stealing
+            // during a parallel scan): that one must not queue behind the writer, which waits
+            // for the outer search's lock — it takes a recursive read instead.
+            let index = if SearchDepth::nested() {
+                self.inner.vector_index.read_recursive()
+            } else {
+                self.inner.vector_index.read()
+            };
             query::execute(request, index.as_ref())
         };
         let reader = if request.include.any() {
@@ -556,6 +563,32 @@ impl Collection {
         let reader = self.inner.store.read(self.inner.record.id)?;
         let index = self.inner.vector_index.read();
         f(index.as_ref(), &reader, &self.inner.dir)
+    }
+}
+
+thread_local! {
+    /// Searches in progress on this thread (more than one when nested by rayon).
+    static SEARCH_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a search in progress on this thread for as long as it lives.
+struct SearchDepth;
+
+impl SearchDepth {
+    fn enter() -> SearchDepth {
+        SEARCH_DEPTH.with(|d| d.set(d.get() + 1));
+        SearchDepth
+    }
+
+    /// Whether another search is already in progress on this thread.
+    fn nested() -> bool {
+        SEARCH_DEPTH.with(|d| d.get() > 1)
+    }
+}
+
+impl Drop for SearchDepth {
+    fn drop(&mut self) {
+        SEARCH_DEPTH.with(|d| d.set(d.get() - 1));
     }
 }
 

@@ -3,24 +3,31 @@
 //! none is partial, and the index agrees with the store.
 //!
 //! The child is this same test binary, re-run with `QUIVER_CRASH_CHILD` set so that only
-//! [`crash_child_writer`] does anything.
+//! [`crash_child_writer`] does anything. `QUIVER_CRASH_INDEX` (`flat` or `hnsw`) picks the
+//! collection's vector index; the test runs once per index kind.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use quiverdb::sync::CheckpointPolicy;
-use quiverdb::{CollectionConfig, Database, DocumentInput, Error, Metric, SearchRequest};
+use quiverdb::query::MAX_EF;
+use quiverdb::sync::{CheckpointPolicy, Recovery};
+use quiverdb::{
+    Collection, CollectionConfig, Database, DocumentInput, Error, IndexConfig, Metric,
+    SearchRequest,
+};
 use uuid::Uuid;
 
-use crate::common::{assert_matches_brute_force, brute_force, Rng};
+use crate::common::{assert_matches_brute_force, brute_force, distance_f64, Rng};
 
 const DIM: usize = 16;
 const BATCH: usize = 25;
 /// Every this many batches the child also deletes an earlier batch, in one transaction.
 const DELETE_EVERY: u64 = 4;
-const KILLS: u64 = 24;
+/// Kills per index kind.
+const FLAT_KILLS: u64 = 24;
+const HNSW_KILLS: u64 = 20;
 
 fn doc_id(round: u64, batch: u64, j: usize) -> Uuid {
     Uuid::from_u128((u128::from(round) << 64) | (u128::from(batch) << 16) | j as u128)
@@ -49,8 +56,14 @@ fn crash_child_writer() {
         every_changes: 150,
         every: Duration::from_millis(50),
     };
+    let index = match std::env::var("QUIVER_CRASH_INDEX").as_deref() {
+        Ok("hnsw") => IndexConfig::hnsw(),
+        Ok("flat") | Err(_) => IndexConfig::Flat,
+        Ok(other) => panic!("unknown QUIVER_CRASH_INDEX {other:?}"),
+    };
     let db = Database::open_with_policy(&dir, policy).unwrap();
-    let c = match db.create_collection("crash", CollectionConfig::new(DIM, Metric::L2)) {
+    let config = CollectionConfig::new(DIM, Metric::L2).with_index(index);
+    let c = match db.create_collection("crash", config) {
         Ok(c) => c,
         Err(Error::CollectionExists(_)) => db.collection("crash").unwrap(),
         Err(e) => panic!("{e}"),
@@ -73,13 +86,77 @@ fn crash_child_writer() {
 }
 
 #[test]
-fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
+fn killed_flat_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
+    killed_writers("flat", FLAT_KILLS, 2024);
+}
+
+#[test]
+fn killed_hnsw_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
+    killed_writers("hnsw", HNSW_KILLS, 2025);
+}
+
+/// Checks HNSW searches after a recovery: an exact scan (ef above the document count) equals
+/// the brute force, and graph searches return only live documents with their exact distances,
+/// sorted, with recall@10 of at least 0.95 over 10 queries.
+fn assert_hnsw_search(c: &Collection, expected: &[(Uuid, Vec<f32>)], rng: &mut Rng, ctx: &str) {
+    let query = rng.vector(DIM);
+    let all = brute_force(Metric::L2, expected, &query, expected.len());
+    let response = c
+        .search(&SearchRequest::new(query, 10).with_ef(MAX_EF))
+        .unwrap();
+    assert!(response.exhaustive, "{ctx}: ef {MAX_EF} scans");
+    assert_matches_brute_force(&response.hits, &all[..10.min(all.len())], &all);
+    let by_id: HashMap<Uuid, &[f32]> = expected.iter().map(|(id, v)| (*id, v.as_slice())).collect();
+    let (mut found, mut wanted) = (0, 0);
+    for qi in 0..10 {
+        let query = rng.vector(DIM);
+        let response = c
+            .search(&SearchRequest::new(query.clone(), 10).with_ef(64))
+            .unwrap();
+        let hits = &response.hits;
+        assert_eq!(hits.len(), 10.min(expected.len()), "{ctx}, query {qi}");
+        assert!(
+            hits.windows(2).all(|p| p[0].distance <= p[1].distance),
+            "{ctx}, query {qi}: unsorted {hits:?}"
+        );
+        for hit in hits {
+            let v = by_id
+                .get(&hit.id)
+                .unwrap_or_else(|| panic!("{ctx}, query {qi}: {} is not live", hit.id));
+            let exact = distance_f64(Metric::L2, &query, v);
+            assert!(
+                (f64::from(hit.distance) - exact).abs() <= 1e-4 * exact.max(1.0),
+                "{ctx}, query {qi}: {} at {} instead of {exact}",
+                hit.id,
+                hit.distance
+            );
+        }
+        let truth: HashSet<Uuid> = brute_force(Metric::L2, expected, &query, 10)
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        found += hits.iter().filter(|h| truth.contains(&h.id)).count();
+        wanted += truth.len();
+    }
+    if wanted == 0 {
+        return; // killed before the first batch: nothing to find
+    }
+    let recall = found as f64 / wanted as f64;
+    assert!(
+        recall >= 0.95,
+        "{ctx}: recall@10 {recall:.3} with ef 64 over {} documents",
+        expected.len()
+    );
+}
+
+fn killed_writers(kind: &str, kills: u64, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut rng = Rng(2024);
+    let mut rng = Rng(seed);
     let mut expected: Vec<(Uuid, Vec<f32>)> = Vec::new();
     let mut total_acks = 0;
-    for round in 0..KILLS {
+    let mut rebuilds = 0;
+    for round in 0..kills {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
@@ -89,6 +166,7 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
             ])
             .env("QUIVER_CRASH_CHILD", dir.path())
             .env("QUIVER_CRASH_ROUND", round.to_string())
+            .env("QUIVER_CRASH_INDEX", kind)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -137,15 +215,18 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
             let present = docs.iter().filter(|d| d.is_some()).count();
             assert!(
                 present == 0 || present == BATCH,
-                "round {round} batch {b}: partial ({present}/{BATCH})"
+                "{kind} round {round} batch {b}: partial ({present}/{BATCH})"
             );
             if acked_deletes.contains(&b) {
                 assert_eq!(
                     present, 0,
-                    "round {round}: acknowledged delete of batch {b} lost"
+                    "{kind} round {round}: acknowledged delete of batch {b} lost"
                 );
             } else if acked_upserts.contains(&b) && deleted_after(b + 2) != Some(b) {
-                assert_eq!(present, BATCH, "round {round}: acknowledged batch {b} lost");
+                assert_eq!(
+                    present, BATCH,
+                    "{kind} round {round}: acknowledged batch {b} lost"
+                );
             }
             for (j, doc) in docs.into_iter().enumerate() {
                 if let Some(doc) = doc {
@@ -158,20 +239,40 @@ fn killed_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
             assert_eq!(
                 c.count().unwrap(),
                 expected.len() as u64,
-                "round {round}: unexpected documents"
+                "{kind} round {round}: unexpected documents"
             );
+            let info = c.info().unwrap();
+            assert_eq!(info.vector_index.name, kind);
+            assert_eq!(
+                info.vector_index.len,
+                expected.len(),
+                "{kind} round {round}"
+            );
+            rebuilds += usize::from(matches!(
+                info.vector_index.recovery,
+                Recovery::Rebuilt { .. }
+            ));
             let report = db.check(None).unwrap();
-            assert!(report.ok(), "round {round}: {report:?}");
-            let query = rng.vector(DIM);
-            let all = brute_force(Metric::L2, &expected, &query, expected.len());
-            let hits = c.search(&SearchRequest::new(query, 10)).unwrap().hits;
-            assert_matches_brute_force(&hits, &all[..10.min(all.len())], &all);
+            assert!(report.ok(), "{kind} round {round}: {report:?}");
+            if kind == "hnsw" {
+                let ctx = format!("{kind} round {round} (seed {seed})");
+                assert_hnsw_search(c, &expected, &mut rng, &ctx);
+            } else {
+                let query = rng.vector(DIM);
+                let all = brute_force(Metric::L2, &expected, &query, expected.len());
+                let hits = c.search(&SearchRequest::new(query, 10)).unwrap().hits;
+                assert_matches_brute_force(&hits, &all[..10.min(all.len())], &all);
+            }
         }
         db.close().unwrap();
     }
-    eprintln!("crash test: {KILLS} kills, {total_acks} acknowledged writes verified, {} documents at the end", expected.len());
+    eprintln!(
+        "crash test ({kind}): {kills} kills, {total_acks} acknowledged writes verified, {} \
+         documents at the end, {rebuilds} index rebuilds on reopen",
+        expected.len()
+    );
     assert!(
-        total_acks > KILLS as usize,
+        total_acks > kills as usize,
         "the children barely wrote anything ({total_acks} acks)"
     );
 }

@@ -3,6 +3,7 @@ mod cli;
 mod common;
 mod crash;
 mod errors;
+mod hnsw;
 mod model;
 mod persistence;
 mod search;

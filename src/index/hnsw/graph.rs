@@ -292,12 +292,14 @@ impl Graph {
                 prefetch(self.block(next.node, level));
             }
             self.neighbors(c.node, level, &mut neighbors);
+            // Only unvisited neighbours are worth loading; late in a search most are visited.
+            neighbors.retain(|&e| tr.visited.insert(e));
+            if let Some(&first) = neighbors.first() {
+                prefetch(ctx.vectors.vector(first as usize));
+            }
             for (i, &e) in neighbors.iter().enumerate() {
                 if let Some(&next) = neighbors.get(i + 1) {
                     prefetch(ctx.vectors.vector(next as usize));
-                }
-                if !tr.visited.insert(e) {
-                    continue;
                 }
                 let d = ctx.distance_to(q, e);
                 tr.examined += 1;
@@ -405,8 +407,11 @@ impl Graph {
             node: ep_node,
         };
         let ep = self.descend(&ctx, q, ep, top, level, &mut tr);
+        // First choose q's neighbours on every level and write q's own lists, while nothing
+        // links to q yet; then add the links back to q from layer 0 up. So a search that reaches
+        // q (searches run during inserts) always finds q's lists complete on every level below.
         let mut eps = vec![ep];
-        let mut links = Vec::new();
+        let mut chosen_per_level = Vec::with_capacity(level.min(top) + 1);
         for lc in (0..=level.min(top)).rev() {
             tr.visited.reset(self.len());
             let found = self.search_layer(&ctx, q, &eps, self.params.ef_construction, lc, &mut tr);
@@ -415,18 +420,24 @@ impl Graph {
                 let _guard = self.lock(q_node);
                 self.set_neighbors(q_node, lc, &chosen);
             }
-            for &e in &chosen {
-                self.add_link(&ctx, e, q_node, lc, &mut links);
-            }
+            chosen_per_level.push((lc, chosen));
             if !found.is_empty() {
                 eps = found;
+            }
+        }
+        let mut links = Vec::new();
+        for (lc, chosen) in chosen_per_level.iter().rev() {
+            for &e in chosen {
+                self.add_link(&ctx, e, q_node, *lc, &mut links);
             }
         }
         if level > top {
             let _guard = self.entry_lock.lock();
             if self.entry().is_none_or(|(_, current)| level > current) {
-                self.entry
-                    .store(((level as u64) << 32) | u64::from(q_node), Ordering::Release);
+                self.entry.store(
+                    ((level as u64) << 32) | u64::from(q_node),
+                    Ordering::Release,
+                );
             }
         }
     }
