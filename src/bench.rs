@@ -82,6 +82,8 @@ pub struct BenchReport {
     pub peak_rss_bytes: u64,
     /// Bytes of the index files on disk after a checkpoint.
     pub index_bytes: u64,
+    /// Bytes of memory the index holds (vectors, links, id maps), as it reports them.
+    pub index_memory_bytes: usize,
     /// Operating points.
     pub points: Vec<BenchPoint>,
 }
@@ -133,6 +135,7 @@ fn measure(
     let build_s = started.elapsed().as_secs_f64();
     collection.checkpoint()?;
     let index_bytes = folder_bytes(dir)?;
+    let index_memory_bytes = collection.info()?.vector_index.memory_bytes;
 
     let efs: Vec<Option<usize>> = match options.index {
         IndexConfig::Flat => vec![None],
@@ -152,6 +155,7 @@ fn measure(
         build_s,
         peak_rss_bytes: peak_rss_bytes(),
         index_bytes,
+        index_memory_bytes,
         points,
     })
 }

@@ -112,6 +112,8 @@ pub struct IndexStatus {
     pub name: String,
     /// Vectors held.
     pub len: usize,
+    /// Approximate bytes of memory the index holds.
+    pub memory_bytes: usize,
     /// Last change reflected.
     pub watermark: u64,
     /// How it was restored when the collection was opened.
@@ -506,6 +508,7 @@ impl Collection {
             vector_index: IndexStatus {
                 name: index.name().to_string(),
                 len: index.len(),
+                memory_bytes: index.memory_bytes(),
                 watermark: index.watermark(),
                 recovery: self.inner.recovery.clone(),
             },

@@ -64,6 +64,11 @@ impl VectorArena {
         self.len == 0
     }
 
+    /// Bytes of memory allocated for vectors.
+    pub fn memory_bytes(&self) -> usize {
+        self.buf.capacity() * std::mem::size_of::<f32>()
+    }
+
     /// The vector in `slot`. Panics if `slot >= len()` (an internal invariant, never user input).
     #[inline]
     pub fn get(&self, slot: usize) -> &[f32] {

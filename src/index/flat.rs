@@ -164,6 +164,10 @@ impl VectorIndexRead for FlatIndex {
             .map(|slot| self.vectors.get(slot).to_vec())
     }
 
+    fn memory_bytes(&self) -> usize {
+        self.vectors.memory_bytes() + self.slots.memory_bytes()
+    }
+
     fn document_id(&self, id: InternalId) -> Option<uuid::Uuid> {
         self.slots.slot(id).map(|slot| self.slots.uuid(slot))
     }

@@ -99,6 +99,8 @@ pub trait VectorIndexRead: Send + Sync {
     fn vector(&self, id: InternalId) -> Option<Vec<f32>>;
     /// The public id the index holds for `id`.
     fn document_id(&self, id: InternalId) -> Option<Uuid>;
+    /// Approximate bytes of memory the index holds (vectors, links, id maps).
+    fn memory_bytes(&self) -> usize;
     /// True when the index holds no vector.
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -31,6 +31,12 @@ impl SlotIds {
         self.ids.len()
     }
 
+    /// Approximate bytes of memory the maps use.
+    pub fn memory_bytes(&self) -> usize {
+        // A hash-map entry costs its key and value plus about one control byte, at load ≤ 7/8.
+        self.ids.capacity() * 4 + self.uuids.capacity() * 16 + self.slot_of.capacity() * 9
+    }
+
     /// Number of occupied slots.
     pub fn live(&self) -> usize {
         self.live

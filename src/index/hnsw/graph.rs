@@ -133,6 +133,12 @@ impl Graph {
         }
     }
 
+    /// Approximate bytes of memory the links and levels use.
+    pub fn memory_bytes(&self) -> usize {
+        let upper: usize = self.upper.iter().map(|b| b.len() * 4 + 16).sum();
+        self.level0.capacity() * 4 + upper + self.levels.capacity()
+    }
+
     /// Construction parameters.
     pub fn params(&self) -> GraphParams {
         self.params
