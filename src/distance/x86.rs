@@ -30,14 +30,19 @@ fn has_avx512() -> bool {
 pub(super) fn prefetch<T>(data: &[T]) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     let ptr = data.as_ptr().cast::<i8>();
-    // SAFETY: PREFETCHT0 is part of SSE, which every x86-64 CPU has; it never faults, even on an
-    // invalid address, and `ptr` points into a live slice anyway. The second line may lie past
-    // the slice's end, which a prefetch is allowed to touch.
-    unsafe {
-        _mm_prefetch::<_MM_HINT_T0>(ptr);
-        _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(64));
+    let lines = std::mem::size_of_val(data)
+        .div_ceil(64)
+        .clamp(1, PREFETCH_MAX_LINES);
+    for line in 0..lines {
+        // SAFETY: PREFETCHT0 is part of SSE, which every x86-64 CPU has; it never faults, even
+        // on an invalid address, and every line prefetched here starts inside the slice.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(line * 64)) };
     }
 }
+
+/// At most this many cache lines are prefetched per call (the hardware prefetcher follows on
+/// longer vectors).
+const PREFETCH_MAX_LINES: usize = 8;
 
 /// The AVX2+FMA kernel table, or `None` if this CPU lacks AVX2 or FMA.
 pub(super) fn avx2_fma_kernels() -> Option<Kernels> {
