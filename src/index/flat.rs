@@ -18,14 +18,13 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use uuid::Uuid;
 
-use super::file::{self, FileHeader, FileReader, FileWriter, IndexFileKind};
-use super::slots::SlotIds;
-use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, TopK, VectorIndexRead};
+use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
+use super::stored::StoredVectors;
+use super::{DerivedIndex, IndexSearch, SearchKnobs, TopK, VectorIndexRead};
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
-use crate::vectors::VectorArena;
 
 const KIND_VERSION: u16 = 1;
 const FILE_NAME: &str = "flat.qvi";
@@ -38,9 +37,7 @@ pub struct FlatIndex {
     metric: Metric,
     distance: MetricDistance,
     config_fingerprint: u64,
-    /// Vectors by slot, cache-line aligned.
-    vectors: VectorArena,
-    slots: SlotIds,
+    stored: StoredVectors,
     watermark: Seq,
 }
 
@@ -53,8 +50,7 @@ impl FlatIndex {
             metric: config.metric,
             distance: MetricDistance::new(config.metric),
             config_fingerprint: config.index_fingerprint(instance),
-            vectors: VectorArena::new(config.dim),
-            slots: SlotIds::default(),
+            stored: StoredVectors::new(config.dim),
             watermark: 0,
         }
     }
@@ -79,14 +75,13 @@ impl FlatIndex {
                 )))
             }
         };
-        match self.slots.slot(id) {
+        match self.stored.slots.slot(id) {
             Some(slot) => {
-                self.vectors.set(slot, &stored);
-                self.slots.set_uuid(slot, uuid);
+                self.stored.vectors.set(slot, &stored);
+                self.stored.slots.set_uuid(slot, uuid);
             }
             None => {
-                self.vectors.push(&stored);
-                self.slots.push(id, uuid);
+                self.stored.push(id, uuid, &stored);
             }
         }
         Ok(())
@@ -94,27 +89,12 @@ impl FlatIndex {
 
     /// Removes `id` by moving the last slot into its place.
     fn remove(&mut self, id: InternalId) {
-        let Some(slot) = self.slots.slot(id) else {
+        let Some(slot) = self.stored.slots.slot(id) else {
             return;
         };
-        self.slots.vacate(slot);
-        self.slots.swap_remove(slot);
-        self.vectors.swap_remove(slot);
-    }
-
-    fn scan(&self, query: &[f32], slots: std::ops::Range<usize>, k: usize) -> TopK {
-        let mut top = TopK::new(k);
-        for slot in slots {
-            let distance = self.distance.distance(query, self.vectors.get(slot));
-            if distance.total_cmp(&top.threshold()).is_le() {
-                top.push(Neighbor {
-                    id: self.slots.id(slot).unwrap_or_default(),
-                    uuid: self.slots.uuid(slot),
-                    distance,
-                });
-            }
-        }
-        top
+        self.stored.slots.vacate(slot);
+        self.stored.slots.swap_remove(slot);
+        self.stored.vectors.swap_remove(slot);
     }
 
     fn path(dir: &Path) -> PathBuf {
@@ -130,12 +110,19 @@ impl VectorIndexRead for FlatIndex {
                 ..IndexSearch::default()
             };
         };
-        let n = self.vectors.len();
+        let n = self.stored.vectors.len();
         let top = if n * self.dim >= PARALLEL_SCAN_FLOATS {
             let chunk = (PARALLEL_SCAN_FLOATS / self.dim).max(1);
             (0..n.div_ceil(chunk))
                 .into_par_iter()
-                .map(|c| self.scan(&query, c * chunk..((c + 1) * chunk).min(n), k))
+                .map(|c| {
+                    self.stored.scan(
+                        &query,
+                        c * chunk..((c + 1) * chunk).min(n),
+                        k,
+                        &self.distance,
+                    )
+                })
                 .reduce(
                     || TopK::new(k),
                     |mut a, b| {
@@ -144,7 +131,7 @@ impl VectorIndexRead for FlatIndex {
                     },
                 )
         } else {
-            self.scan(&query, 0..n, k)
+            self.stored.scan(&query, 0..n, k, &self.distance)
         };
         IndexSearch {
             strategy: "flat_exact",
@@ -155,21 +142,19 @@ impl VectorIndexRead for FlatIndex {
     }
 
     fn len(&self) -> usize {
-        self.slots.live()
+        self.stored.slots.live()
     }
 
     fn vector(&self, id: InternalId) -> Option<Vec<f32>> {
-        self.slots
-            .slot(id)
-            .map(|slot| self.vectors.get(slot).to_vec())
+        self.stored.vector_of(id)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.vectors.memory_bytes() + self.slots.memory_bytes()
+        self.stored.memory_bytes()
     }
 
-    fn document_id(&self, id: InternalId) -> Option<uuid::Uuid> {
-        self.slots.slot(id).map(|slot| self.slots.uuid(slot))
+    fn document_id(&self, id: InternalId) -> Option<Uuid> {
+        self.stored.document_id(id)
     }
 }
 
@@ -192,18 +177,16 @@ impl DerivedIndex for FlatIndex {
     }
 
     fn reset(&mut self, watermark: Seq) {
-        self.vectors.clear();
-        self.slots = SlotIds::default();
+        self.stored.clear();
         self.watermark = watermark;
     }
 
     fn checkpoint(&self, dir: &Path) -> Result<Seq> {
         let mut out = FileWriter::create(&Self::path(dir), self.header())?;
         let mut head = [0u8; 64];
-        head[..8].copy_from_slice(&(self.vectors.len() as u64).to_le_bytes());
+        head[..8].copy_from_slice(&(self.stored.vectors.len() as u64).to_le_bytes());
         out.write(&head)?;
-        file::write_arena(&mut out, &self.vectors)?;
-        self.slots.write(&mut out)?;
+        self.stored.write(&mut out)?;
         out.finish()?;
         Ok(self.watermark)
     }
@@ -215,20 +198,18 @@ impl DerivedIndex for FlatIndex {
         let n = input.read_u64()?;
         input.read(&mut [0u8; 56])?;
         let n = usize::try_from(n).map_err(|_| input.corrupted("absurd vector count"))?;
-        let vectors = file::read_arena(&mut input, n, self.dim)?;
-        let slots = SlotIds::read(&mut input, n)?;
-        if slots.live() != n {
+        let stored = StoredVectors::read(&mut input, n, self.dim)?;
+        if stored.slots.live() != n {
             return Err(input.corrupted("a flat index has no vacant slots"));
         }
         let header = input.finish()?;
-        self.vectors = vectors;
-        self.slots = slots;
+        self.stored = stored;
         self.watermark = header.watermark;
         Ok(true)
     }
 
     fn internal_ids(&self) -> Vec<InternalId> {
-        self.slots.sorted_ids()
+        self.stored.slots.sorted_ids()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod file;
 pub mod flat;
 pub mod hnsw;
 pub mod slots;
+pub mod stored;
 mod topk;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: a seeded generator and an f64 brute force.
 
+use std::path::Path;
+
 use quiverdb::{Hit, Metric};
 use uuid::Uuid;
 
@@ -86,6 +88,20 @@ pub fn assert_matches_brute_force(hits: &[Hit], expected: &[(Uuid, f64)], all: &
                 "hit {i}: id {} instead of {id}",
                 hit.id
             );
+        }
+    }
+}
+
+/// Copies a directory tree (a database image, as a crash would leave it when taken while idle).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
         }
     }
 }

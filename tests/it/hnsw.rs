@@ -26,7 +26,7 @@ use quiverdb::{
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{assert_matches_brute_force, brute_force, distance_f64, Rng};
+use crate::common::{assert_matches_brute_force, brute_force, copy_dir, distance_f64, Rng};
 
 /// Candidate-list size of the recall checks.
 const EF: usize = 64;
@@ -281,19 +281,6 @@ fn hnsw_file(db_dir: &Path) -> PathBuf {
         .collect();
     assert_eq!(folders.len(), 1, "{folders:?}");
     folders[0].join("hnsw.qvi")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 // ----- 1. recall -------------------------------------------------------------------------------

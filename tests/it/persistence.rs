@@ -6,7 +6,7 @@ use quiverdb::sync::Recovery;
 use quiverdb::{CollectionConfig, Database, DocumentInput, Metric, SearchRequest};
 use uuid::Uuid;
 
-use crate::common::{assert_matches_brute_force, brute_force, Rng};
+use crate::common::{assert_matches_brute_force, brute_force, copy_dir, Rng};
 
 const DIM: usize = 8;
 
@@ -39,19 +39,6 @@ fn assert_search_exact(db: &Database, docs: &[(Uuid, Vec<f32>)]) {
     let hits = c.search(&SearchRequest::new(query, 10)).unwrap().hits;
     assert_matches_brute_force(&hits, &all[..10.min(all.len())], &all);
     assert!(db.check(None).unwrap().ok());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -29,14 +29,13 @@ use rayon::prelude::*;
 
 use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
 use self::visited::VisitedPool;
-use super::file::{self, FileHeader, FileReader, FileWriter, IndexFileKind};
-use super::slots::SlotIds;
-use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, TopK, VectorIndexRead};
+use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
+use super::stored::StoredVectors;
+use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, VectorIndexRead};
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
-use crate::vectors::VectorArena;
 
 const KIND_VERSION: u16 = 1;
 const FILE_NAME: &str = "hnsw.qvi";
@@ -62,8 +61,7 @@ pub struct HnswIndex {
     metric: Metric,
     distance: MetricDistance,
     config_fingerprint: u64,
-    vectors: VectorArena,
-    slots: SlotIds,
+    stored: StoredVectors,
     graph: Graph,
     /// Nodes added by `apply` and not linked yet.
     pending: Mutex<Vec<u32>>,
@@ -79,8 +77,7 @@ impl HnswIndex {
             metric: config.metric,
             distance: MetricDistance::new(config.metric),
             config_fingerprint: config.index_fingerprint(instance),
-            vectors: VectorArena::new(config.dim),
-            slots: SlotIds::default(),
+            stored: StoredVectors::new(config.dim),
             graph: Graph::new(GraphParams {
                 m: params.m,
                 ef_construction: params.ef_construction,
@@ -109,13 +106,12 @@ impl HnswIndex {
     }
 
     fn is_live(&self, node: u32) -> bool {
-        self.slots.id(node as usize).is_some()
+        self.stored.slots.id(node as usize).is_some()
     }
 
     /// Appends `vector` (prepared) as a new, unlinked node for document `id`.
     fn add(&mut self, id: InternalId, uuid: uuid::Uuid, vector: &[f32]) {
-        let slot = self.vectors.push(vector);
-        self.slots.push(id, uuid);
+        let slot = self.stored.push(id, uuid, vector);
         let level = self.graph.draw_level(slot);
         let node = self.graph.add_node(level);
         debug_assert_eq!(node as usize, slot);
@@ -128,7 +124,8 @@ impl HnswIndex {
         let nodes = self.graph.len();
         let link = |&node: &u32| {
             self.visited.with(nodes, |v| {
-                self.graph.insert(&self.vectors, self.distance, node, v)
+                self.graph
+                    .insert(&self.stored.vectors, self.distance, node, v)
             })
         };
         if pending.len() > 1 {
@@ -139,24 +136,28 @@ impl HnswIndex {
     }
 
     fn vacant_slots(&self) -> usize {
-        self.slots.slots() - self.slots.live()
+        self.stored.slots.slots() - self.stored.slots.live()
     }
 
     /// Rebuilds the graph over the live vectors only (slots renumbered, memory reclaimed).
     fn compact(&mut self) {
-        let live: Vec<(InternalId, uuid::Uuid, Vec<f32>)> = (0..self.slots.slots())
+        let live: Vec<(InternalId, uuid::Uuid, Vec<f32>)> = (0..self.stored.slots.slots())
             .filter_map(|slot| {
-                let id = self.slots.id(slot)?;
-                Some((id, self.slots.uuid(slot), self.vectors.get(slot).to_vec()))
+                let id = self.stored.slots.id(slot)?;
+                Some((
+                    id,
+                    self.stored.slots.uuid(slot),
+                    self.stored.vectors.get(slot).to_vec(),
+                ))
             })
             .collect();
         log::info!(
             "compacting the HNSW index: {} live of {} slots",
             live.len(),
-            self.slots.slots()
+            self.stored.slots.slots()
         );
         self.clear();
-        self.vectors.reserve_slots(live.len());
+        self.stored.vectors.reserve_slots(live.len());
         for (id, uuid, vector) in &live {
             self.add(*id, *uuid, vector);
         }
@@ -164,28 +165,20 @@ impl HnswIndex {
     }
 
     fn clear(&mut self) {
-        self.vectors.clear();
-        self.slots = SlotIds::default();
+        self.stored.clear();
         self.graph = Graph::new(self.graph.params());
         self.pending.get_mut().clear();
     }
 
     /// Exact scan of every live slot (used when the collection is no larger than `ef`).
     fn exact(&self, q: &[f32], k: usize) -> IndexSearch {
-        let mut top = TopK::new(k);
-        for slot in 0..self.slots.slots() {
-            if let Some(id) = self.slots.id(slot) {
-                top.push(Neighbor {
-                    id,
-                    uuid: self.slots.uuid(slot),
-                    distance: self.distance.distance(q, self.vectors.get(slot)),
-                });
-            }
-        }
+        let top = self
+            .stored
+            .scan(q, 0..self.stored.slots.slots(), k, &self.distance);
         IndexSearch {
             strategy: "hnsw_exact_scan",
             neighbors: top.into_sorted(),
-            examined: self.slots.live(),
+            examined: self.stored.slots.live(),
             exhaustive: true,
         }
     }
@@ -199,7 +192,7 @@ impl HnswIndex {
             entry,
         } = self.graph.parts();
         let mut head = [0u8; 64];
-        head[0..8].copy_from_slice(&(self.slots.slots() as u64).to_le_bytes());
+        head[0..8].copy_from_slice(&(self.stored.slots.slots() as u64).to_le_bytes());
         head[8..12].copy_from_slice(&(params.m as u32).to_le_bytes());
         head[12..16].copy_from_slice(&(params.ef_construction as u32).to_le_bytes());
         head[16..24].copy_from_slice(&params.seed.to_le_bytes());
@@ -209,8 +202,7 @@ impl HnswIndex {
         head[24..32].copy_from_slice(&entry.to_le_bytes());
         head[32] = u8::from(params.keep_pruned);
         out.write(&head)?;
-        file::write_arena(out, &self.vectors)?;
-        self.slots.write(out)?;
+        self.stored.write(out)?;
         out.write(levels)?;
         out.write(&vec![0u8; levels.len().next_multiple_of(4) - levels.len()])?;
         out.write_u32s(level0.iter().map(|a| a.load(Ordering::Acquire)))?;
@@ -220,7 +212,7 @@ impl HnswIndex {
         Ok(())
     }
 
-    fn read_checkpoint(&self, input: &mut FileReader) -> Result<(VectorArena, SlotIds, Graph)> {
+    fn read_checkpoint(&self, input: &mut FileReader) -> Result<(StoredVectors, Graph)> {
         let mut head = [0u8; 64];
         input.read(&mut head)?;
         let word =
@@ -243,8 +235,7 @@ impl HnswIndex {
             u64::MAX => None,
             e => Some(((e & 0xffff_ffff) as u32, (e >> 32) as usize)),
         };
-        let vectors = file::read_arena(input, n, self.dim)?;
-        let slots = SlotIds::read(input, n)?;
+        let stored = StoredVectors::read(input, n, self.dim)?;
         input.ensure_remaining(n as u64)?;
         let mut levels = vec![0u8; n];
         input.read(&mut levels)?;
@@ -259,7 +250,7 @@ impl HnswIndex {
         }
         let graph = Graph::from_raw_parts(params, levels, level0, upper, entry)
             .map_err(|detail| input.corrupted(format!("graph: {detail}")))?;
-        Ok((vectors, slots, graph))
+        Ok((stored, graph))
     }
 }
 
@@ -272,11 +263,11 @@ impl VectorIndexRead for HnswIndex {
             };
         };
         let ef = knobs.ef.unwrap_or(DEFAULT_EF).max(k);
-        if self.slots.live() <= ef {
+        if self.stored.slots.live() <= ef {
             return self.exact(&q, k);
         }
         let ctx = Context {
-            vectors: &self.vectors,
+            vectors: &self.stored.vectors,
             distance: self.distance,
             is_live: |n: u32| self.is_live(n),
         };
@@ -293,8 +284,8 @@ impl VectorIndexRead for HnswIndex {
             .filter_map(|s| {
                 let slot = s.node as usize;
                 Some(Neighbor {
-                    id: self.slots.id(slot)?,
-                    uuid: self.slots.uuid(slot),
+                    id: self.stored.slots.id(slot)?,
+                    uuid: self.stored.slots.uuid(slot),
                     distance: s.distance,
                 })
             })
@@ -310,21 +301,19 @@ impl VectorIndexRead for HnswIndex {
     }
 
     fn len(&self) -> usize {
-        self.slots.live()
+        self.stored.slots.live()
     }
 
     fn vector(&self, id: InternalId) -> Option<Vec<f32>> {
-        self.slots
-            .slot(id)
-            .map(|slot| self.vectors.get(slot).to_vec())
+        self.stored.vector_of(id)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.vectors.memory_bytes() + self.slots.memory_bytes() + self.graph.memory_bytes()
+        self.stored.memory_bytes() + self.graph.memory_bytes()
     }
 
     fn document_id(&self, id: InternalId) -> Option<uuid::Uuid> {
-        self.slots.slot(id).map(|slot| self.slots.uuid(slot))
+        self.stored.document_id(id)
     }
 }
 
@@ -334,7 +323,7 @@ impl DerivedIndex for HnswIndex {
     }
 
     fn apply(&mut self, change: &Change, doc: Option<DocView<'_>>) -> Result<()> {
-        let current = self.slots.slot(change.id);
+        let current = self.stored.slots.slot(change.id);
         match doc {
             Some(doc) => {
                 let vector = self
@@ -346,11 +335,11 @@ impl DerivedIndex for HnswIndex {
                     })?;
                 match current {
                     // Metadata or text changed, not the vector: the graph stays as it is.
-                    Some(slot) if self.vectors.get(slot) == vector.as_slice() => {
-                        self.slots.set_uuid(slot, doc.id);
+                    Some(slot) if self.stored.vectors.get(slot) == vector.as_slice() => {
+                        self.stored.slots.set_uuid(slot, doc.id);
                     }
                     Some(slot) => {
-                        self.slots.vacate(slot);
+                        self.stored.slots.vacate(slot);
                         self.add(change.id, doc.id, &vector);
                     }
                     None => self.add(change.id, doc.id, &vector),
@@ -358,7 +347,7 @@ impl DerivedIndex for HnswIndex {
             }
             None => {
                 if let Some(slot) = current {
-                    self.slots.vacate(slot);
+                    self.stored.slots.vacate(slot);
                 }
             }
         }
@@ -369,7 +358,7 @@ impl DerivedIndex for HnswIndex {
     fn end_batch(&mut self) -> Result<()> {
         let vacant = self.vacant_slots();
         if vacant >= COMPACT_MIN_VACANT
-            && vacant as f64 > COMPACT_FRACTION * self.slots.slots() as f64
+            && vacant as f64 > COMPACT_FRACTION * self.stored.slots.slots() as f64
         {
             self.compact();
         }
@@ -402,10 +391,9 @@ impl DerivedIndex for HnswIndex {
         let Some(mut input) = FileReader::open(&Self::path(dir), &self.header())? else {
             return Ok(false);
         };
-        let (vectors, slots, graph) = self.read_checkpoint(&mut input)?;
+        let (stored, graph) = self.read_checkpoint(&mut input)?;
         let header = input.finish()?;
-        self.vectors = vectors;
-        self.slots = slots;
+        self.stored = stored;
         self.graph = graph;
         self.pending.get_mut().clear();
         self.watermark = header.watermark;
@@ -413,17 +401,19 @@ impl DerivedIndex for HnswIndex {
     }
 
     fn internal_ids(&self) -> Vec<InternalId> {
-        self.slots.sorted_ids()
+        self.stored.slots.sorted_ids()
     }
 
     fn verify(&self) -> Vec<String> {
         let mut problems = self.graph.verify(10);
-        if self.graph.len() != self.slots.slots() || self.vectors.len() != self.slots.slots() {
+        if self.graph.len() != self.stored.slots.slots()
+            || self.stored.vectors.len() != self.stored.slots.slots()
+        {
             problems.push(format!(
                 "{} graph nodes, {} vectors, {} slots",
                 self.graph.len(),
-                self.vectors.len(),
-                self.slots.slots()
+                self.stored.vectors.len(),
+                self.stored.slots.slots()
             ));
         }
         problems

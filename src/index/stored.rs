@@ -1,0 +1,99 @@
+//! What every in-RAM vector index holds besides its own structure: the vectors by slot and the
+//! slot ↔ document maps, with the exact scan, lookups and persistence they share.
+
+use std::ops::Range;
+
+use uuid::Uuid;
+
+use super::file::{self, FileReader, FileWriter};
+use super::slots::SlotIds;
+use super::{Neighbor, TopK};
+use crate::distance::MetricDistance;
+use crate::error::Result;
+use crate::types::InternalId;
+use crate::vectors::VectorArena;
+
+/// Vectors by slot (prepared for the metric) and the documents they belong to.
+pub struct StoredVectors {
+    /// The vectors, cache-line aligned.
+    pub vectors: VectorArena,
+    /// Slot ↔ document maps; a vacant slot is a deleted document.
+    pub slots: SlotIds,
+}
+
+impl StoredVectors {
+    /// Empty storage for `dim`-dimensional vectors.
+    pub fn new(dim: usize) -> Self {
+        StoredVectors {
+            vectors: VectorArena::new(dim),
+            slots: SlotIds::default(),
+        }
+    }
+
+    /// Removes everything.
+    pub fn clear(&mut self) {
+        self.vectors.clear();
+        self.slots = SlotIds::default();
+    }
+
+    /// Appends `vector` for document `id` and returns its slot.
+    pub fn push(&mut self, id: InternalId, uuid: Uuid, vector: &[f32]) -> usize {
+        self.slots.push(id, uuid);
+        self.vectors.push(vector)
+    }
+
+    /// The `k` nearest occupied slots of `range` to the prepared query `q`.
+    pub fn scan(
+        &self,
+        q: &[f32],
+        range: Range<usize>,
+        k: usize,
+        distance: &MetricDistance,
+    ) -> TopK {
+        let mut top = TopK::new(k);
+        for slot in range {
+            let Some(id) = self.slots.id(slot) else {
+                continue;
+            };
+            let d = distance.distance(q, self.vectors.get(slot));
+            if d.total_cmp(&top.threshold()).is_le() {
+                top.push(Neighbor {
+                    id,
+                    uuid: self.slots.uuid(slot),
+                    distance: d,
+                });
+            }
+        }
+        top
+    }
+
+    /// The stored vector of document `id`.
+    pub fn vector_of(&self, id: InternalId) -> Option<Vec<f32>> {
+        self.slots
+            .slot(id)
+            .map(|slot| self.vectors.get(slot).to_vec())
+    }
+
+    /// The public id stored for document `id`.
+    pub fn document_id(&self, id: InternalId) -> Option<Uuid> {
+        self.slots.slot(id).map(|slot| self.slots.uuid(slot))
+    }
+
+    /// Approximate bytes of memory held.
+    pub fn memory_bytes(&self) -> usize {
+        self.vectors.memory_bytes() + self.slots.memory_bytes()
+    }
+
+    /// Writes the vectors, then the maps.
+    pub fn write(&self, out: &mut FileWriter) -> Result<()> {
+        file::write_arena(out, &self.vectors)?;
+        self.slots.write(out)
+    }
+
+    /// Reads `n` slots of `dim`-dimensional vectors written by [`StoredVectors::write`].
+    pub fn read(input: &mut FileReader, n: usize, dim: usize) -> Result<Self> {
+        let vectors = file::read_arena(input, n, dim)?;
+        let slots = SlotIds::read(input, n)?;
+        Ok(StoredVectors { vectors, slots })
+    }
+}
