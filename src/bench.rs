@@ -80,6 +80,9 @@ pub struct BenchReport {
     pub build_s: f64,
     /// Peak resident memory of the process, bytes.
     pub peak_rss_bytes: u64,
+    /// Peak RSS minus the RSS just before the import started (queries and ground truth were
+    /// already loaded): what building the collection cost, as hnswlib's "RSS+" measures it.
+    pub build_rss_growth_bytes: u64,
     /// Bytes of the index files on disk after a checkpoint.
     pub index_bytes: u64,
     /// Bytes of memory the index holds (vectors, links, id maps), as it reports them.
@@ -128,6 +131,7 @@ fn measure(
     let db = Database::open(dir)?;
     let config = CollectionConfig::new(dim, options.metric).with_index(options.index.clone());
     let collection = db.create_collection("bench", config)?;
+    let rss_before = proc_status_bytes("VmRSS:");
     let started = Instant::now();
     let input = BufReader::new(File::open(&options.base)?);
     let n = import_fvecs(&collection, input, IMPORT_BATCH, FvecsIds::Row, |_| {})
@@ -154,6 +158,7 @@ fn measure(
         threads: options.threads,
         build_s,
         peak_rss_bytes: peak_rss_bytes(),
+        build_rss_growth_bytes: peak_rss_bytes().saturating_sub(rss_before),
         index_bytes,
         index_memory_bytes,
         points,
@@ -214,12 +219,17 @@ fn folder_bytes(dir: &Path) -> Result<u64> {
 
 /// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
 pub fn peak_rss_bytes() -> u64 {
+    proc_status_bytes("VmHWM:")
+}
+
+/// A size field of `/proc/self/status` in bytes, 0 where unknown.
+fn proc_status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)

@@ -446,7 +446,7 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "{} index: {} x {}-D, {} queries, {} thread(s); build {:.2} s, peak RSS {:.1} MiB, index memory {:.1} MiB, index files {:.1} MiB",
+        "{} index: {} x {}-D, {} queries, {} thread(s); build {:.2} s, peak RSS {:.1} MiB (+{:.1} MiB over the build), index memory {:.1} MiB, index files {:.1} MiB",
         report.index,
         report.n,
         report.dim,
@@ -454,6 +454,7 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
         report.threads,
         report.build_s,
         report.peak_rss_bytes as f64 / 1048576.0,
+        report.build_rss_growth_bytes as f64 / 1048576.0,
         report.index_memory_bytes as f64 / 1048576.0,
         report.index_bytes as f64 / 1048576.0
     )?;

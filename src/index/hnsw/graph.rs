@@ -300,13 +300,10 @@ impl Graph {
             self.neighbors(c.node, level, &mut neighbors);
             // Only unvisited neighbours are worth loading; late in a search most are visited.
             neighbors.retain(|&e| tr.visited.insert(e));
-            if let Some(&first) = neighbors.first() {
-                prefetch(ctx.vectors.vector(first as usize));
+            for &e in &neighbors {
+                prefetch(ctx.vectors.vector(e as usize));
             }
-            for (i, &e) in neighbors.iter().enumerate() {
-                if let Some(&next) = neighbors.get(i + 1) {
-                    prefetch(ctx.vectors.vector(next as usize));
-                }
+            for &e in &neighbors {
                 let d = ctx.distance_to(q, e);
                 tr.examined += 1;
                 let bound = results.peek().map_or(f32::INFINITY, |f| f.distance);
