@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::import::{import_fvecs, FvecsIds};
 use crate::query::SearchRequest;
 use crate::types::Metric;
-use crate::vecs::{read_fvecs_file, read_ivecs_file};
+use crate::vecs::{fvecs_count, read_fvecs_file, read_ivecs_file};
 
 /// Documents per import transaction: small enough that a batch in flight adds little to the
 /// peak RSS, large enough that parallel graph linking has work to share.
@@ -131,6 +131,9 @@ fn measure(
     let db = Database::open(dir)?;
     let config = CollectionConfig::new(dim, options.metric).with_index(options.index.clone());
     let collection = db.create_collection("bench", config)?;
+    if let Some(n) = fvecs_count(&options.base, dim) {
+        collection.reserve(n)?;
+    }
     let rss_before = proc_status_bytes("VmRSS:");
     let started = Instant::now();
     let input = BufReader::new(File::open(&options.base)?);

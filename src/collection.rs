@@ -277,6 +277,15 @@ impl Collection {
         Ok(prepared)
     }
 
+    /// Pre-allocates index memory for `additional` more documents, ahead of a bulk import of a
+    /// known size (avoids growing the index's arrays step by step).
+    pub fn reserve(&self, additional: usize) -> Result<()> {
+        self.ensure_live()?;
+        let _writer = self.inner.write_lock.lock();
+        self.inner.vector_index.write().reserve(additional);
+        Ok(())
+    }
+
     /// Checks a document against the collection (dimension, finite values, metadata object)
     /// without writing it.
     pub fn validate_document(&self, doc: &DocumentInput) -> Result<()> {

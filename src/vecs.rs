@@ -56,6 +56,14 @@ pub fn read_fvecs_record(input: &mut impl Read, dim: usize) -> Result<Option<Vec
         .map(|words| words.into_iter().map(f32::from_le_bytes).collect()))
 }
 
+/// Number of records of a `.fvecs` file of `dim`-dimensional vectors, judged by its size
+/// (`None` if the size is not a whole number of records).
+pub fn fvecs_count(path: &Path, dim: usize) -> Option<usize> {
+    let len = std::fs::metadata(path).ok()?.len();
+    let record = 4 + 4 * dim as u64;
+    (len % record == 0).then(|| (len / record) as usize)
+}
+
 /// Reads a whole `.fvecs` file; every record must have the first record's dimension.
 pub fn read_fvecs_file(path: &Path) -> Result<Vec<Vec<f32>>> {
     read_file(path, f32::from_le_bytes)

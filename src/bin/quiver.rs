@@ -287,6 +287,9 @@ fn run(cli: Cli) -> CliResult {
                     } else {
                         FvecsIds::Generated
                     };
+                    if let Some(n) = quiverdb::vecs::fvecs_count(&path, collection.config().dim) {
+                        collection.reserve(n)?;
+                    }
                     let input =
                         BufReader::new(File::open(&path).map_err(|e| open_error(&path, e))?);
                     import::import_fvecs(&collection, input, batch, ids, progress)

@@ -208,6 +208,10 @@ impl DerivedIndex for FlatIndex {
         Ok(true)
     }
 
+    fn reserve(&mut self, additional: usize) {
+        self.stored.reserve(additional);
+    }
+
     fn internal_ids(&self) -> Vec<InternalId> {
         self.stored.slots.sorted_ids()
     }

@@ -53,6 +53,10 @@ pub trait DerivedIndex: Send + Sync {
     fn load_checkpoint(&mut self, dir: &Path) -> Result<bool>;
     /// Internal ids of every document the index holds, sorted (for integrity checks).
     fn internal_ids(&self) -> Vec<InternalId>;
+    /// Makes room for `additional` more documents ahead of a bulk load (a hint).
+    fn reserve(&mut self, additional: usize) {
+        let _ = additional;
+    }
     /// Checks the index's own invariants (e.g. graph links); one line per problem.
     fn verify(&self) -> Vec<String> {
         Vec::new()

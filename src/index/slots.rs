@@ -37,6 +37,13 @@ impl SlotIds {
         self.ids.capacity() * 4 + self.uuids.capacity() * 16 + self.slot_of.capacity() * 9
     }
 
+    /// Makes room for `additional` more slots.
+    pub fn reserve(&mut self, additional: usize) {
+        self.ids.reserve(additional);
+        self.uuids.reserve(additional);
+        self.slot_of.reserve(additional);
+    }
+
     /// Number of occupied slots.
     pub fn live(&self) -> usize {
         self.live

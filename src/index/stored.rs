@@ -36,6 +36,12 @@ impl StoredVectors {
         self.slots = SlotIds::default();
     }
 
+    /// Makes room for `additional` more vectors.
+    pub fn reserve(&mut self, additional: usize) {
+        self.vectors.reserve_slots(self.vectors.len() + additional);
+        self.slots.reserve(additional);
+    }
+
     /// Appends `vector` for document `id` and returns its slot.
     pub fn push(&mut self, id: InternalId, uuid: Uuid, vector: &[f32]) -> usize {
         self.slots.push(id, uuid);

@@ -25,7 +25,7 @@ use crate::types::{Change, ChangeOp, Document, InternalId, Seq};
 use tables::{CollectionTables, COLLECTIONS, META, META_NEXT_COLLECTION_ID};
 
 /// redb page-cache size.
-const STORE_CACHE_BYTES: usize = 64 << 20;
+const STORE_CACHE_BYTES: usize = 16 << 20;
 
 /// File name of the redb database inside a database directory.
 pub const STORE_FILE: &str = "quiver.redb";

@@ -170,6 +170,13 @@ impl Graph {
         ((-u.ln() * self.level_mult) as usize).min(MAX_LEVEL)
     }
 
+    /// Makes room for `additional` more nodes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.levels.reserve(additional);
+        self.level0.reserve(additional * (self.m_max0 + 1));
+        self.upper.reserve(additional);
+    }
+
     /// Appends an unlinked node of `level`; returns its id. Needs exclusive access.
     pub fn add_node(&mut self, level: usize) -> u32 {
         let level = level.min(MAX_LEVEL);

@@ -400,6 +400,11 @@ impl DerivedIndex for HnswIndex {
         Ok(true)
     }
 
+    fn reserve(&mut self, additional: usize) {
+        self.stored.reserve(additional);
+        self.graph.reserve(additional);
+    }
+
     fn internal_ids(&self) -> Vec<InternalId> {
         self.stored.slots.sorted_ids()
     }
