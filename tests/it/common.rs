@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: a seeded generator and an f64 brute force.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use quiverdb::{Hit, Metric};
 use uuid::Uuid;
@@ -104,4 +104,14 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// The index file `file_name` of the only collection in the database at `db_dir`.
+pub fn index_file(db_dir: &Path, file_name: &str) -> PathBuf {
+    let folders: Vec<PathBuf> = std::fs::read_dir(db_dir.join("collections"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    folders[0].join(file_name)
 }

@@ -26,7 +26,9 @@ use quiverdb::{
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{assert_matches_brute_force, brute_force, copy_dir, distance_f64, Rng};
+use crate::common::{
+    assert_matches_brute_force, brute_force, copy_dir, distance_f64, index_file, Rng,
+};
 
 /// Candidate-list size of the recall checks.
 const EF: usize = 64;
@@ -275,12 +277,7 @@ fn assert_check_ok(db: &Database, ctx: &str) {
 
 /// The HNSW checkpoint file of the only collection in `db_dir`.
 fn hnsw_file(db_dir: &Path) -> PathBuf {
-    let folders: Vec<PathBuf> = std::fs::read_dir(db_dir.join("collections"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(folders.len(), 1, "{folders:?}");
-    folders[0].join("hnsw.qvi")
+    index_file(db_dir, "hnsw.qvi")
 }
 
 // ----- 1. recall -------------------------------------------------------------------------------

@@ -6,17 +6,12 @@ use quiverdb::sync::Recovery;
 use quiverdb::{CollectionConfig, Database, DocumentInput, Metric, SearchRequest};
 use uuid::Uuid;
 
-use crate::common::{assert_matches_brute_force, brute_force, copy_dir, Rng};
+use crate::common::{assert_matches_brute_force, brute_force, copy_dir, index_file, Rng};
 
 const DIM: usize = 8;
 
-fn index_file(db_dir: &Path) -> PathBuf {
-    let folders: Vec<PathBuf> = std::fs::read_dir(db_dir.join("collections"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(folders.len(), 1, "{folders:?}");
-    folders[0].join("flat.qvi")
+fn flat_file(db_dir: &Path) -> PathBuf {
+    index_file(db_dir, "flat.qvi")
 }
 
 fn write_docs(db: &Database, rng: &mut Rng, docs: &mut Vec<(Uuid, Vec<f32>)>, n: usize) {
@@ -101,7 +96,7 @@ fn damaged_or_missing_index_files_are_rebuilt_from_the_store() {
             .unwrap();
         write_docs(&db, &mut rng, &mut docs, 400);
     }
-    let file = index_file(dir.path());
+    let file = flat_file(dir.path());
     let good = std::fs::read(&file).unwrap();
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x10;
@@ -145,12 +140,12 @@ fn a_checkpoint_older_than_the_trimmed_log_is_not_trusted() {
             .unwrap();
         write_docs(&db, &mut rng, &mut docs, 100);
         db.checkpoint().unwrap();
-        let old = std::fs::read(index_file(dir.path())).unwrap();
+        let old = std::fs::read(flat_file(dir.path())).unwrap();
         write_docs(&db, &mut rng, &mut docs, 100);
         db.close().unwrap();
         old
     };
-    std::fs::write(index_file(dir.path()), old).unwrap();
+    std::fs::write(flat_file(dir.path()), old).unwrap();
     let db = Database::open(dir.path()).unwrap();
     let info = db.collection("p").unwrap().info().unwrap();
     assert!(
