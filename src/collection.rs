@@ -227,6 +227,11 @@ impl Collection {
                     if doc.put(w)? && insert_only {
                         return Err(Error::DocumentExists(doc.id));
                     }
+                    if w.bytes_written() > MAX_BATCH_BYTES {
+                        return Err(Error::BatchTooLarge {
+                            detail: format!("more than {MAX_BATCH_BYTES} bytes in one batch"),
+                        });
+                    }
                 }
                 Ok(prepared)
             },
@@ -244,7 +249,6 @@ impl Collection {
                 ),
             });
         }
-        let mut bytes = 0usize;
         let mut prepared = Vec::with_capacity(docs.len());
         for (position, doc) in docs.into_iter().enumerate() {
             let at = |e: Error| match e {
@@ -258,15 +262,6 @@ impl Collection {
             };
             self.validate_document(&doc).map_err(at)?;
             let metadata = metadata_object(doc.metadata)?;
-            bytes += doc.vector.len() * 4
-                + doc.text.as_ref().map_or(0, String::len)
-                + serde_json::to_string(&metadata).map_or(0, |m| m.len())
-                + 64;
-            if bytes > MAX_BATCH_BYTES {
-                return Err(Error::BatchTooLarge {
-                    detail: format!("more than {MAX_BATCH_BYTES} bytes in one batch"),
-                });
-            }
             prepared.push(Prepared {
                 id: doc.id.unwrap_or_else(Uuid::now_v7),
                 vector: doc.vector,

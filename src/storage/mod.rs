@@ -252,6 +252,7 @@ pub struct CollectionWriter<'t> {
     next_internal_id: u64,
     next_seq: u64,
     changes: Vec<Change>,
+    bytes_written: usize,
 }
 
 impl<'t> CollectionWriter<'t> {
@@ -269,6 +270,7 @@ impl<'t> CollectionWriter<'t> {
             next_internal_id,
             next_seq,
             changes: Vec::new(),
+            bytes_written: 0,
         })
     }
 
@@ -310,9 +312,15 @@ impl<'t> CollectionWriter<'t> {
             }
         };
         let record = codec::encode_document(id, vector, metadata, text);
+        self.bytes_written += record.len();
         self.docs.insert(internal, record.as_slice())?;
         self.log(ChangeOp::Upsert, internal)?;
         Ok((internal, existed))
+    }
+
+    /// Bytes of document records written so far in this transaction.
+    pub fn bytes_written(&self) -> usize {
+        self.bytes_written
     }
 
     /// Deletes document `id` and logs the deletion. Returns its internal id if it existed.
