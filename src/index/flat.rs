@@ -198,6 +198,11 @@ impl DerivedIndex for FlatIndex {
         let n = input.read_u64()?;
         input.read(&mut [0u8; 56])?;
         let n = usize::try_from(n).map_err(|_| input.corrupted("absurd vector count"))?;
+        // The payload's exact size is known: check it before allocating for `n` vectors.
+        let per_vector = self.dim as u64 * 4 + 4 + 16;
+        if (n as u64).checked_mul(per_vector) != Some(input.remaining()) {
+            return Err(input.corrupted("payload size does not match its vector count"));
+        }
         let stored = StoredVectors::read(&mut input, n, self.dim)?;
         if stored.slots.live() != n {
             return Err(input.corrupted("a flat index has no vacant slots"));

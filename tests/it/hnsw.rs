@@ -1435,3 +1435,66 @@ fn invalid_hnsw_parameters_and_ef_values_are_rejected() {
     let all = brute_force(Metric::L2, &docs, &query, docs.len());
     assert_matches_brute_force(&response.hits, &all[..3], &all);
 }
+
+// ----- duplicates ----------------------------------------------------------------------------
+
+/// Exact duplicate vectors (the same embedding stored under several ids) must not cut nodes off
+/// the graph: searches still return k hits at the exact distances.
+#[test]
+fn exact_duplicate_vectors_keep_the_graph_connected() {
+    const DISTINCT: usize = 1_500;
+    const COPIES: usize = 3;
+    const DIM: usize = 16;
+    const SEED: u64 = 900;
+    let metric = Metric::L2;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db
+        .create_collection("dups", hnsw_config(DIM, metric))
+        .unwrap();
+    let mut rng = Rng(SEED);
+    let clusters = Clusters::new(&mut rng, 50, DIM);
+    let distinct = clusters.points(&mut rng, DISTINCT);
+    // Copies are inserted far apart in time, so each copy meets a different graph.
+    let mut docs: Docs = Vec::new();
+    for _ in 0..COPIES {
+        for v in &distinct {
+            docs.push((seeded_id(&mut rng), v.clone()));
+        }
+    }
+    fill(&c, &docs);
+    let queries = clusters.points(&mut rng, QUERIES);
+    let mut found = 0usize;
+    for q in &queries {
+        let hits = c
+            .search(&SearchRequest::new(q.clone(), 10).with_ef(EF))
+            .unwrap()
+            .hits;
+        assert_eq!(hits.len(), 10, "seed {SEED}: fewer than k hits");
+        let exact = brute_force(metric, &docs, q, 10);
+        let tenth = exact[9].1;
+        found += hits
+            .iter()
+            .filter(|h| f64::from(h.distance) <= tenth + 1e-4 * tenth.abs().max(1.0))
+            .count();
+    }
+    let recall = found as f64 / (10 * QUERIES) as f64;
+    assert!(
+        recall >= 0.95,
+        "seed {SEED}: recall {recall:.4} with duplicated vectors"
+    );
+    // Queries sitting exactly on a duplicated vector, with the smallest candidate list: a node
+    // whose links collapsed onto its twins would strand the search there with 2-3 hits.
+    let short = distinct
+        .iter()
+        .filter(|v| {
+            let request = SearchRequest::new((*v).clone(), 10).with_ef(10);
+            c.search(&request).unwrap().hits.len() < 10
+        })
+        .count();
+    assert_eq!(
+        short, 0,
+        "seed {SEED}: {short} searches returned fewer than k hits"
+    );
+    assert_check_ok(&db, &format!("seed {SEED}"));
+}

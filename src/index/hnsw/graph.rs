@@ -367,10 +367,12 @@ impl Graph {
                 break;
             }
             let vc = ctx.vectors.vector(c.node as usize);
+            // Prune `c` only if a kept neighbour is strictly closer to it than the base is: with
+            // `<=`, an exact duplicate of the base would prune every other candidate.
             let diverse = kept.iter().all(|k| {
                 ctx.distance
                     .distance(vc, ctx.vectors.vector(k.node as usize))
-                    > c.distance
+                    >= c.distance
             });
             if diverse {
                 kept.push(c);
@@ -395,9 +397,17 @@ impl Graph {
     ) {
         let q = vectors.vector(q_node as usize);
         let level = self.level(q_node as usize);
-        let Some((ep_node, top)) = self.entry().or_else(|| self.become_entry(q_node, level)) else {
+        // As in hnswlib: a node that will rise above the current top level holds the entry lock
+        // for its whole insert, so two such nodes cannot both link below each other's levels.
+        let entry_guard = self.entry_lock.lock();
+        let Some((ep_node, top)) = self.entry() else {
+            self.entry.store(
+                ((level as u64) << 32) | u64::from(q_node),
+                Ordering::Release,
+            );
             return;
         };
+        let entry_guard = (level > top).then_some(entry_guard);
         if ep_node == q_node {
             return;
         }
@@ -441,27 +451,12 @@ impl Graph {
                 self.add_link(&ctx, e, q_node, *lc, &mut links);
             }
         }
-        if level > top {
-            let _guard = self.entry_lock.lock();
-            if self.entry().is_none_or(|(_, current)| level > current) {
-                self.entry.store(
-                    ((level as u64) << 32) | u64::from(q_node),
-                    Ordering::Release,
-                );
-            }
+        if entry_guard.is_some() {
+            self.entry.store(
+                ((level as u64) << 32) | u64::from(q_node),
+                Ordering::Release,
+            );
         }
-    }
-
-    /// Makes `node` the entry point of an empty graph; returns the entry to start from
-    /// otherwise (another node won the race).
-    fn become_entry(&self, node: u32, level: usize) -> Option<(u32, usize)> {
-        let _guard = self.entry_lock.lock();
-        if let Some(entry) = self.entry() {
-            return Some(entry);
-        }
-        self.entry
-            .store(((level as u64) << 32) | u64::from(node), Ordering::Release);
-        None
     }
 
     /// Adds the link `e → q_node` on `level`, shrinking `e`'s list with the heuristic when full.

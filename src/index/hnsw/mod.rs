@@ -235,6 +235,9 @@ impl HnswIndex {
             u64::MAX => None,
             e => Some(((e & 0xffff_ffff) as u32, (e >> 32) as usize)),
         };
+        // Check the smallest size `n` nodes can take before allocating anything for them.
+        let per_node = self.dim as u64 * 4 + 4 + 16 + 1 + 4 * (2 * params.m as u64 + 1);
+        input.ensure_remaining((n as u64).saturating_mul(per_node))?;
         let stored = StoredVectors::read(input, n, self.dim)?;
         input.ensure_remaining(n as u64)?;
         let mut levels = vec![0u8; n];
