@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::config::CollectionConfig;
+use crate::config::{CollectionConfig, IndexConfig};
 use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::query::{Include, SearchRequest};
@@ -176,7 +176,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     }
     let articles = db.create_collection(
         DEMO_COLLECTION,
-        CollectionConfig::new(DEMO_DIM, Metric::Cosine),
+        CollectionConfig::new(DEMO_DIM, Metric::Cosine).with_index(IndexConfig::hnsw()),
     )?;
     let started = Instant::now();
     let docs = demo_documents();
@@ -185,7 +185,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     }
     writeln!(
         out,
-        "created collection {DEMO_COLLECTION:?} ({DEMO_DIM}-D, cosine) and upserted {} documents in 3 transactions ({:.0} ms)\n",
+        "created collection {DEMO_COLLECTION:?} ({DEMO_DIM}-D, cosine, HNSW index) and upserted {} documents in 3 transactions ({:.0} ms)\n",
         articles.count()?,
         started.elapsed().as_secs_f64() * 1e3
     )
