@@ -368,14 +368,17 @@ impl Collection {
         let applied = {
             let docs = views(&value, changes.len());
             let mut index = self.inner.vector_index.write();
-            match sync::apply_committed(index.as_mut(), &changes, &docs) {
-                Ok(()) => {
-                    // Deferred work (e.g. linking graph nodes) runs while searches proceed.
-                    let index = RwLockWriteGuard::downgrade(index);
-                    index.finish_batch()
+            sync::apply_committed(index.as_mut(), &changes, &docs).and_then(|()| {
+                // Deferred work (linking graph nodes, preparing a compaction) runs while
+                // searches proceed; what it prepared is then installed with a brief write lock.
+                let index = RwLockWriteGuard::downgrade(index);
+                index.finish_batch()?;
+                if index.needs_publish() {
+                    drop(index);
+                    self.inner.vector_index.write().publish()?;
                 }
-                Err(e) => Err(e),
-            }
+                Ok(())
+            })
         };
         if let Err(e) = applied {
             // The write is durable; never serve from an index that disagrees with the store.

@@ -32,14 +32,20 @@ pub trait DerivedIndex: Send + Sync {
     /// Applies one change. `doc` is the document's state after the change (`None` if deleted).
     /// Work that can run while searches proceed may be left for [`DerivedIndex::finish_batch`].
     fn apply(&mut self, change: &Change, doc: Option<DocView<'_>>) -> Result<()>;
-    /// Called with exclusive access after the `apply` calls of a batch (e.g. to compact).
-    fn end_batch(&mut self) -> Result<()> {
+    /// Called with shared access after the `apply` calls of a batch, while searches may run:
+    /// does the work `apply` deferred (e.g. linking new graph nodes). When it returns, the index
+    /// reflects every applied change. It may also prepare a replacement of the index's
+    /// structures (e.g. a compacted graph) for [`DerivedIndex::publish`] to install.
+    fn finish_batch(&self) -> Result<()> {
         Ok(())
     }
-    /// Called with shared access after [`DerivedIndex::end_batch`], while searches may run: does
-    /// the work `apply` deferred (e.g. linking new graph nodes). When it returns, the index
-    /// reflects every applied change.
-    fn finish_batch(&self) -> Result<()> {
+    /// Whether `finish_batch` prepared something for [`DerivedIndex::publish`].
+    fn needs_publish(&self) -> bool {
+        false
+    }
+    /// Called with exclusive access when [`DerivedIndex::needs_publish`] says so: installs what
+    /// `finish_batch` prepared (a quick swap, so searches wait only briefly).
+    fn publish(&mut self) -> Result<()> {
         Ok(())
     }
     /// The last change-log sequence number reflected.

@@ -52,9 +52,9 @@ pub enum Recovery {
     },
 }
 
-/// Applies committed `changes` to `index` and ends the batch; `docs[i]` is the document after
-/// `changes[i]` (`None` for a deletion). The caller then runs `finish_batch`, possibly under a
-/// shared lock.
+/// Applies committed `changes` to `index`; `docs[i]` is the document after `changes[i]`
+/// (`None` for a deletion). The caller then runs `finish_batch` under a shared lock, and
+/// `publish` under an exclusive one if the index asks for it.
 pub(crate) fn apply_committed(
     index: &mut dyn DerivedIndex,
     changes: &[Change],
@@ -68,7 +68,16 @@ pub(crate) fn apply_committed(
     for (change, doc) in changes.iter().zip(docs) {
         index.apply(change, *doc)?;
     }
-    index.end_batch()
+    Ok(())
+}
+
+/// Finishes a batch with exclusive access (recovery, rebuilds): deferred work, then publishing.
+fn finish_exclusive(index: &mut dyn DerivedIndex) -> Result<()> {
+    index.finish_batch()?;
+    if index.needs_publish() {
+        index.publish()?;
+    }
+    Ok(())
 }
 
 /// Brings `index` up to date with the store: checkpoint + replay, or rebuild.
@@ -118,8 +127,7 @@ fn replay(index: &mut dyn DerivedIndex, reader: &CollectionReader) -> Result<usi
         let doc = reader.document(change.id)?;
         index.apply(change, doc.as_ref().map(view))?;
     }
-    index.end_batch()?;
-    index.finish_batch()?;
+    finish_exclusive(index)?;
     Ok(changes.len())
 }
 
@@ -135,8 +143,7 @@ pub(crate) fn rebuild(index: &mut dyn DerivedIndex, reader: &CollectionReader) -
         };
         index.apply(&change, Some(view(&doc)))
     })?;
-    index.end_batch()?;
-    index.finish_batch()
+    finish_exclusive(index)
 }
 
 /// A borrowed view of a stored document.

@@ -5,7 +5,8 @@
 //! an unlinked graph node, or vacates a slot (a tombstone: traversed, never returned); then
 //! `finish_batch` (shared access, so searches keep running) links the new nodes, in parallel with
 //! rayon when there are many. Once vacant slots pass [`COMPACT_FRACTION`] of all slots, the index
-//! compacts itself: it rebuilds the graph over the live vectors, so memory stays flat under churn.
+//! compacts itself: `finish_batch` builds a new graph over the live vectors while searches use the
+//! old one, and `publish` swaps it in, so memory stays flat under churn.
 //!
 //! Checkpoint payload (kind version 1), after the container header:
 //! ```text
@@ -55,6 +56,12 @@ pub struct HnswParams {
     pub ef_construction: usize,
 }
 
+/// Vectors and graph rebuilt over the live documents only.
+struct Compacted {
+    stored: StoredVectors,
+    graph: Graph,
+}
+
 /// An HNSW vector index.
 pub struct HnswIndex {
     dim: usize,
@@ -65,6 +72,8 @@ pub struct HnswIndex {
     graph: Graph,
     /// Nodes added by `apply` and not linked yet.
     pending: Mutex<Vec<u32>>,
+    /// A compacted replacement built by `finish_batch`, waiting for `publish`.
+    compacted: Mutex<Option<Compacted>>,
     visited: VisitedPool,
     watermark: Seq,
 }
@@ -85,6 +94,7 @@ impl HnswIndex {
                 seed: instance,
             }),
             pending: Mutex::new(Vec::new()),
+            compacted: Mutex::new(None),
             visited: VisitedPool::default(),
             watermark: 0,
         }
@@ -139,35 +149,48 @@ impl HnswIndex {
         self.stored.slots.slots() - self.stored.slots.live()
     }
 
-    /// Rebuilds the graph over the live vectors only (slots renumbered, memory reclaimed).
-    fn compact(&mut self) {
-        let live: Vec<(InternalId, uuid::Uuid, Vec<f32>)> = (0..self.stored.slots.slots())
-            .filter_map(|slot| {
-                let id = self.stored.slots.id(slot)?;
-                Some((
-                    id,
-                    self.stored.slots.uuid(slot),
-                    self.stored.vectors.get(slot).to_vec(),
-                ))
-            })
-            .collect();
+    /// Whether enough slots are vacant to compact.
+    fn compaction_due(&self) -> bool {
+        let vacant = self.vacant_slots();
+        vacant >= COMPACT_MIN_VACANT
+            && vacant as f64 > COMPACT_FRACTION * self.stored.slots.slots() as f64
+    }
+
+    /// Builds a new graph over the live vectors only (slots renumbered, memory reclaimed) while
+    /// the current one keeps serving searches.
+    fn build_compacted(&self) -> Compacted {
+        let live = self.stored.slots.live();
         log::info!(
-            "compacting the HNSW index: {} live of {} slots",
-            live.len(),
+            "compacting the HNSW index: {live} live of {} slots",
             self.stored.slots.slots()
         );
-        self.clear();
-        self.stored.vectors.reserve_slots(live.len());
-        for (id, uuid, vector) in &live {
-            self.add(*id, *uuid, vector);
+        let mut stored = StoredVectors::new(self.dim);
+        stored.reserve(live);
+        let mut graph = Graph::new(self.graph.params());
+        graph.reserve(live);
+        for slot in 0..self.stored.slots.slots() {
+            if let Some(id) = self.stored.slots.id(slot) {
+                let new_slot = stored.push(
+                    id,
+                    self.stored.slots.uuid(slot),
+                    self.stored.vectors.get(slot),
+                );
+                graph.add_node(graph.draw_level(new_slot));
+            }
         }
-        self.link_pending();
+        (0..live as u32).into_par_iter().for_each(|node| {
+            self.visited.with(live, |v| {
+                graph.insert(&stored.vectors, self.distance, node, v)
+            })
+        });
+        Compacted { stored, graph }
     }
 
     fn clear(&mut self) {
         self.stored.clear();
         self.graph = Graph::new(self.graph.params());
         self.pending.get_mut().clear();
+        *self.compacted.get_mut() = None;
     }
 
     /// Exact scan of every live slot (used when the collection is no larger than `ef`).
@@ -358,18 +381,24 @@ impl DerivedIndex for HnswIndex {
         Ok(())
     }
 
-    fn end_batch(&mut self) -> Result<()> {
-        let vacant = self.vacant_slots();
-        if vacant >= COMPACT_MIN_VACANT
-            && vacant as f64 > COMPACT_FRACTION * self.stored.slots.slots() as f64
-        {
-            self.compact();
+    fn finish_batch(&self) -> Result<()> {
+        self.link_pending();
+        if self.compaction_due() {
+            let compacted = self.build_compacted();
+            *self.compacted.lock() = Some(compacted);
         }
         Ok(())
     }
 
-    fn finish_batch(&self) -> Result<()> {
-        self.link_pending();
+    fn needs_publish(&self) -> bool {
+        self.compacted.lock().is_some()
+    }
+
+    fn publish(&mut self) -> Result<()> {
+        if let Some(Compacted { stored, graph }) = self.compacted.get_mut().take() {
+            self.stored = stored;
+            self.graph = graph;
+        }
         Ok(())
     }
 
