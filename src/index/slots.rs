@@ -89,10 +89,13 @@ impl SlotIds {
         self.uuids[slot] = uuid;
     }
 
-    /// Makes `slot` vacant.
+    /// Makes `slot` vacant. If its document has meanwhile moved to another slot, that mapping
+    /// stays.
     pub fn vacate(&mut self, slot: usize) {
         if let Some(id) = self.id(slot) {
-            self.slot_of.remove(&id);
+            if self.slot_of.get(&id) == Some(&(slot as u32)) {
+                self.slot_of.remove(&id);
+            }
             self.ids[slot] = VACANT;
             self.live -= 1;
         }

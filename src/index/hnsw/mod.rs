@@ -1,5 +1,8 @@
 //! The HNSW index: an in-RAM graph kept in sync with the store.
 //!
+//! Batches are published atomically: searches return only slots below `published`, moved once
+//! the batch's new nodes are linked; replaced versions stay visible until then.
+//!
 //! Vectors live in a cache-line-aligned arena addressed by slot; [`SlotIds`] maps slots to
 //! documents. A change is applied in two steps: `apply` (exclusive access) appends the vector and
 //! an unlinked graph node, or vacates a slot (a tombstone: traversed, never returned); then
@@ -23,7 +26,7 @@ mod graph;
 mod visited;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -74,6 +77,12 @@ pub struct HnswIndex {
     pending: Mutex<Vec<u32>>,
     /// A compacted replacement built by `finish_batch`, waiting for `publish`.
     compacted: Mutex<Option<Compacted>>,
+    /// Searches return only slots below this: a batch's new nodes become visible all at once,
+    /// after they are linked.
+    published: AtomicUsize,
+    /// Slots of documents whose vector the current batch replaced: they keep serving the old
+    /// version until the batch is published, then become vacant.
+    replaced: Vec<usize>,
     visited: VisitedPool,
     watermark: Seq,
 }
@@ -95,6 +104,8 @@ impl HnswIndex {
             }),
             pending: Mutex::new(Vec::new()),
             compacted: Mutex::new(None),
+            published: AtomicUsize::new(0),
+            replaced: Vec::new(),
             visited: VisitedPool::default(),
             watermark: 0,
         }
@@ -116,7 +127,8 @@ impl HnswIndex {
     }
 
     fn is_live(&self, node: u32) -> bool {
-        self.stored.slots.id(node as usize).is_some()
+        (node as usize) < self.published.load(Ordering::Acquire)
+            && self.stored.slots.id(node as usize).is_some()
     }
 
     /// Appends `vector` (prepared) as a new, unlinked node for document `id`.
@@ -169,7 +181,13 @@ impl HnswIndex {
         let mut graph = Graph::new(self.graph.params());
         graph.reserve(live);
         for slot in 0..self.stored.slots.slots() {
-            if let Some(id) = self.stored.slots.id(slot) {
+            // Skip vacant slots, and old versions the current batch replaced.
+            let current = self
+                .stored
+                .slots
+                .id(slot)
+                .filter(|&id| self.stored.slots.slot(id) == Some(slot));
+            if let Some(id) = current {
                 let new_slot = stored.push(
                     id,
                     self.stored.slots.uuid(slot),
@@ -178,8 +196,9 @@ impl HnswIndex {
                 graph.add_node(graph.draw_level(new_slot));
             }
         }
-        (0..live as u32).into_par_iter().for_each(|node| {
-            self.visited.with(live, |v| {
+        let nodes = graph.len();
+        (0..nodes as u32).into_par_iter().for_each(|node| {
+            self.visited.with(nodes, |v| {
                 graph.insert(&stored.vectors, self.distance, node, v)
             })
         });
@@ -191,13 +210,14 @@ impl HnswIndex {
         self.graph = Graph::new(self.graph.params());
         self.pending.get_mut().clear();
         *self.compacted.get_mut() = None;
+        self.published.store(0, Ordering::Release);
+        self.replaced.clear();
     }
 
     /// Exact scan of every live slot (used when the collection is no larger than `ef`).
     fn exact(&self, q: &[f32], k: usize) -> IndexSearch {
-        let top = self
-            .stored
-            .scan(q, 0..self.stored.slots.slots(), k, &self.distance);
+        let published = self.published.load(Ordering::Acquire);
+        let top = self.stored.scan(q, 0..published, k, &self.distance);
         IndexSearch {
             strategy: "hnsw_exact_scan",
             neighbors: top.into_sorted(),
@@ -365,7 +385,8 @@ impl DerivedIndex for HnswIndex {
                         self.stored.slots.set_uuid(slot, doc.id);
                     }
                     Some(slot) => {
-                        self.stored.slots.vacate(slot);
+                        // The old version stays visible until this batch is published.
+                        self.replaced.push(slot);
                         self.add(change.id, doc.id, &vector);
                     }
                     None => self.add(change.id, doc.id, &vector),
@@ -387,18 +408,26 @@ impl DerivedIndex for HnswIndex {
             let compacted = self.build_compacted();
             *self.compacted.lock() = Some(compacted);
         }
+        if !self.needs_publish() {
+            // Nothing to swap: the new nodes become visible at once.
+            self.published.store(self.graph.len(), Ordering::Release);
+        }
         Ok(())
     }
 
     fn needs_publish(&self) -> bool {
-        self.compacted.lock().is_some()
+        !self.replaced.is_empty() || self.compacted.lock().is_some()
     }
 
     fn publish(&mut self) -> Result<()> {
+        for slot in std::mem::take(&mut self.replaced) {
+            self.stored.slots.vacate(slot);
+        }
         if let Some(Compacted { stored, graph }) = self.compacted.get_mut().take() {
             self.stored = stored;
             self.graph = graph;
         }
+        self.published.store(self.graph.len(), Ordering::Release);
         Ok(())
     }
 
@@ -412,6 +441,11 @@ impl DerivedIndex for HnswIndex {
     }
 
     fn checkpoint(&self, dir: &Path) -> Result<Seq> {
+        if !self.replaced.is_empty() {
+            return Err(Error::Internal(
+                "checkpoint of an unpublished HNSW batch".into(),
+            ));
+        }
         self.link_pending();
         let mut out = FileWriter::create(&Self::path(dir), self.header())?;
         self.write_checkpoint(&mut out)?;
@@ -428,6 +462,8 @@ impl DerivedIndex for HnswIndex {
         self.stored = stored;
         self.graph = graph;
         self.pending.get_mut().clear();
+        self.replaced.clear();
+        self.published.store(self.graph.len(), Ordering::Release);
         self.watermark = header.watermark;
         Ok(true)
     }
