@@ -9,7 +9,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use rayon::prelude::*;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::CollectionConfig;
@@ -54,29 +54,10 @@ struct CollectionInner {
     last_checkpoint: Mutex<Instant>,
 }
 
-/// A document prepared for writing: validated, id assigned, metadata as an object.
-struct Prepared {
-    id: Uuid,
-    vector: Vec<f32>,
-    metadata: Map<String, Value>,
-    text: Option<String>,
-}
-
-impl Prepared {
-    fn view(&self) -> DocView<'_> {
-        DocView {
-            id: self.id,
-            vector: &self.vector,
-            metadata: &self.metadata,
-            text: self.text.as_deref(),
-        }
-    }
-
-    fn put(&self, writer: &mut CollectionWriter<'_>) -> Result<bool> {
-        let (_, existed) =
-            writer.put(self.id, &self.vector, &self.metadata, self.text.as_deref())?;
-        Ok(existed)
-    }
+/// Writes a validated document (replacing any with its id); true if one existed.
+fn put_document(writer: &mut CollectionWriter<'_>, doc: &Document) -> Result<bool> {
+    let (_, existed) = writer.put(doc.id, &doc.vector, &doc.metadata, doc.text.as_deref())?;
+    Ok(existed)
 }
 
 /// One page of a scroll.
@@ -224,7 +205,7 @@ impl Collection {
         let written = self.commit(
             move |w| {
                 for doc in &prepared {
-                    if doc.put(w)? && insert_only {
+                    if put_document(w, doc)? && insert_only {
                         return Err(Error::DocumentExists(doc.id));
                     }
                     if w.bytes_written() > MAX_BATCH_BYTES {
@@ -240,7 +221,7 @@ impl Collection {
         Ok(written.iter().map(|p| p.id).collect())
     }
 
-    fn prepare(&self, docs: Vec<DocumentInput>) -> Result<Vec<Prepared>> {
+    fn prepare(&self, docs: Vec<DocumentInput>) -> Result<Vec<Document>> {
         if docs.len() > MAX_BATCH_DOCS {
             return Err(Error::BatchTooLarge {
                 detail: format!(
@@ -262,7 +243,7 @@ impl Collection {
             };
             self.validate_document(&doc).map_err(at)?;
             let metadata = metadata_object(doc.metadata)?;
-            prepared.push(Prepared {
+            prepared.push(Document {
                 id: doc.id.unwrap_or_else(Uuid::now_v7),
                 vector: doc.vector,
                 metadata,
@@ -310,19 +291,13 @@ impl Collection {
         })
     }
 
-    fn update_one(&self, id: Uuid, change: impl FnOnce(&mut Prepared) -> Result<()>) -> Result<()> {
+    fn update_one(&self, id: Uuid, change: impl FnOnce(&mut Document) -> Result<()>) -> Result<()> {
         self.commit(
             |w| {
                 let internal = w.internal_id(&id)?.ok_or(Error::DocumentNotFound(id))?;
-                let doc = w.document(internal)?.ok_or(Error::DocumentNotFound(id))?;
-                let mut doc = Prepared {
-                    id,
-                    vector: doc.vector,
-                    metadata: doc.metadata,
-                    text: doc.text,
-                };
+                let mut doc = w.document(internal)?.ok_or(Error::DocumentNotFound(id))?;
                 change(&mut doc)?;
-                doc.put(w)?;
+                put_document(w, &doc)?;
                 Ok(doc)
             },
             |doc, _| vec![Some(doc.view())],

@@ -121,6 +121,18 @@ pub struct Document {
     pub text: Option<String>,
 }
 
+impl Document {
+    /// A borrowed view of this document, as derived indexes receive it.
+    pub fn view(&self) -> DocView<'_> {
+        DocView {
+            id: self.id,
+            vector: &self.vector,
+            metadata: &self.metadata,
+            text: self.text.as_deref(),
+        }
+    }
+}
+
 /// One search result. Optional fields are filled when the request includes them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hit {

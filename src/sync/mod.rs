@@ -125,7 +125,7 @@ fn replay(index: &mut dyn DerivedIndex, reader: &CollectionReader) -> Result<usi
     for change in &changes {
         // The document's current state decides, whatever the logged op: replay is idempotent.
         let doc = reader.document(change.id)?;
-        index.apply(change, doc.as_ref().map(view))?;
+        index.apply(change, doc.as_ref().map(Document::view))?;
     }
     finish_exclusive(index)?;
     Ok(changes.len())
@@ -141,17 +141,7 @@ pub(crate) fn rebuild(index: &mut dyn DerivedIndex, reader: &CollectionReader) -
             op: ChangeOp::Upsert,
             id,
         };
-        index.apply(&change, Some(view(&doc)))
+        index.apply(&change, Some(doc.view()))
     })?;
     finish_exclusive(index)
-}
-
-/// A borrowed view of a stored document.
-pub(crate) fn view(doc: &Document) -> DocView<'_> {
-    DocView {
-        id: doc.id,
-        vector: &doc.vector,
-        metadata: &doc.metadata,
-        text: doc.text.as_deref(),
-    }
 }
