@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
-use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
-use crate::index::{new_vector_index, VectorIndex};
+use crate::index::{new_vector_index, SearchKnobs, VectorIndex};
 use crate::query::{self, SearchRequest, SearchResponse};
 use crate::storage::{CollectionReader, CollectionRecord, CollectionWriter, Store};
 use crate::sync::{self, CheckpointPolicy, Recovery};
@@ -451,21 +450,42 @@ impl Collection {
                 .validate(self.config())
                 .map_err(|e| Error::InvalidArgument(format!("request {i}: {e}")))?;
         }
-        requests.par_iter().map(|r| self.run_validated(r)).collect()
+        let searches = {
+            let _depth = SearchDepth::enter();
+            let index = self.read_index_for_search();
+            let queries: Vec<&[f32]> = requests.iter().map(|r| r.vector.as_slice()).collect();
+            let ks: Vec<usize> = requests.iter().map(|r| r.k).collect();
+            let knobs: Vec<SearchKnobs> = requests.iter().map(query::knobs).collect();
+            index.search_many(&queries, &ks, &knobs)
+        };
+        let reader = if requests.iter().any(|r| r.include.any()) {
+            Some(self.inner.store.read(self.inner.record.id)?)
+        } else {
+            None
+        };
+        searches
+            .into_iter()
+            .zip(requests)
+            .map(|(search, request)| query::hydrate(search, request.include, reader.as_ref()))
+            .collect()
+    }
+
+    /// The index read lock for a search. A plain read lets a waiting writer go first (no writer
+    /// starvation). But a search may run nested inside another search on the same thread
+    /// (rayon work stealing during a parallel scan): that one must not queue behind the writer,
+    /// which waits for the outer search's lock — it takes a recursive read instead.
+    fn read_index_for_search(&self) -> parking_lot::RwLockReadGuard<'_, Box<dyn VectorIndex>> {
+        if SearchDepth::nested() {
+            self.inner.vector_index.read_recursive()
+        } else {
+            self.inner.vector_index.read()
+        }
     }
 
     fn run_validated(&self, request: &SearchRequest) -> Result<SearchResponse> {
         let search = {
             let _depth = SearchDepth::enter();
-            // A plain read lets a waiting writer go first (no writer starvation). But a search
-            // may run nested inside another search on the same thread (rayon work stealing
-            // during a parallel scan): that one must not queue behind the writer, which waits
-            // for the outer search's lock — it takes a recursive read instead.
-            let index = if SearchDepth::nested() {
-                self.inner.vector_index.read_recursive()
-            } else {
-                self.inner.vector_index.read()
-            };
+            let index = self.read_index_for_search();
             query::execute(request, index.as_ref())
         };
         let reader = if request.include.any() {

@@ -30,6 +30,11 @@ const KIND_VERSION: u16 = 1;
 const FILE_NAME: &str = "flat.qvi";
 /// Scans of at least this many floats are split across threads.
 const PARALLEL_SCAN_FLOATS: usize = 1 << 21;
+/// Batch searches compare this many bytes of vectors (about an L2 cache's worth) with every
+/// query of a group before moving on.
+const SCAN_BLOCK_BYTES: usize = 256 << 10;
+/// Queries answered together by one scan of the vectors.
+const QUERY_GROUP: usize = 16;
 
 /// Exact brute-force vector index.
 pub struct FlatIndex {
@@ -139,6 +144,44 @@ impl VectorIndexRead for FlatIndex {
             examined: n,
             exhaustive: true,
         }
+    }
+
+    /// Scans the vectors once per group of queries instead of once per query: a block of
+    /// vectors is loaded into cache and compared with every query of the group before moving on.
+    fn search_many(
+        &self,
+        queries: &[&[f32]],
+        ks: &[usize],
+        _knobs: &[SearchKnobs],
+    ) -> Vec<IndexSearch> {
+        let prepared: Vec<Option<Vec<f32>>> =
+            queries.iter().map(|q| self.distance.prepare(q)).collect();
+        let n = self.stored.vectors.len();
+        let block = (SCAN_BLOCK_BYTES / (self.dim * 4)).max(1);
+        let groups: Vec<(usize, usize)> = (0..queries.len())
+            .step_by(QUERY_GROUP)
+            .map(|start| (start, (start + QUERY_GROUP).min(queries.len())))
+            .collect();
+        groups
+            .into_par_iter()
+            .flat_map_iter(|(start, end)| {
+                let mut tops: Vec<TopK> = ks[start..end].iter().map(|&k| TopK::new(k)).collect();
+                for first in (0..n).step_by(block) {
+                    let range = first..(first + block).min(n);
+                    for (q, top) in prepared[start..end].iter().zip(&mut tops) {
+                        if let Some(q) = q {
+                            self.stored.scan_into(q, range.clone(), &self.distance, top);
+                        }
+                    }
+                }
+                tops.into_iter().map(move |top| IndexSearch {
+                    strategy: "flat_exact",
+                    neighbors: top.into_sorted(),
+                    examined: n,
+                    exhaustive: true,
+                })
+            })
+            .collect()
     }
 
     fn len(&self) -> usize {

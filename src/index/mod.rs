@@ -13,6 +13,8 @@ mod topk;
 
 use std::path::Path;
 
+use rayon::prelude::*;
+
 use uuid::Uuid;
 
 use crate::config::{CollectionConfig, IndexConfig};
@@ -104,6 +106,21 @@ pub struct SearchKnobs {
 pub trait VectorIndexRead: Send + Sync {
     /// The `k` nearest stored vectors to `query` (already validated for dimension and values).
     fn search(&self, query: &[f32], k: usize, knobs: &SearchKnobs) -> IndexSearch;
+    /// Many searches at once (`ks[i]` neighbours of `queries[i]` with `knobs[i]`); results in
+    /// order. Indexes may share work between the queries; by default they run in parallel.
+    fn search_many(
+        &self,
+        queries: &[&[f32]],
+        ks: &[usize],
+        knobs: &[SearchKnobs],
+    ) -> Vec<IndexSearch> {
+        queries
+            .par_iter()
+            .zip(ks)
+            .zip(knobs)
+            .map(|((q, &k), kn)| self.search(q, k, kn))
+            .collect()
+    }
     /// Number of vectors held.
     fn len(&self) -> usize;
     /// The vector held for `id`, as the index stores it (normalised for cosine).

@@ -57,6 +57,18 @@ impl StoredVectors {
         distance: &MetricDistance,
     ) -> TopK {
         let mut top = TopK::new(k);
+        self.scan_into(q, range, distance, &mut top);
+        top
+    }
+
+    /// Offers every occupied slot of `range` to `top`.
+    pub fn scan_into(
+        &self,
+        q: &[f32],
+        range: Range<usize>,
+        distance: &MetricDistance,
+        top: &mut TopK,
+    ) {
         for slot in range {
             let Some(id) = self.slots.id(slot) else {
                 continue;
@@ -70,7 +82,6 @@ impl StoredVectors {
                 });
             }
         }
-        top
     }
 
     /// The stored vector of document `id`.

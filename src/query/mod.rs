@@ -152,10 +152,14 @@ pub struct SearchResponse {
     pub examined: usize,
 }
 
+/// The index knobs a request sets.
+pub(crate) fn knobs(request: &SearchRequest) -> SearchKnobs {
+    SearchKnobs { ef: request.ef }
+}
+
 /// Runs a validated request against `index`.
 pub(crate) fn execute(request: &SearchRequest, index: &dyn VectorIndexRead) -> IndexSearch {
-    let knobs = SearchKnobs { ef: request.ef };
-    index.search(&request.vector, request.k, &knobs)
+    index.search(&request.vector, request.k, &knobs(request))
 }
 
 /// Turns index neighbours into hits, reading requested fields from `reader`. A hit whose

@@ -188,3 +188,39 @@ fn searches_see_every_acknowledged_write_at_once() {
         .hits
         .is_empty());
 }
+
+#[test]
+fn batch_search_shares_scans_and_stays_exact() {
+    // 40 requests (more than one group of queries) with different k over 5,000 vectors (several
+    // scan blocks), for each metric: every answer equals its own brute force.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    for (i, metric) in [Metric::L2, Metric::Cosine, Metric::Dot]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("b{i}");
+        let docs = fill(&db, &name, metric, 5_000, 48, 20 + i as u64);
+        let collection = db.collection(&name).unwrap();
+        let mut rng = Rng(30 + i as u64);
+        let requests: Vec<SearchRequest> = (0..40)
+            .map(|j| {
+                SearchRequest::new(rng.vector(48), 1 + (j * 7) % 50).with_include(Include {
+                    metadata: j % 2 == 0,
+                    ..Include::default()
+                })
+            })
+            .collect();
+        let responses = collection.search_batch(&requests).unwrap();
+        assert_eq!(responses.len(), requests.len());
+        for (request, response) in requests.iter().zip(&responses) {
+            let all = brute_force(metric, &docs, &request.vector, docs.len());
+            assert_matches_brute_force(&response.hits, &all[..request.k], &all);
+            assert_eq!(
+                response.hits.iter().all(|h| h.metadata.is_some()),
+                request.include.metadata
+            );
+            assert!(response.exhaustive);
+        }
+    }
+}
