@@ -115,3 +115,11 @@ pub fn index_file(db_dir: &Path, file_name: &str) -> PathBuf {
     assert_eq!(folders.len(), 1, "{folders:?}");
     folders[0].join(file_name)
 }
+
+/// Overwrites `file` with `bytes`, or deletes it for `None` (damage for recovery tests).
+pub fn replace_file(file: &Path, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => std::fs::write(file, bytes).unwrap(),
+        None => std::fs::remove_file(file).unwrap(),
+    }
+}

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::common::{
-    assert_matches_brute_force, brute_force, copy_dir, distance_f64, index_file, Rng,
+    assert_matches_brute_force, brute_force, copy_dir, distance_f64, index_file, replace_file, Rng,
 };
 
 /// Candidate-list size of the recall checks.
@@ -526,10 +526,7 @@ fn reload_gives_identical_results_and_damaged_checkpoints_are_rebuilt() {
         ("missing", None),
     ];
     for (what, bytes) in damages {
-        match bytes {
-            Some(bytes) => std::fs::write(&file, bytes).unwrap(),
-            None => std::fs::remove_file(&file).unwrap(),
-        }
+        replace_file(&file, bytes.as_deref());
         let ctx = format!("seed {SEED}, checkpoint {what}");
         {
             let db = Database::open(dir.path()).unwrap();

@@ -6,7 +6,9 @@ use quiverdb::sync::Recovery;
 use quiverdb::{CollectionConfig, Database, DocumentInput, Metric, SearchRequest};
 use uuid::Uuid;
 
-use crate::common::{assert_matches_brute_force, brute_force, copy_dir, index_file, Rng};
+use crate::common::{
+    assert_matches_brute_force, brute_force, copy_dir, index_file, replace_file, Rng,
+};
 
 const DIM: usize = 8;
 
@@ -108,10 +110,7 @@ fn damaged_or_missing_index_files_are_rebuilt_from_the_store() {
         ("missing", None),
     ];
     for (what, bytes) in damages {
-        match bytes {
-            Some(bytes) => std::fs::write(&file, bytes).unwrap(),
-            None => std::fs::remove_file(&file).unwrap(),
-        }
+        replace_file(&file, bytes.as_deref());
         let db = Database::open(dir.path()).unwrap();
         let info = db.collection("p").unwrap().info().unwrap();
         assert!(
