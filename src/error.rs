@@ -43,6 +43,14 @@ pub enum Error {
     /// Metadata is not a JSON object, or a patch is malformed.
     #[error("invalid metadata: {0}")]
     InvalidMetadata(String),
+    /// A filter is malformed: unknown operator, wrong operand type, bad path, too deep.
+    #[error("invalid filter at {location}: {message}")]
+    InvalidFilter {
+        /// Where in the filter, e.g. `filter.$or[1].tag.$in`.
+        location: String,
+        /// What is wrong there.
+        message: String,
+    },
     /// A batch holds more documents or bytes than one transaction accepts.
     #[error("batch too large: {detail}")]
     BatchTooLarge {
@@ -105,6 +113,7 @@ impl Error {
                 | Error::DimensionMismatch { .. }
                 | Error::InvalidVector(_)
                 | Error::InvalidMetadata(_)
+                | Error::InvalidFilter { .. }
                 | Error::BatchTooLarge { .. }
                 | Error::CollectionNotFound(_)
                 | Error::CollectionExists(_)
@@ -123,6 +132,7 @@ impl Error {
             Error::DimensionMismatch { .. } => "dimension_mismatch",
             Error::InvalidVector(_) => "invalid_vector",
             Error::InvalidMetadata(_) => "invalid_metadata",
+            Error::InvalidFilter { .. } => "invalid_filter",
             Error::BatchTooLarge { .. } => "batch_too_large",
             Error::CollectionNotFound(_) => "collection_not_found",
             Error::CollectionExists(_) => "collection_exists",
