@@ -7,19 +7,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
+use rayon::prelude::*;
+use roaring::RoaringBitmap;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::CollectionConfig;
+use crate::config::{CollectionConfig, PayloadField};
 use crate::error::{Error, Result};
+use crate::filter::{FieldPath, Filter};
 use crate::index::{new_vector_index, SearchKnobs, VectorIndex};
+use crate::payload::{PayloadIndex, PayloadSchema};
 use crate::query::{self, SearchRequest, SearchResponse};
-use crate::storage::{CollectionReader, CollectionRecord, CollectionWriter, Store};
+use crate::storage::{
+    CollectionReader, CollectionRecord, CollectionWriter, Committed, MetadataSource, Store,
+};
 use crate::sync::{self, CheckpointPolicy, Recovery};
 use crate::types::{
-    merge_patch, metadata_object, validate_metadata, validate_vector_for, DocView, Document,
-    DocumentInput,
+    merge_patch, metadata_object, validate_metadata, validate_vector_for, ChangeOp, DocView,
+    Document, DocumentInput,
 };
 
 /// Most documents one write call (one transaction) accepts.
@@ -36,7 +42,13 @@ pub struct Collection {
 }
 
 struct CollectionInner {
+    /// As registered at open; its `config` may lack payload fields added since (see `config`).
     record: CollectionRecord,
+    /// The current configuration.
+    config: RwLock<Arc<CollectionConfig>>,
+    /// Payload indexes: the schema writes follow and the bitmaps filters read. Changed only
+    /// under `write_lock`, right after the transaction that changed the rows commits.
+    payload: RwLock<Payload>,
     store: Arc<Store>,
     /// Folder of the derived index files.
     dir: PathBuf,
@@ -51,6 +63,39 @@ struct CollectionInner {
     /// Changes applied since the last checkpoint.
     dirty_changes: AtomicU64,
     last_checkpoint: Mutex<Instant>,
+}
+
+/// The payload indexes of a collection.
+struct Payload {
+    schema: PayloadSchema,
+    index: PayloadIndex,
+}
+
+impl Payload {
+    /// Loads the payload indexes of a collection from its rows in the store.
+    fn load(config: &CollectionConfig, reader: Option<&CollectionReader>) -> Result<Payload> {
+        let schema = PayloadSchema::new(&config.payload_fields);
+        let mut index = PayloadIndex::new(&schema);
+        if let Some(reader) = reader {
+            reader.for_each_internal_id(|id| index.set_live(id, true))?;
+            reader.for_each_payload_row(|field, key, id| {
+                index.apply_row(field, key, id, true);
+                Ok(())
+            })?;
+        }
+        Ok(Payload { schema, index })
+    }
+
+    /// Brings the bitmaps in line with a committed transaction.
+    fn apply(&mut self, committed: &Committed) {
+        for change in &committed.changes {
+            self.index
+                .set_live(change.id, change.op == ChangeOp::Upsert);
+        }
+        for row in &committed.rows {
+            self.index.apply_row(row.field, &row.key, row.id, row.added);
+        }
+    }
 }
 
 /// Writes a validated document (replacing any with its id); true if one existed.
@@ -83,6 +128,8 @@ pub struct CollectionInfo {
     pub changelog_entries: u64,
     /// Status of the vector index.
     pub vector_index: IndexStatus,
+    /// Approximate bytes of memory the payload-index bitmaps hold.
+    pub payload_index_bytes: usize,
 }
 
 /// The state of one derived index.
@@ -110,13 +157,14 @@ impl Collection {
     ) -> Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut index = new_vector_index(&record.config, record.instance);
-        let recovery = if created {
+        let (recovery, payload) = if created {
             // An empty checkpoint, so that the next open loads instead of rebuilding.
             index.checkpoint(&dir)?;
-            Recovery::Created
+            (Recovery::Created, Payload::load(&record.config, None)?)
         } else {
             let reader = store.read(record.id)?;
-            sync::recover(index.as_mut(), &dir, &reader)?
+            let payload = Payload::load(&record.config, Some(&reader))?;
+            (sync::recover(index.as_mut(), &dir, &reader)?, payload)
         };
         // Replayed changes are not in the checkpoint yet: count them as pending.
         let replayed = match recovery {
@@ -125,6 +173,8 @@ impl Collection {
         };
         Ok(Collection {
             inner: Arc::new(CollectionInner {
+                config: RwLock::new(Arc::new(record.config.clone())),
+                payload: RwLock::new(payload),
                 record,
                 store,
                 dir,
@@ -144,9 +194,9 @@ impl Collection {
         &self.inner.record.name
     }
 
-    /// The collection's configuration.
-    pub fn config(&self) -> &CollectionConfig {
-        &self.inner.record.config
+    /// The collection's configuration (payload indexes added later included).
+    pub fn config(&self) -> Arc<CollectionConfig> {
+        self.inner.config.read().clone()
     }
 
     /// A new, empty vector index of this collection (e.g. to verify a checkpoint file).
@@ -264,7 +314,7 @@ impl Collection {
     /// Checks a document against the collection (dimension, finite values, metadata object)
     /// without writing it.
     pub fn validate_document(&self, doc: &DocumentInput) -> Result<()> {
-        let config = self.config();
+        let config = &self.inner.record.config;
         validate_vector_for(&doc.vector, config.dim, config.metric)?;
         validate_metadata(&doc.metadata)
     }
@@ -282,7 +332,7 @@ impl Collection {
 
     /// Replaces the vector of `id`.
     pub fn update_vector(&self, id: Uuid, vector: Vec<f32>) -> Result<()> {
-        let config = self.config();
+        let config = &self.inner.record.config;
         validate_vector_for(&vector, config.dim, config.metric)?;
         self.update_one(id, move |doc| {
             doc.vector = vector;
@@ -325,6 +375,55 @@ impl Collection {
         Ok(deleted)
     }
 
+    /// Deletes every document matching `filter`, in one transaction; returns how many.
+    pub fn delete_where(&self, filter: &Filter) -> Result<usize> {
+        filter.validate()?;
+        self.commit(
+            |w| {
+                // Under the writer lock the bitmaps describe exactly what this transaction sees.
+                let candidates = self.inner.payload.read().index.candidates(filter);
+                let ids = query::resolve(candidates, filter, &*w)?;
+                for id in &ids {
+                    w.remove_internal(id)?;
+                }
+                Ok(ids.len() as usize)
+            },
+            |_, changes| vec![None; changes],
+        )
+    }
+
+    /// Adds a payload index on an existing collection: its rows are written for every document
+    /// in one transaction (writes wait meanwhile; searches go on), then filters use it.
+    pub fn create_payload_index(&self, field: PayloadField) -> Result<()> {
+        let _writer = self.inner.write_lock.lock();
+        self.ensure_live()?;
+        let mut config = (*self.config()).clone();
+        config.payload_fields.push(field.clone());
+        config.validate()?;
+        let schema = PayloadSchema::new(&config.payload_fields);
+        let number = u16::try_from(config.payload_fields.len() - 1)
+            .map_err(|_| Error::InvalidConfig("too many payload fields".into()))?;
+        let record = CollectionRecord {
+            config: config.clone(),
+            ..self.inner.record.clone()
+        };
+        let rows = self
+            .inner
+            .store
+            .add_payload_field(&record, &schema, number)?;
+        let mut payload = self.inner.payload.write();
+        payload.schema = schema;
+        payload
+            .index
+            .add_field(FieldPath::trusted(&field.path), field.kind);
+        payload.apply(&Committed {
+            changes: Vec::new(),
+            rows,
+        });
+        *self.inner.config.write() = Arc::new(config);
+        Ok(())
+    }
+
     /// Runs `write` in one transaction under the writer lock, then applies the committed
     /// changes to every index. `views(value, n)` gives the document after each of the `n`
     /// changes (`None` for a deletion).
@@ -335,7 +434,13 @@ impl Collection {
     ) -> Result<T> {
         let _writer = self.inner.write_lock.lock();
         self.ensure_live()?;
-        let (value, changes) = self.inner.store.write(self.inner.record.id, write)?;
+        let schema = self.inner.payload.read().schema.clone();
+        let (value, committed) = self
+            .inner
+            .store
+            .write(self.inner.record.id, &schema, write)?;
+        self.inner.payload.write().apply(&committed);
+        let changes = committed.changes;
         if changes.is_empty() {
             return Ok(value);
         }
@@ -405,9 +510,35 @@ impl Collection {
         self.inner.store.read(self.inner.record.id)?.count()
     }
 
+    /// Number of documents matching `filter`.
+    pub fn count_where(&self, filter: &Filter) -> Result<u64> {
+        self.ensure_live()?;
+        filter.validate()?;
+        let reader = self.inner.store.read(self.inner.record.id)?;
+        Ok(self.matching_ids(filter, &reader)?.len())
+    }
+
+    /// Internal ids of the documents matching `filter` (checked), as of `docs`.
+    fn matching_ids(&self, filter: &Filter, docs: &dyn MetadataSource) -> Result<RoaringBitmap> {
+        let candidates = self.inner.payload.read().index.candidates(filter);
+        query::resolve(candidates, filter, docs)
+    }
+
     /// Up to `limit` documents in id order after `cursor` (from a previous page).
     pub fn scroll(&self, limit: usize, cursor: Option<&str>) -> Result<ScrollPage> {
+        self.scroll_where(&Filter::all(), limit, cursor)
+    }
+
+    /// Up to `limit` documents matching `filter`, in id order after `cursor` (from a previous
+    /// page of the same filter).
+    pub fn scroll_where(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<ScrollPage> {
         self.ensure_live()?;
+        filter.validate()?;
         if limit == 0 || limit > MAX_SCROLL_LIMIT {
             return Err(Error::InvalidArgument(format!(
                 "limit must be in 1..={MAX_SCROLL_LIMIT}, got {limit}"
@@ -419,11 +550,13 @@ impl Collection {
                     .map_err(|_| Error::InvalidArgument(format!("invalid scroll cursor {c:?}")))
             })
             .transpose()?;
-        let documents = self
-            .inner
-            .store
-            .read(self.inner.record.id)?
-            .scroll(after, limit)?;
+        let reader = self.inner.store.read(self.inner.record.id)?;
+        let documents = if filter.is_match_all() {
+            reader.scroll_where(after, limit, |_| true)?
+        } else {
+            let ids = self.matching_ids(filter, &reader)?;
+            reader.scroll_where(after, limit, |id| ids.contains(id))?
+        };
         let next_cursor = (documents.len() == limit)
             .then(|| documents.last().map(|d| d.id.to_string()))
             .flatten();
@@ -437,7 +570,7 @@ impl Collection {
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
         self.ensure_live()?;
         self.ensure_index_sound()?;
-        request.validate(self.config())?;
+        request.validate(&self.inner.record.config)?;
         self.run_validated(request)
     }
 
@@ -447,8 +580,14 @@ impl Collection {
         self.ensure_index_sound()?;
         for (i, request) in requests.iter().enumerate() {
             request
-                .validate(self.config())
+                .validate(&self.inner.record.config)
                 .map_err(|e| Error::InvalidArgument(format!("request {i}: {e}")))?;
+        }
+        if requests.iter().any(|r| r.filter.is_some()) {
+            return requests
+                .par_iter()
+                .map(|request| self.run_validated(request))
+                .collect();
         }
         let searches = {
             let _depth = SearchDepth::enter();
@@ -483,27 +622,41 @@ impl Collection {
     }
 
     fn run_validated(&self, request: &SearchRequest) -> Result<SearchResponse> {
-        let search = {
-            let _depth = SearchDepth::enter();
-            let index = self.read_index_for_search();
-            query::execute(request, index.as_ref())
-        };
-        let reader = if request.include.any() {
+        let filter = request.filter.as_ref().filter(|f| !f.is_match_all());
+        let reader = if request.include.any() || filter.is_some() {
             Some(self.inner.store.read(self.inner.record.id)?)
         } else {
             None
         };
-        query::hydrate(search, request.include, reader.as_ref())
+        let allowed = match (filter, &reader) {
+            (Some(filter), Some(reader)) => Some(self.matching_ids(filter, reader)?),
+            _ => None,
+        };
+        let search = {
+            let _depth = SearchDepth::enter();
+            let index = self.read_index_for_search();
+            match &allowed {
+                Some(ids) => {
+                    index.search_filtered(&request.vector, request.k, &query::knobs(request), ids)
+                }
+                None => query::execute(request, index.as_ref()),
+            }
+        };
+        let mut response = query::hydrate(search, request.include, reader.as_ref())?;
+        response.filter_matches = allowed.map(|ids| ids.len());
+        Ok(response)
     }
 
     /// Configuration, size and index status.
     pub fn info(&self) -> Result<CollectionInfo> {
         self.ensure_live()?;
         let reader = self.inner.store.read(self.inner.record.id)?;
+        let payload_index_bytes = self.inner.payload.read().index.memory_bytes();
         let index = self.inner.vector_index.read();
         Ok(CollectionInfo {
             name: self.name().to_string(),
-            config: self.config().clone(),
+            config: (*self.config()).clone(),
+            payload_index_bytes,
             count: reader.count()?,
             last_seq: reader.last_seq()?,
             changelog_entries: reader.changelog_len()?,
@@ -601,7 +754,7 @@ impl std::fmt::Debug for Collection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Collection")
             .field("name", &self.name())
-            .field("config", self.config())
+            .field("config", &self.config())
             .finish()
     }
 }

@@ -212,6 +212,12 @@ impl CollectionConfig {
                 self.dim
             )));
         }
+        if self.payload_fields.len() > MAX_PAYLOAD_FIELDS {
+            return Err(Error::InvalidConfig(format!(
+                "at most {MAX_PAYLOAD_FIELDS} payload indexes per collection, got {}",
+                self.payload_fields.len()
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
         for field in &self.payload_fields {
             validate_field_path(&field.path)?;
@@ -225,6 +231,9 @@ impl CollectionConfig {
         Ok(())
     }
 }
+
+/// Most payload indexes one collection may declare.
+pub const MAX_PAYLOAD_FIELDS: usize = 64;
 
 /// Longest accepted collection name.
 pub const MAX_NAME_LEN: usize = 64;

@@ -31,6 +31,7 @@ pub mod error;
 pub mod filter;
 pub mod import;
 pub mod index;
+pub mod payload;
 pub mod query;
 mod storage;
 pub mod sync;

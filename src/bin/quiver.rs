@@ -359,7 +359,7 @@ fn run(cli: Cli) -> CliResult {
                     if k.is_some() || ef.is_some() || !include.is_empty() {
                         return Err("--k, --ef and --include apply to --vector; with --requests, put them in each request line".into());
                     }
-                    let requests = read_requests(&path, collection.config())?;
+                    let requests = read_requests(&path, &collection.config())?;
                     for response in collection.search_batch(&requests)? {
                         serde_json::to_writer(&mut out, &response)?;
                         writeln!(out)?;

@@ -86,7 +86,7 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 }
 
 /// Numeric order: exact when both are integers, as `f64` otherwise.
-pub(crate) fn compare_numbers(a: &Number, b: &Number) -> Option<Ordering> {
+fn compare_numbers(a: &Number, b: &Number) -> Option<Ordering> {
     match (as_integer(a), as_integer(b)) {
         (Some(x), Some(y)) => Some(x.cmp(&y)),
         _ => a.as_f64()?.partial_cmp(&b.as_f64()?),

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-pub(crate) use eval::{compare_numbers, values_of};
+pub(crate) use eval::values_of;
 
 /// Deepest nesting of `$and` / `$or` / `$not` and nested conditions a filter may have.
 pub const MAX_FILTER_DEPTH: usize = 32;
@@ -83,6 +83,13 @@ impl FieldPath {
         Ok(FieldPath {
             text: text.to_string(),
         })
+    }
+
+    /// A path known to be valid (a declared payload field, checked by the collection config).
+    pub(crate) fn trusted(text: &str) -> FieldPath {
+        FieldPath {
+            text: text.to_string(),
+        }
     }
 
     /// The path as written.
@@ -206,6 +213,12 @@ impl Filter {
     /// Whether a document with this metadata matches.
     pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
         eval::matches(self, metadata)
+    }
+
+    /// Checks a filter made with the builder as the parser would (paths, operand types,
+    /// depth); parsed filters always pass.
+    pub fn validate(&self) -> Result<()> {
+        parse::parse_filter(&self.to_json()).map(|_| ())
     }
 
     /// Whether the filter matches every document (`{}`).

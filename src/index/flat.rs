@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use roaring::RoaringBitmap;
 use uuid::Uuid;
 
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
@@ -35,6 +36,9 @@ const PARALLEL_SCAN_FLOATS: usize = 1 << 21;
 const SCAN_BLOCK_BYTES: usize = 256 << 10;
 /// Queries answered together by one scan of the vectors.
 const QUERY_GROUP: usize = 16;
+/// A filtered search looks its matches up one by one when they are fewer than one in this many
+/// vectors (a lookup costs a hash probe and a cache miss); otherwise it scans everything.
+const LOOKUP_SCAN_RATIO: u64 = 8;
 
 /// Exact brute-force vector index.
 pub struct FlatIndex {
@@ -107,6 +111,37 @@ impl FlatIndex {
     }
 }
 
+impl FlatIndex {
+    /// The `k` nearest of the documents passing `keep`, by a scan of every slot (split across
+    /// threads for large collections).
+    fn scan_all(&self, query: &[f32], k: usize, keep: impl Fn(InternalId) -> bool + Sync) -> TopK {
+        let n = self.stored.vectors.len();
+        if n * self.dim < PARALLEL_SCAN_FLOATS {
+            let mut top = TopK::new(k);
+            self.stored
+                .scan_where(query, 0..n, &self.distance, &mut top, keep);
+            return top;
+        }
+        let chunk = (PARALLEL_SCAN_FLOATS / self.dim).max(1);
+        (0..n.div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let mut top = TopK::new(k);
+                let range = c * chunk..((c + 1) * chunk).min(n);
+                self.stored
+                    .scan_where(query, range, &self.distance, &mut top, &keep);
+                top
+            })
+            .reduce(
+                || TopK::new(k),
+                |mut a, b| {
+                    a.merge(b);
+                    a
+                },
+            )
+    }
+}
+
 impl VectorIndexRead for FlatIndex {
     fn search(&self, query: &[f32], k: usize, _knobs: &SearchKnobs) -> IndexSearch {
         let Some(query) = self.distance.prepare(query) else {
@@ -115,33 +150,44 @@ impl VectorIndexRead for FlatIndex {
                 ..IndexSearch::default()
             };
         };
-        let n = self.stored.vectors.len();
-        let top = if n * self.dim >= PARALLEL_SCAN_FLOATS {
-            let chunk = (PARALLEL_SCAN_FLOATS / self.dim).max(1);
-            (0..n.div_ceil(chunk))
-                .into_par_iter()
-                .map(|c| {
-                    self.stored.scan(
-                        &query,
-                        c * chunk..((c + 1) * chunk).min(n),
-                        k,
-                        &self.distance,
-                    )
-                })
-                .reduce(
-                    || TopK::new(k),
-                    |mut a, b| {
-                        a.merge(b);
-                        a
-                    },
-                )
-        } else {
-            self.stored.scan(&query, 0..n, k, &self.distance)
-        };
         IndexSearch {
             strategy: "flat_exact",
+            neighbors: self.scan_all(&query, k, |_| true).into_sorted(),
+            examined: self.stored.vectors.len(),
+            exhaustive: true,
+        }
+    }
+
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        _knobs: &SearchKnobs,
+        allowed: &RoaringBitmap,
+    ) -> IndexSearch {
+        let Some(query) = self.distance.prepare(query) else {
+            return IndexSearch {
+                strategy: "flat_exact_filtered",
+                ..IndexSearch::default()
+            };
+        };
+        // Few matches: look each one up; many: one pass over the arena, in memory order.
+        let (top, examined) =
+            if allowed.len() * LOOKUP_SCAN_RATIO < self.stored.vectors.len() as u64 {
+                let top = self
+                    .stored
+                    .scan_ids(&query, allowed, k, &self.distance, |id| {
+                        self.stored.slots.slot(id)
+                    });
+                (top, allowed.len() as usize)
+            } else {
+                let top = self.scan_all(&query, k, |id| allowed.contains(id));
+                (top, self.stored.vectors.len())
+            };
+        IndexSearch {
+            strategy: "flat_exact_filtered",
             neighbors: top.into_sorted(),
-            examined: n,
+            examined,
             exhaustive: true,
         }
     }

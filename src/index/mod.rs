@@ -14,7 +14,7 @@ mod topk;
 use std::path::Path;
 
 use rayon::prelude::*;
-
+use roaring::RoaringBitmap;
 use uuid::Uuid;
 
 use crate::config::{CollectionConfig, IndexConfig};
@@ -121,6 +121,16 @@ pub trait VectorIndexRead: Send + Sync {
             .map(|((q, &k), kn)| self.search(q, k, kn))
             .collect()
     }
+    /// The `k` nearest stored vectors to `query` among the documents in `allowed` (internal
+    /// ids). Returns `min(k, matches)` hits whenever `matches` allowed documents are indexed;
+    /// the result says which strategy ran and whether it is exact.
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: &SearchKnobs,
+        allowed: &RoaringBitmap,
+    ) -> IndexSearch;
     /// Number of vectors held.
     fn len(&self) -> usize;
     /// The vector held for `id`, as the index stores it (normalised for cosine).

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use roaring::RoaringBitmap;
 use uuid::Uuid;
 
 use super::file::{self, FileReader, FileWriter};
@@ -69,18 +70,60 @@ impl StoredVectors {
         distance: &MetricDistance,
         top: &mut TopK,
     ) {
+        self.scan_where(q, range, distance, top, |_| true);
+    }
+
+    /// Offers every occupied slot of `range` whose document passes `keep` to `top`.
+    pub fn scan_where(
+        &self,
+        q: &[f32],
+        range: Range<usize>,
+        distance: &MetricDistance,
+        top: &mut TopK,
+        keep: impl Fn(InternalId) -> bool,
+    ) {
         for slot in range {
-            let Some(id) = self.slots.id(slot) else {
-                continue;
-            };
-            let d = distance.distance(q, self.vectors.get(slot));
-            if d.total_cmp(&top.threshold()).is_le() {
-                top.push(Neighbor {
-                    id,
-                    uuid: self.slots.uuid(slot),
-                    distance: d,
-                });
+            match self.slots.id(slot) {
+                Some(id) if keep(id) => self.offer(q, slot, id, distance, top),
+                _ => {}
             }
+        }
+    }
+
+    /// The `k` nearest of documents `ids`, each looked up with `slot_of` (which may hide some).
+    pub fn scan_ids(
+        &self,
+        q: &[f32],
+        ids: &RoaringBitmap,
+        k: usize,
+        distance: &MetricDistance,
+        slot_of: impl Fn(InternalId) -> Option<usize>,
+    ) -> TopK {
+        let mut top = TopK::new(k);
+        for id in ids {
+            if let Some(slot) = slot_of(id) {
+                self.offer(q, slot, id, distance, &mut top);
+            }
+        }
+        top
+    }
+
+    #[inline]
+    fn offer(
+        &self,
+        q: &[f32],
+        slot: usize,
+        id: InternalId,
+        distance: &MetricDistance,
+        top: &mut TopK,
+    ) {
+        let d = distance.distance(q, self.vectors.get(slot));
+        if d.total_cmp(&top.threshold()).is_le() {
+            top.push(Neighbor {
+                id,
+                uuid: self.slots.uuid(slot),
+                distance: d,
+            });
         }
     }
 

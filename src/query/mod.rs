@@ -1,13 +1,18 @@
 //! The read path: search requests, their validation, execution against a vector index, and the
 //! hydration of hits with stored fields.
 
+mod filtered;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::index::{IndexSearch, SearchKnobs, VectorIndexRead};
 use crate::storage::CollectionReader;
 use crate::types::{validate_vector_for, Hit};
+
+pub(crate) use filtered::resolve;
 
 /// Largest `k` a search accepts.
 pub const MAX_K: usize = 10_000;
@@ -95,6 +100,9 @@ pub struct SearchRequest {
     /// HNSW: size of the candidate list (higher = better recall, slower); at least `k` is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ef: Option<usize>,
+    /// Only documents whose metadata matches this filter are returned (`docs/filters.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
 }
 
 impl SearchRequest {
@@ -105,7 +113,14 @@ impl SearchRequest {
             k,
             include: Include::default(),
             ef: None,
+            filter: None,
         }
+    }
+
+    /// Restricts the search to documents matching `filter`.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     /// Sets the stored fields returned with each hit.
@@ -135,6 +150,9 @@ impl SearchRequest {
                 )));
             }
         }
+        if let Some(filter) = &self.filter {
+            filter.validate()?;
+        }
         validate_vector_for(&self.vector, config.dim, config.metric)
     }
 }
@@ -150,6 +168,9 @@ pub struct SearchResponse {
     pub exhaustive: bool,
     /// How many vectors had their distance computed.
     pub examined: usize,
+    /// With a filter: how many documents match it (so fewer hits than `k` are explained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_matches: Option<u64>,
 }
 
 /// The index knobs a request sets.
@@ -196,6 +217,7 @@ pub(crate) fn hydrate(
         strategy: search.strategy.to_string(),
         exhaustive: search.exhaustive,
         examined: search.examined,
+        filter_matches: None,
     })
 }
 

@@ -9,6 +9,7 @@
 //! u8  has_text (0 | 1), then if 1: u32 length + UTF-8 text
 //! ```
 //! Change entry: `u8 op (1 = upsert, 2 = delete)`, `u32 internal id`.
+//! Payload row: see [`encode_payload_row`].
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -83,8 +84,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a document record, or says what is wrong with it.
-pub fn decode_document(bytes: &[u8]) -> Result<Document, String> {
+/// The fields of a document record, not yet decoded.
+struct RecordParts<'a> {
+    id: Uuid,
+    raw_vector: &'a [u8],
+    metadata_json: &'a [u8],
+    text: Option<&'a str>,
+}
+
+/// Splits a document record into its fields, checking its framing.
+fn split_record(bytes: &[u8]) -> Result<RecordParts<'_>, String> {
     let mut r = Reader { bytes };
     let version = r.u8()?;
     if version != RECORD_VERSION {
@@ -92,31 +101,72 @@ pub fn decode_document(bytes: &[u8]) -> Result<Document, String> {
     }
     let id = Uuid::from_slice(r.take(16)?).map_err(|e| e.to_string())?;
     let dim = r.u32()? as usize;
-    let raw = r.take(dim.checked_mul(4).ok_or("dimension overflows")?)?;
-    let vector = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let metadata: Map<String, Value> =
-        serde_json::from_slice(r.len_prefixed()?).map_err(|e| format!("metadata: {e}"))?;
+    let raw_vector = r.take(dim.checked_mul(4).ok_or("dimension overflows")?)?;
+    let metadata_json = r.len_prefixed()?;
     let text = match r.u8()? {
         0 => None,
-        1 => Some(
-            std::str::from_utf8(r.len_prefixed()?)
-                .map_err(|e| format!("text: {e}"))?
-                .to_string(),
-        ),
+        1 => Some(std::str::from_utf8(r.len_prefixed()?).map_err(|e| format!("text: {e}"))?),
         other => return Err(format!("bad text flag {other}")),
     };
     if !r.bytes.is_empty() {
         return Err(format!("{} trailing bytes after record", r.bytes.len()));
     }
-    Ok(Document {
+    Ok(RecordParts {
         id,
-        vector,
-        metadata,
+        raw_vector,
+        metadata_json,
         text,
     })
+}
+
+fn parse_metadata(json: &[u8]) -> Result<Map<String, Value>, String> {
+    serde_json::from_slice(json).map_err(|e| format!("metadata: {e}"))
+}
+
+/// Decodes a document record, or says what is wrong with it.
+pub fn decode_document(bytes: &[u8]) -> Result<Document, String> {
+    let parts = split_record(bytes)?;
+    Ok(Document {
+        id: parts.id,
+        vector: parts
+            .raw_vector
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        metadata: parse_metadata(parts.metadata_json)?,
+        text: parts.text.map(str::to_string),
+    })
+}
+
+/// Decodes only the id and the metadata of a document record (filters need nothing else).
+pub fn decode_metadata(bytes: &[u8]) -> Result<(Uuid, Map<String, Value>), String> {
+    let parts = split_record(bytes)?;
+    Ok((parts.id, parse_metadata(parts.metadata_json)?))
+}
+
+/// Key of a payload-index row: `u16` field number (big-endian), the row key of
+/// `crate::payload::keys`, then the `u32` internal id (big-endian), so that a field's rows are
+/// contiguous and each row is unique.
+pub fn encode_payload_row(field: u16, row_key: &[u8], id: InternalId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + row_key.len() + 4);
+    out.extend_from_slice(&field.to_be_bytes());
+    out.extend_from_slice(row_key);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// Splits a payload-index row key into field number, row key and internal id.
+pub fn decode_payload_row(bytes: &[u8]) -> Result<(u16, &[u8], InternalId), String> {
+    if bytes.len() < 7 {
+        return Err(format!("payload row of {} bytes is too short", bytes.len()));
+    }
+    let (field, rest) = bytes.split_at(2);
+    let (row_key, id) = rest.split_at(rest.len() - 4);
+    Ok((
+        u16::from_be_bytes([field[0], field[1]]),
+        row_key,
+        u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+    ))
 }
 
 /// Encodes a change-log entry.
@@ -183,6 +233,20 @@ mod tests {
         let mut wrong_version = bytes;
         wrong_version[0] = 9;
         assert!(decode_document(&wrong_version).is_err());
+    }
+
+    #[test]
+    fn payload_rows_round_trip() {
+        let key = encode_payload_row(3, &[2, b'x'], 0x0102_0304);
+        assert_eq!(
+            decode_payload_row(&key).unwrap(),
+            (3, &[2, b'x'][..], 0x0102_0304)
+        );
+        assert!(decode_payload_row(&key[..6]).is_err());
+        let id = Uuid::now_v7();
+        let meta = json!({"k": 1}).as_object().unwrap().clone();
+        let record = encode_document(id, &[1.0, 2.0], &meta, None);
+        assert_eq!(decode_metadata(&record).unwrap(), (id, meta));
     }
 
     #[test]

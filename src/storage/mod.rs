@@ -7,6 +7,7 @@
 
 mod changelog;
 mod codec;
+mod migrations;
 mod schema;
 mod tables;
 
@@ -17,10 +18,12 @@ use redb::{
     ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
+use crate::payload::PayloadSchema;
 use crate::types::{Change, ChangeOp, Document, InternalId, Seq};
 use tables::{CollectionTables, COLLECTIONS, META, META_NEXT_COLLECTION_ID};
 
@@ -139,14 +142,13 @@ impl Store {
                     .map_or(0, |d| d.as_millis() as u64),
                 instance: Uuid::new_v4().as_u64_pair().0,
             };
-            let json = serde_json::to_vec(&record)
-                .map_err(|e| Error::Internal(format!("encoding collection record: {e}")))?;
-            collections.insert(name, json.as_slice())?;
+            collections.insert(name, encode_record(&record)?.as_slice())?;
             let names = CollectionTables::new(id32);
             txn.open_table(names.docs())?;
             txn.open_table(names.ids())?;
             txn.open_table(names.changelog())?;
             txn.open_table(names.state())?;
+            txn.open_table(names.payload())?;
             record
         };
         txn.commit()?;
@@ -170,6 +172,7 @@ impl Store {
             txn.delete_table(names.ids())?;
             txn.delete_table(names.changelog())?;
             txn.delete_table(names.state())?;
+            txn.delete_table(names.payload())?;
             record
         };
         txn.commit()?;
@@ -177,22 +180,69 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction on collection `id` and commits durably if it returns Ok.
-    /// Returns `f`'s value and the changes logged, in sequence order. If `f` fails, nothing is
-    /// written.
+    /// Payload-index rows of the fields of `schema` are kept in step with the documents written.
+    /// Returns `f`'s value and what was committed. If `f` fails, nothing is written.
     pub fn write<T>(
         &self,
         id: u32,
+        schema: &PayloadSchema,
         f: impl FnOnce(&mut CollectionWriter<'_>) -> Result<T>,
-    ) -> Result<(T, Vec<Change>)> {
+    ) -> Result<(T, Committed)> {
         let names = CollectionTables::new(id);
         let txn = self.db.begin_write()?;
-        let (value, changes) = {
-            let mut writer = CollectionWriter::open(&txn, &names)?;
+        let (value, committed) = {
+            let mut writer = CollectionWriter::open(&txn, &names, schema)?;
             let value = f(&mut writer)?;
             (value, writer.finish()?)
         };
         txn.commit()?;
-        Ok((value, changes))
+        Ok((value, committed))
+    }
+
+    /// Declares payload field number `field` of `schema` on the collection of `record` (whose
+    /// config already lists it) and writes its rows for every document, in one transaction.
+    /// Returns the rows added.
+    pub fn add_payload_field(
+        &self,
+        record: &CollectionRecord,
+        schema: &PayloadSchema,
+        field: u16,
+    ) -> Result<Vec<RowDelta>> {
+        let names = CollectionTables::new(record.id);
+        let txn = self.db.begin_write()?;
+        let added = {
+            let mut collections = txn.open_table(COLLECTIONS)?;
+            if collections.get(record.name.as_str())?.is_none() {
+                return Err(Error::CollectionNotFound(record.name.clone()));
+            }
+            collections.insert(record.name.as_str(), encode_record(record)?.as_slice())?;
+            let docs = txn.open_table(names.docs())?;
+            let mut payload = txn.open_table(names.payload())?;
+            let mut added = Vec::new();
+            for entry in docs.iter()? {
+                let (internal, bytes) = entry?;
+                let internal = internal.value();
+                let (_, metadata) =
+                    codec::decode_metadata(bytes.value()).map_err(|e| corrupt_doc(internal, e))?;
+                for (row_field, key) in schema.row_keys(&metadata) {
+                    if row_field == field {
+                        payload.insert(
+                            codec::encode_payload_row(field, &key, internal).as_slice(),
+                            (),
+                        )?;
+                        added.push(RowDelta {
+                            field,
+                            key,
+                            id: internal,
+                            added: true,
+                        });
+                    }
+                }
+            }
+            added
+        };
+        txn.commit()?;
+        Ok(added)
     }
 
     /// A consistent read snapshot of collection `id`.
@@ -204,6 +254,7 @@ impl Store {
             ids: txn.open_table(names.ids())?,
             changelog: txn.open_table(names.changelog())?,
             state: txn.open_table(names.state())?,
+            payload: txn.open_table(names.payload())?,
             _txn: txn,
         })
     }
@@ -220,6 +271,70 @@ impl Store {
 
 fn corrupt_doc(id: InternalId, detail: String) -> Error {
     Error::corrupted(STORE_FILE, format!("document record {id}: {detail}"))
+}
+
+fn encode_record(record: &CollectionRecord) -> Result<Vec<u8>> {
+    serde_json::to_vec(record)
+        .map_err(|e| Error::Internal(format!("encoding collection record: {e}")))
+}
+
+/// What one write transaction committed.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// The changes logged, in sequence order.
+    pub changes: Vec<Change>,
+    /// The payload-index rows added and removed, in order.
+    pub rows: Vec<RowDelta>,
+}
+
+/// One payload-index row added or removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowDelta {
+    /// Field number in the collection's payload schema.
+    pub field: u16,
+    /// Row key (see `crate::payload::keys`).
+    pub key: Vec<u8>,
+    /// The document.
+    pub id: InternalId,
+    /// Added (true) or removed.
+    pub added: bool,
+}
+
+/// Reads metadata for filters, from a read snapshot or inside a write transaction.
+pub trait MetadataSource {
+    /// The metadata of document `internal`, if it exists.
+    fn metadata(&self, internal: InternalId) -> Result<Option<Map<String, Value>>>;
+    /// Calls `f` with the metadata of every document, in internal-id order.
+    fn for_each_metadata(
+        &self,
+        f: &mut dyn FnMut(InternalId, &Map<String, Value>) -> Result<()>,
+    ) -> Result<()>;
+}
+
+fn load_metadata(
+    docs: &impl ReadableTable<u32, &'static [u8]>,
+    internal: InternalId,
+) -> Result<Option<Map<String, Value>>> {
+    match docs.get(internal)? {
+        Some(bytes) => codec::decode_metadata(bytes.value())
+            .map(|(_, metadata)| Some(metadata))
+            .map_err(|e| corrupt_doc(internal, e)),
+        None => Ok(None),
+    }
+}
+
+fn scan_metadata(
+    docs: &impl ReadableTable<u32, &'static [u8]>,
+    f: &mut dyn FnMut(InternalId, &Map<String, Value>) -> Result<()>,
+) -> Result<()> {
+    for entry in docs.iter()? {
+        let (internal, bytes) = entry?;
+        let internal = internal.value();
+        let (_, metadata) =
+            codec::decode_metadata(bytes.value()).map_err(|e| corrupt_doc(internal, e))?;
+        f(internal, &metadata)?;
+    }
+    Ok(())
 }
 
 /// Looks up an internal id in an `ids` table (read or write side).
@@ -249,14 +364,20 @@ pub struct CollectionWriter<'t> {
     ids: Table<'t, [u8; 16], u32>,
     changelog: Table<'t, u64, &'static [u8]>,
     state: Table<'t, &'static str, u64>,
+    payload: Table<'t, &'static [u8], ()>,
+    schema: &'t PayloadSchema,
     next_internal_id: u64,
     next_seq: u64,
-    changes: Vec<Change>,
+    committed: Committed,
     bytes_written: usize,
 }
 
 impl<'t> CollectionWriter<'t> {
-    fn open(txn: &'t redb::WriteTransaction, names: &CollectionTables) -> Result<Self> {
+    fn open(
+        txn: &'t redb::WriteTransaction,
+        names: &CollectionTables,
+        schema: &'t PayloadSchema,
+    ) -> Result<Self> {
         let state = txn.open_table(names.state())?;
         let next_internal_id = state
             .get(tables::STATE_NEXT_INTERNAL_ID)?
@@ -267,9 +388,11 @@ impl<'t> CollectionWriter<'t> {
             ids: txn.open_table(names.ids())?,
             changelog: txn.open_table(names.changelog())?,
             state,
+            payload: txn.open_table(names.payload())?,
+            schema,
             next_internal_id,
             next_seq,
-            changes: Vec::new(),
+            committed: Committed::default(),
             bytes_written: 0,
         })
     }
@@ -313,9 +436,53 @@ impl<'t> CollectionWriter<'t> {
         };
         let record = codec::encode_document(id, vector, metadata, text);
         self.bytes_written += record.len();
-        self.docs.insert(internal, record.as_slice())?;
+        let old_rows = match self.docs.insert(internal, record.as_slice())? {
+            Some(old) if !self.schema.is_empty() => {
+                let (_, old_metadata) =
+                    codec::decode_metadata(old.value()).map_err(|e| corrupt_doc(internal, e))?;
+                self.schema.row_keys(&old_metadata)
+            }
+            _ => Vec::new(),
+        };
+        let new_rows = self.schema.row_keys(metadata);
+        self.replace_rows(internal, old_rows, new_rows)?;
         self.log(ChangeOp::Upsert, internal)?;
         Ok((internal, existed))
+    }
+
+    /// Removes the rows in `old` and not in `new`, adds those in `new` and not in `old` (both
+    /// sorted).
+    fn replace_rows(
+        &mut self,
+        id: InternalId,
+        old: Vec<(u16, Vec<u8>)>,
+        new: Vec<(u16, Vec<u8>)>,
+    ) -> Result<()> {
+        for (field, key) in &old {
+            if new.binary_search(&(*field, key.clone())).is_err() {
+                self.payload
+                    .remove(codec::encode_payload_row(*field, key, id).as_slice())?;
+                self.committed.rows.push(RowDelta {
+                    field: *field,
+                    key: key.clone(),
+                    id,
+                    added: false,
+                });
+            }
+        }
+        for (field, key) in new {
+            if old.binary_search(&(field, key.clone())).is_err() {
+                self.payload
+                    .insert(codec::encode_payload_row(field, &key, id).as_slice(), ())?;
+                self.committed.rows.push(RowDelta {
+                    field,
+                    key,
+                    id,
+                    added: true,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Bytes of document records written so far in this transaction.
@@ -328,9 +495,33 @@ impl<'t> CollectionWriter<'t> {
         let Some(internal) = self.ids.remove(id.as_bytes())?.map(|v| v.value()) else {
             return Ok(None);
         };
-        self.docs.remove(internal)?;
-        self.log(ChangeOp::Delete, internal)?;
+        self.remove_record(internal)?;
         Ok(Some(internal))
+    }
+
+    /// Deletes the document with internal id `internal` and logs the deletion. Returns its
+    /// public id if it existed.
+    pub fn remove_internal(&mut self, internal: InternalId) -> Result<Option<Uuid>> {
+        let Some(id) = self.remove_record(internal)? else {
+            return Ok(None);
+        };
+        self.ids.remove(id.as_bytes())?;
+        Ok(Some(id))
+    }
+
+    /// Removes a document record with its payload rows, and logs the deletion.
+    fn remove_record(&mut self, internal: InternalId) -> Result<Option<Uuid>> {
+        let (id, old_rows) = match self.docs.remove(internal)? {
+            Some(old) => {
+                let (id, metadata) =
+                    codec::decode_metadata(old.value()).map_err(|e| corrupt_doc(internal, e))?;
+                (id, self.schema.row_keys(&metadata))
+            }
+            None => return Ok(None),
+        };
+        self.replace_rows(internal, old_rows, Vec::new())?;
+        self.log(ChangeOp::Delete, internal)?;
+        Ok(Some(id))
     }
 
     fn log(&mut self, op: ChangeOp, id: InternalId) -> Result<()> {
@@ -338,15 +529,28 @@ impl<'t> CollectionWriter<'t> {
         self.next_seq += 1;
         self.changelog
             .insert(seq, codec::encode_change(op, id).as_slice())?;
-        self.changes.push(Change { seq, op, id });
+        self.committed.changes.push(Change { seq, op, id });
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<Change>> {
+    fn finish(mut self) -> Result<Committed> {
         self.state
             .insert(tables::STATE_NEXT_INTERNAL_ID, self.next_internal_id)?;
         self.state.insert(tables::STATE_NEXT_SEQ, self.next_seq)?;
-        Ok(self.changes)
+        Ok(self.committed)
+    }
+}
+
+impl MetadataSource for CollectionWriter<'_> {
+    fn metadata(&self, internal: InternalId) -> Result<Option<Map<String, Value>>> {
+        load_metadata(&self.docs, internal)
+    }
+
+    fn for_each_metadata(
+        &self,
+        f: &mut dyn FnMut(InternalId, &Map<String, Value>) -> Result<()>,
+    ) -> Result<()> {
+        scan_metadata(&self.docs, f)
     }
 }
 
@@ -356,6 +560,7 @@ pub struct CollectionReader {
     ids: ReadOnlyTable<[u8; 16], u32>,
     changelog: ReadOnlyTable<u64, &'static [u8]>,
     state: ReadOnlyTable<&'static str, u64>,
+    payload: ReadOnlyTable<&'static [u8], ()>,
     _txn: ReadTransaction,
 }
 
@@ -383,30 +588,6 @@ impl CollectionReader {
         Ok(self.ids.len()?)
     }
 
-    /// Up to `limit` documents in id order, starting after `after`.
-    pub fn scroll(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Document>> {
-        let range = match after {
-            Some(after) => self.ids.range::<[u8; 16]>((
-                std::ops::Bound::Excluded(*after.as_bytes()),
-                std::ops::Bound::Unbounded,
-            ))?,
-            None => self.ids.range::<[u8; 16]>(..)?,
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in range.take(limit) {
-            let (_, internal) = entry?;
-            let internal = internal.value();
-            let doc = self.document(internal)?.ok_or_else(|| {
-                Error::corrupted(
-                    STORE_FILE,
-                    format!("id map points at missing document {internal}"),
-                )
-            })?;
-            out.push(doc);
-        }
-        Ok(out)
-    }
-
     /// Calls `f` for every document in internal-id order (used to rebuild indexes).
     pub fn for_each_document(
         &self,
@@ -418,6 +599,64 @@ impl CollectionReader {
             let doc =
                 codec::decode_document(bytes.value()).map_err(|e| corrupt_doc(internal, e))?;
             f(internal, doc)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` documents in id order after `after` whose internal id passes `keep`.
+    pub fn scroll_where(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+        keep: impl Fn(InternalId) -> bool,
+    ) -> Result<Vec<Document>> {
+        let range = match after {
+            Some(after) => self.ids.range::<[u8; 16]>((
+                std::ops::Bound::Excluded(*after.as_bytes()),
+                std::ops::Bound::Unbounded,
+            ))?,
+            None => self.ids.range::<[u8; 16]>(..)?,
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in range {
+            if out.len() == limit {
+                break;
+            }
+            let (_, internal) = entry?;
+            let internal = internal.value();
+            if !keep(internal) {
+                continue;
+            }
+            let doc = self.document(internal)?.ok_or_else(|| {
+                Error::corrupted(
+                    STORE_FILE,
+                    format!("id map points at missing document {internal}"),
+                )
+            })?;
+            out.push(doc);
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for every payload-index row: field number, row key, internal id.
+    pub fn for_each_payload_row(
+        &self,
+        mut f: impl FnMut(u16, &[u8], InternalId) -> Result<()>,
+    ) -> Result<()> {
+        for entry in self.payload.iter()? {
+            let (key, _) = entry?;
+            let key = key.value();
+            let (field, row_key, id) =
+                codec::decode_payload_row(key).map_err(|e| Error::corrupted(STORE_FILE, e))?;
+            f(field, row_key, id)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the internal id of every document.
+    pub fn for_each_internal_id(&self, mut f: impl FnMut(InternalId)) -> Result<()> {
+        for entry in self.ids.iter()? {
+            f(entry?.1.value());
         }
         Ok(())
     }
@@ -458,6 +697,19 @@ impl CollectionReader {
     /// Number of entries still in the change log.
     pub fn changelog_len(&self) -> Result<u64> {
         Ok(self.changelog.len()?)
+    }
+}
+
+impl MetadataSource for CollectionReader {
+    fn metadata(&self, internal: InternalId) -> Result<Option<Map<String, Value>>> {
+        load_metadata(&self.docs, internal)
+    }
+
+    fn for_each_metadata(
+        &self,
+        f: &mut dyn FnMut(InternalId, &Map<String, Value>) -> Result<()>,
+    ) -> Result<()> {
+        scan_metadata(&self.docs, f)
     }
 }
 

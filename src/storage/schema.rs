@@ -1,7 +1,8 @@
 //! The schema version in the `meta` table, and the upgrade rule.
 //!
-//! Version 1 is the first schema. When the layout of a table changes, bump
-//! [`SCHEMA_VERSION`] and add one migration step as described in `migrations/README.md`.
+//! Version 1 is the first schema; version 2 adds the `payload` table of each collection. When the
+//! layout of a table changes, bump [`SCHEMA_VERSION`] and add one migration step as described in
+//! `migrations/README.md`.
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -9,10 +10,11 @@ use super::tables::{META, META_SCHEMA_VERSION};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Stamps a new database with [`SCHEMA_VERSION`], or checks an existing one. A database of a
-/// newer version is refused with [`Error::UpgradeRequired`] before anything is written.
+/// newer version is refused with [`Error::UpgradeRequired`] before anything is written; an older
+/// one is upgraded step by step in `txn` (all or nothing: the caller commits).
 pub fn init_or_check(txn: &WriteTransaction) -> Result<()> {
     let mut meta = txn.open_table(META)?;
     let found = meta.get(META_SCHEMA_VERSION)?.map(|v| v.value());
@@ -22,6 +24,14 @@ pub fn init_or_check(txn: &WriteTransaction) -> Result<()> {
             Ok(())
         }
         Some(v) if v == SCHEMA_VERSION => Ok(()),
+        Some(v) if (1..SCHEMA_VERSION).contains(&v) => {
+            drop(meta);
+            super::migrations::upgrade(txn, v, SCHEMA_VERSION)?;
+            txn.open_table(META)?
+                .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+            log::info!("upgraded the database schema from version {v} to {SCHEMA_VERSION}");
+            Ok(())
+        }
         Some(v) if v > SCHEMA_VERSION => Err(Error::UpgradeRequired {
             found: v as u32,
             supported: SCHEMA_VERSION as u32,

@@ -28,6 +28,7 @@ pub struct CollectionTables {
     ids: String,
     changelog: String,
     state: String,
+    payload: String,
 }
 
 impl CollectionTables {
@@ -38,6 +39,7 @@ impl CollectionTables {
             ids: format!("c{id}.ids"),
             changelog: format!("c{id}.changelog"),
             state: format!("c{id}.state"),
+            payload: format!("c{id}.payload"),
         }
     }
 
@@ -54,6 +56,11 @@ impl CollectionTables {
     /// `changelog`: sequence number → encoded change.
     pub fn changelog(&self) -> TableDefinition<'_, u64, &'static [u8]> {
         TableDefinition::new(&self.changelog)
+    }
+
+    /// `payload`: payload-index rows (see `codec::encode_payload_row`), no values.
+    pub fn payload(&self) -> TableDefinition<'_, &'static [u8], ()> {
+        TableDefinition::new(&self.payload)
     }
 
     /// `state`: counters of the collection.

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use rayon::prelude::*;
+use roaring::RoaringBitmap;
 
 use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
 use self::visited::VisitedPool;
@@ -300,29 +301,26 @@ impl HnswIndex {
     }
 }
 
-impl VectorIndexRead for HnswIndex {
-    fn search(&self, query: &[f32], k: usize, knobs: &SearchKnobs) -> IndexSearch {
-        let Some(q) = self.distance.prepare(query) else {
-            return IndexSearch {
-                strategy: "hnsw",
-                ..IndexSearch::default()
-            };
-        };
-        let ef = knobs.ef.unwrap_or(DEFAULT_EF).max(k);
-        if self.stored.slots.live() <= ef {
-            return self.exact(&q, k);
-        }
+impl HnswIndex {
+    /// Alg. 5 over the graph: the `ef` nearest nodes passing `accept` (live ones only), as
+    /// neighbours closest first (ties by id), and the number of distances computed.
+    fn graph_search(
+        &self,
+        q: &[f32],
+        ef: usize,
+        accept: impl Fn(u32) -> bool,
+    ) -> (Vec<Neighbor>, usize) {
         let ctx = Context {
             vectors: &self.stored.vectors,
             distance: self.distance,
-            is_live: |n: u32| self.is_live(n),
+            is_live: |n: u32| self.is_live(n) && accept(n),
         };
         let (found, examined) = self.visited.with(self.graph.len(), |visited| {
             let mut tr = Traversal {
                 visited,
                 examined: 0,
             };
-            let found: Vec<Scored> = self.graph.search(&ctx, &q, ef, &mut tr);
+            let found: Vec<Scored> = self.graph.search(&ctx, q, ef, &mut tr);
             (found, tr.examined)
         });
         let mut neighbors: Vec<Neighbor> = found
@@ -337,9 +335,103 @@ impl VectorIndexRead for HnswIndex {
             })
             .collect();
         neighbors.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.uuid.cmp(&b.uuid)));
+        (neighbors, examined)
+    }
+
+    /// The slot serving document `id` to searches: its published slot, or, while a batch that
+    /// re-embeds it is being linked, the slot of its previous version.
+    fn visible_slot(&self, id: InternalId) -> Option<usize> {
+        let published = self.published.load(Ordering::Acquire);
+        match self.stored.slots.slot(id) {
+            Some(slot) if slot < published => Some(slot),
+            _ => self
+                .replaced
+                .iter()
+                .copied()
+                .find(|&slot| slot < published && self.stored.slots.id(slot) == Some(id)),
+        }
+    }
+
+    /// Exact scan of the documents in `allowed`.
+    fn exact_among(
+        &self,
+        q: &[f32],
+        k: usize,
+        allowed: &RoaringBitmap,
+        strategy: &'static str,
+    ) -> IndexSearch {
+        let top = self
+            .stored
+            .scan_ids(q, allowed, k, &self.distance, |id| self.visible_slot(id));
+        IndexSearch {
+            strategy,
+            neighbors: top.into_sorted(),
+            examined: allowed.len() as usize,
+            exhaustive: true,
+        }
+    }
+}
+
+impl VectorIndexRead for HnswIndex {
+    fn search(&self, query: &[f32], k: usize, knobs: &SearchKnobs) -> IndexSearch {
+        let Some(q) = self.distance.prepare(query) else {
+            return IndexSearch {
+                strategy: "hnsw",
+                ..IndexSearch::default()
+            };
+        };
+        let ef = knobs.ef.unwrap_or(DEFAULT_EF).max(k);
+        if self.stored.slots.live() <= ef {
+            return self.exact(&q, k);
+        }
+        let (mut neighbors, examined) = self.graph_search(&q, ef, |_| true);
         neighbors.truncate(k);
         IndexSearch {
             strategy: "hnsw",
+            neighbors,
+            examined,
+            exhaustive: false,
+        }
+    }
+
+    /// Plans by cost: a graph traversal that walks through non-matching nodes costs about
+    /// `ef · M / s` distances at selectivity `s`, an exact scan of the matches `s · n`; the
+    /// scan runs when it is cheaper (and is exact). If the traversal finds fewer than
+    /// `min(k, matches)` hits (the matches are cut off in the graph), the exact scan runs too.
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: &SearchKnobs,
+        allowed: &RoaringBitmap,
+    ) -> IndexSearch {
+        let Some(q) = self.distance.prepare(query) else {
+            return IndexSearch {
+                strategy: "hnsw_filtered",
+                ..IndexSearch::default()
+            };
+        };
+        let ef = knobs.ef.unwrap_or(DEFAULT_EF).max(k);
+        let live = self.stored.slots.live() as f64;
+        let matches = allowed.len() as f64;
+        let graph_cost = (ef * self.graph.params().m) as f64 * live / matches.max(1.0);
+        if matches <= graph_cost.min(live) {
+            return self.exact_among(&q, k, allowed, "filtered_exact_scan");
+        }
+        let (mut neighbors, examined) = self.graph_search(&q, ef, |node| {
+            self.stored
+                .slots
+                .id(node as usize)
+                .is_some_and(|id| allowed.contains(id))
+        });
+        if (neighbors.len() as u64) < allowed.len().min(k as u64) {
+            let mut exact = self.exact_among(&q, k, allowed, "hnsw_filtered_then_exact_scan");
+            exact.examined += examined;
+            return exact;
+        }
+        neighbors.truncate(k);
+        IndexSearch {
+            strategy: "hnsw_filtered",
             neighbors,
             examined,
             exhaustive: false,
