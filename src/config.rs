@@ -99,6 +99,18 @@ pub enum PayloadKind {
     Bool,
 }
 
+impl PayloadKind {
+    /// The kind's lower-case name, as the CLI and JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Keyword => "keyword",
+            PayloadKind::Integer => "integer",
+            PayloadKind::Float => "float",
+            PayloadKind::Bool => "bool",
+        }
+    }
+}
+
 impl std::str::FromStr for PayloadKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use quiverdb::bench;
 use quiverdb::import::{self, FvecsIds};
 use quiverdb::{
-    CollectionConfig, Database, Error, Include, IndexConfig, Metric, PayloadField, SearchRequest,
+    CollectionConfig, Database, Error, Filter, Include, IndexConfig, Metric, PayloadField,
+    SearchRequest,
 };
 use uuid::Uuid;
 
@@ -57,18 +58,38 @@ enum Command {
         /// Document id (UUID).
         id: String,
     },
-    /// Delete documents by id; prints how many existed.
+    /// Delete documents by id, or every document matching --filter; prints how many.
     Delete {
         /// Collection name.
         name: String,
         /// Document ids (UUIDs).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "filter", conflicts_with = "filter")]
         ids: Vec<String>,
+        /// Delete the documents matching this JSON filter (one transaction).
+        #[arg(long)]
+        filter: Option<String>,
     },
-    /// Print the number of documents.
+    /// Print the number of documents (matching --filter, if given).
     Count {
         /// Collection name.
         name: String,
+        /// JSON filter, e.g. '{"year": {"$gte": 2020}}'.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Print documents in id order, one JSON line each, then {"next_cursor": ...}.
+    Scroll {
+        /// Collection name.
+        name: String,
+        /// Only documents matching this JSON filter.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Documents per page (1..=10000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Continue after this cursor (the next_cursor of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Nearest-neighbour search; prints one JSON line per hit (or per request with --requests).
     Search {
@@ -93,6 +114,9 @@ enum Command {
         /// HNSW: candidate-list size (higher = better recall, slower).
         #[arg(long)]
         ef: Option<usize>,
+        /// Only documents matching this JSON filter, e.g. '{"lang": "en"}'.
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// Verify every derived index against the store; exits non-zero on any disagreement.
     Check {
@@ -187,6 +211,13 @@ enum CollectionCommand {
     },
     /// List collection names.
     List,
+    /// Add a payload index to an existing collection (rows are built from the stored documents).
+    Index {
+        /// Collection name.
+        name: String,
+        /// The field, as path:keyword|integer|float|bool.
+        field: String,
+    },
     /// Describe a collection as JSON.
     Info {
         /// Collection name.
@@ -320,16 +351,52 @@ fn run(cli: Cli) -> CliResult {
             writeln!(out)?;
             ExitCode::SUCCESS
         }
-        Command::Delete { name, ids } => {
-            let ids = ids
-                .iter()
-                .map(|s| parse_id(s))
-                .collect::<Result<Vec<_>, _>>()?;
-            writeln!(out, "deleted {}", db.collection(&name)?.delete(&ids)?)?;
+        Command::Delete { name, ids, filter } => {
+            let collection = db.collection(&name)?;
+            let deleted = match filter {
+                Some(filter) => collection.delete_where(&filter.parse()?)?,
+                None => {
+                    let ids = ids
+                        .iter()
+                        .map(|s| parse_id(s))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    collection.delete(&ids)?
+                }
+            };
+            writeln!(out, "deleted {deleted}")?;
             ExitCode::SUCCESS
         }
-        Command::Count { name } => {
-            writeln!(out, "{}", db.collection(&name)?.count()?)?;
+        Command::Count { name, filter } => {
+            let collection = db.collection(&name)?;
+            let count = match filter {
+                Some(filter) => collection.count_where(&filter.parse()?)?,
+                None => collection.count()?,
+            };
+            writeln!(out, "{count}")?;
+            ExitCode::SUCCESS
+        }
+        Command::Scroll {
+            name,
+            filter,
+            limit,
+            cursor,
+        } => {
+            let filter: Filter = match filter {
+                Some(filter) => filter.parse()?,
+                None => Filter::all(),
+            };
+            let page = db
+                .collection(&name)?
+                .scroll_where(&filter, limit, cursor.as_deref())?;
+            for doc in &page.documents {
+                serde_json::to_writer(&mut out, doc)?;
+                writeln!(out)?;
+            }
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({ "next_cursor": page.next_cursor }),
+            )?;
+            writeln!(out)?;
             ExitCode::SUCCESS
         }
         Command::Search {
@@ -339,6 +406,7 @@ fn run(cli: Cli) -> CliResult {
             k,
             include,
             ef,
+            filter,
         } => {
             let collection = db.collection(&name)?;
             match (vector, requests) {
@@ -349,15 +417,22 @@ fn run(cli: Cli) -> CliResult {
                     let mut request =
                         SearchRequest::new(vector, k.unwrap_or(10)).with_include(include);
                     request.ef = ef;
+                    request.filter = filter.map(|f| f.parse()).transpose()?;
                     let response = collection.search(&request)?;
                     for hit in &response.hits {
-                        serde_json::to_writer(&mut out, hit)?;
+                        let line = HitLine {
+                            hit,
+                            strategy: &response.strategy,
+                            exhaustive: response.exhaustive,
+                            filter_matches: response.filter_matches,
+                        };
+                        serde_json::to_writer(&mut out, &line)?;
                         writeln!(out)?;
                     }
                 }
                 (None, Some(path)) => {
-                    if k.is_some() || ef.is_some() || !include.is_empty() {
-                        return Err("--k, --ef and --include apply to --vector; with --requests, put them in each request line".into());
+                    if k.is_some() || ef.is_some() || !include.is_empty() || filter.is_some() {
+                        return Err("--k, --ef, --include and --filter apply to --vector; with --requests, put them in each request line".into());
                     }
                     let requests = read_requests(&path, &collection.config())?;
                     for response in collection.search_batch(&requests)? {
@@ -410,6 +485,16 @@ fn collection(db: &Database, command: CollectionCommand, out: &mut impl Write) -
             }
             db.create_collection(&name, config)?;
             writeln!(out, "created collection {name}")?;
+        }
+        CollectionCommand::Index { name, field } => {
+            let field: PayloadField = field.parse()?;
+            db.collection(&name)?.create_payload_index(field.clone())?;
+            writeln!(
+                out,
+                "created payload index {}:{}",
+                field.path,
+                field.kind.name()
+            )?;
         }
         CollectionCommand::List => {
             for name in db.list_collections() {
@@ -473,6 +558,18 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One hit of `search --vector`, with how the search was served (so that a short answer is
+/// never silent).
+#[derive(serde::Serialize)]
+struct HitLine<'a> {
+    #[serde(flatten)]
+    hit: &'a quiverdb::Hit,
+    strategy: &'a str,
+    exhaustive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter_matches: Option<u64>,
 }
 
 /// Reads and validates a JSON-lines request file; errors name the file's line.

@@ -4,6 +4,7 @@ mod common;
 mod crash;
 mod errors;
 mod hnsw;
+mod migration;
 mod model;
 mod persistence;
 mod search;
