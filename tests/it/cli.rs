@@ -418,8 +418,13 @@ fn assert_search_matches(
     for hit in &hits {
         let keys: Vec<&String> = hit.as_object().expect("hit is an object").keys().collect();
         assert!(
-            keys.iter().all(|k| *k == "id" || *k == "distance"),
+            keys.iter()
+                .all(|k| ["id", "distance", "strategy", "exhaustive"].contains(&k.as_str())),
             "a hit without --include carries stored fields: {hit}"
+        );
+        assert!(
+            hit["strategy"].is_string() && hit["exhaustive"].is_boolean(),
+            "a hit line says how it was found: {hit}"
         );
     }
     assert_matches_brute_force(&hit_pairs(&hits), docs, metric, q, k, context);
