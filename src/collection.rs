@@ -710,6 +710,38 @@ impl Collection {
         self.inner.dirty_changes.load(Ordering::Relaxed) > 0
     }
 
+    /// Checks the payload indexes against a snapshot taken under the writer lock: the stored rows
+    /// are exactly those the documents' metadata give, and the in-memory bitmaps are exactly
+    /// those the stored rows give. Returns the live documents the bitmaps count, and problems.
+    pub(crate) fn verify_payload(&self, reader: &CollectionReader) -> Result<(u64, Vec<String>)> {
+        let payload = self.inner.payload.read();
+        let mut expected = std::collections::BTreeSet::new();
+        reader.for_each_document(|id, doc| {
+            for (field, key) in payload.schema.row_keys(&doc.metadata) {
+                expected.insert((field, key, id));
+            }
+            Ok(())
+        })?;
+        let mut stored = std::collections::BTreeSet::new();
+        reader.for_each_payload_row(|field, key, id| {
+            stored.insert((field, key.to_vec(), id));
+            Ok(())
+        })?;
+        let mut problems = Vec::new();
+        let missing = expected.difference(&stored).count();
+        let extra = stored.difference(&expected).count();
+        if missing > 0 || extra > 0 {
+            problems.push(format!(
+                "payload rows disagree with the documents: {missing} missing, {extra} extra"
+            ));
+        }
+        let reloaded = Payload::load(&self.config(), Some(reader))?;
+        if reloaded.index != payload.index {
+            problems.push("in-memory payload bitmaps differ from the stored rows".into());
+        }
+        Ok((payload.index.live().len(), problems))
+    }
+
     /// Runs `f` with the derived indexes and a store snapshot taken under the writer lock, so
     /// both describe the same state (used by integrity checks).
     pub(crate) fn with_consistent_view<T>(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::check::{check_collection, CheckReport};
+use crate::check::{check_collection, check_payload, CheckReport};
 use crate::collection::Collection;
 use crate::config::{validate_collection_name, CollectionConfig};
 use crate::error::{Error, Result};
@@ -156,16 +156,17 @@ impl Database {
     }
 
     /// Verifies the derived indexes of collection `name` (or of every collection) against the
-    /// store: ids, counts, vectors, watermarks and checkpoint files.
+    /// store: ids, counts, vectors, watermarks and checkpoint files; payload rows and bitmaps.
     pub fn check(&self, name: Option<&str>) -> Result<CheckReport> {
         let targets = match name {
             Some(name) => vec![self.collection(name)?],
             None => self.inner.collections.read().values().cloned().collect(),
         };
-        let indexes = targets
-            .iter()
-            .map(check_collection)
-            .collect::<Result<_>>()?;
+        let mut indexes = Vec::new();
+        for collection in &targets {
+            indexes.push(check_collection(collection)?);
+            indexes.extend(check_payload(collection)?);
+        }
         Ok(CheckReport { indexes })
     }
 

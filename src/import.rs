@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, Read};
 
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::collection::{Collection, MAX_BATCH_DOCS};
@@ -136,9 +137,21 @@ pub enum FvecsIds {
 /// transactions of `batch`; errors name the 1-based record number. Returns the number imported.
 pub fn import_fvecs(
     collection: &Collection,
+    input: impl Read,
+    batch: usize,
+    ids: FvecsIds,
+    progress: impl FnMut(usize),
+) -> Result<usize, ImportError> {
+    import_fvecs_with_metadata(collection, input, batch, ids, |_| Value::Null, progress)
+}
+
+/// Like [`import_fvecs`], with `metadata(row)` as each document's metadata (0-based rows).
+pub fn import_fvecs_with_metadata(
+    collection: &Collection,
     mut input: impl Read,
     batch: usize,
     ids: FvecsIds,
+    metadata: impl Fn(usize) -> Value,
     progress: impl FnMut(usize),
 ) -> Result<usize, ImportError> {
     let mut batcher = Batcher::new(collection, batch, progress)?;
@@ -149,7 +162,7 @@ pub fn import_fvecs(
         else {
             break;
         };
-        let mut doc = DocumentInput::new(vector);
+        let mut doc = DocumentInput::new(vector).with_metadata(metadata(row));
         if ids == FvecsIds::Row {
             doc.id = Some(Uuid::from_u128(row as u128));
         }

@@ -154,6 +154,10 @@ enum Command {
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also measure filtered search at these selectivities (a synthetic attribute drawn at
+        /// random, with an integer payload index), e.g. 0.5,0.1,0.01,0.001.
+        #[arg(long, value_delimiter = ',')]
+        filter_selectivity: Vec<f64>,
     },
     /// Build a small demo database and run example searches.
     Demo {
@@ -259,6 +263,7 @@ fn run(cli: Cli) -> CliResult {
             queries,
             threads,
             json,
+            filter_selectivity,
         } => {
             let options = bench::BenchOptions {
                 base,
@@ -271,6 +276,7 @@ fn run(cli: Cli) -> CliResult {
                 max_queries: queries,
                 threads,
                 work_dir: cli.db,
+                filter_selectivity,
             };
             return bench_report(&options, json.as_deref());
         }
@@ -552,6 +558,32 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
             out,
             "  {ef}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
             options.k, point.recall, point.qps, point.p50_ms, point.p99_ms
+        )?;
+    }
+    for point in &report.filtered {
+        let ef = point.ef.map_or(String::new(), |ef| format!("ef {ef:>4}  "));
+        writeln!(
+            out,
+            "  filter {:>6.2}% ({} match)  {ef}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms  exhaustive {}/{}  {:?}",
+            point.selectivity * 100.0,
+            point.matches,
+            options.k,
+            point.recall,
+            point.qps,
+            point.p50_ms,
+            point.p99_ms,
+            point.exhaustive,
+            report.queries,
+            point.strategies
+        )?;
+    }
+    if let Some(d) = &report.delete_where {
+        writeln!(
+            out,
+            "  delete_where of {:.0}%: {} documents in {:.3} s",
+            d.selectivity * 100.0,
+            d.deleted,
+            d.seconds
         )?;
     }
     if let Some(path) = json {

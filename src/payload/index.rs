@@ -56,7 +56,7 @@ impl Candidates {
 }
 
 /// One payload index: a field, its value kind, and its bitmaps.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct FieldIndex {
     path: FieldPath,
     kind: PayloadKind,
@@ -231,7 +231,7 @@ fn integer_threshold(n: &Number, side: Side, inclusive: bool) -> Option<(i64, bo
 }
 
 /// Every payload index of a collection, and the set of its live documents.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PayloadIndex {
     live: RoaringBitmap,
     fields: Vec<FieldIndex>,

@@ -3,6 +3,9 @@
 //! The base vectors are imported into a temporary database (the real write path, with row
 //! numbers as ids so that ground-truth files apply), then every query runs one at a time on a
 //! pool of `threads` threads; recall@k is the overlap with the first k ground-truth ids.
+//! With `--filter-selectivity`, filtered searches are measured too ([`filtered`]).
+
+pub mod filtered;
 
 use std::fs::File;
 use std::io::BufReader;
@@ -11,10 +14,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{CollectionConfig, IndexConfig};
+use crate::config::{CollectionConfig, IndexConfig, PayloadKind};
 use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::import::{import_fvecs, FvecsIds};
+use crate::import::{import_fvecs_with_metadata, FvecsIds};
 use crate::query::SearchRequest;
 use crate::types::Metric;
 use crate::vecs::{fvecs_count, read_fvecs_file, read_ivecs_file};
@@ -46,6 +49,8 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Folder for the temporary database (the system's temp folder when `None`).
     pub work_dir: Option<PathBuf>,
+    /// Filter selectivities to measure (fractions of the documents matching), e.g. 0.01.
+    pub filter_selectivity: Vec<f64>,
 }
 
 /// One operating point.
@@ -89,6 +94,12 @@ pub struct BenchReport {
     pub index_memory_bytes: usize,
     /// Operating points.
     pub points: Vec<BenchPoint>,
+    /// Filtered operating points (with `--filter-selectivity`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filtered: Vec<filtered::FilteredPoint>,
+    /// A `delete_where` of 10% of the documents, timed last (with `--filter-selectivity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_where: Option<filtered::DeleteWhere>,
 }
 
 /// Runs the benchmark.
@@ -110,6 +121,15 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         )));
     }
     let dim = queries[0].len();
+    if let Some(s) = options
+        .filter_selectivity
+        .iter()
+        .find(|s| !(**s > 0.0 && **s <= 1.0))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "filter selectivity {s} is not in (0, 1]"
+        )));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads.max(1))
         .build()
@@ -128,8 +148,23 @@ fn measure(
     queries: &[Vec<f32>],
     truth: &[Vec<i32>],
 ) -> Result<BenchReport> {
+    let filtering = !options.filter_selectivity.is_empty();
+    let filtered_truth = if filtering {
+        filtered::ground_truth(
+            &options.base,
+            options.metric,
+            queries,
+            &options.filter_selectivity,
+            options.k,
+        )?
+    } else {
+        Vec::new()
+    };
     let db = Database::open(dir)?;
-    let config = CollectionConfig::new(dim, options.metric).with_index(options.index.clone());
+    let mut config = CollectionConfig::new(dim, options.metric).with_index(options.index.clone());
+    if filtering {
+        config = config.with_payload_field(filtered::FIELD, PayloadKind::Integer);
+    }
     let collection = db.create_collection("bench", config)?;
     if let Some(n) = fvecs_count(&options.base, dim) {
         collection.reserve(n)?;
@@ -137,8 +172,22 @@ fn measure(
     let rss_before = proc_status_bytes("VmRSS:");
     let started = Instant::now();
     let input = BufReader::new(File::open(&options.base)?);
-    let n = import_fvecs(&collection, input, IMPORT_BATCH, FvecsIds::Row, |_| {})
-        .map_err(|e| e.error)?;
+    let metadata = |row| {
+        if filtering {
+            filtered::metadata_of(row)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    let n = import_fvecs_with_metadata(
+        &collection,
+        input,
+        IMPORT_BATCH,
+        FvecsIds::Row,
+        metadata,
+        |_| {},
+    )
+    .map_err(|e| e.error)?;
     let build_s = started.elapsed().as_secs_f64();
     collection.checkpoint()?;
     let index_bytes = folder_bytes(dir)?;
@@ -149,9 +198,27 @@ fn measure(
         _ => options.ef.iter().map(|&ef| Some(ef)).collect(),
     };
     let mut points = Vec::with_capacity(efs.len());
-    for ef in efs {
+    for &ef in &efs {
         points.push(measure_point(&collection, options.k, ef, queries, truth)?);
     }
+    let mut filtered_points = Vec::new();
+    for &ef in &efs {
+        for (s, truth) in options.filter_selectivity.iter().zip(&filtered_truth) {
+            filtered_points.push(filtered::measure(
+                &collection,
+                options.k,
+                ef,
+                *s,
+                queries,
+                truth,
+            )?);
+        }
+    }
+    let delete_where = if filtering {
+        Some(filtered::delete_where(&collection, 0.1)?)
+    } else {
+        None
+    };
     db.close()?;
     Ok(BenchReport {
         index: options.index.kind_name().to_string(),
@@ -165,6 +232,8 @@ fn measure(
         index_bytes,
         index_memory_bytes,
         points,
+        filtered: filtered_points,
+        delete_where,
     })
 }
 
@@ -176,15 +245,12 @@ fn measure_point(
     queries: &[Vec<f32>],
     truth: &[Vec<i32>],
 ) -> Result<BenchPoint> {
-    let mut latencies = Vec::with_capacity(queries.len());
+    let mut latencies = Latencies::with_capacity(queries.len());
     let mut recall_sum = 0.0;
-    let all_started = Instant::now();
     for (query, expected) in queries.iter().zip(truth) {
         let mut request = SearchRequest::new(query.clone(), k);
         request.ef = ef;
-        let started = Instant::now();
-        let response = collection.search(&request)?;
-        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+        let response = latencies.time(|| collection.search(&request))?;
         let expected = &expected[..k];
         let found = response
             .hits
@@ -193,20 +259,59 @@ fn measure_point(
             .count();
         recall_sum += found as f64 / k as f64;
     }
-    let total_s = all_started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
+    let summary = latency_summary(latencies);
     Ok(BenchPoint {
         ef,
         recall: recall_sum / queries.len() as f64,
-        qps: queries.len() as f64 / total_s,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
+        qps: summary.qps,
+        p50_ms: summary.p50_ms,
+        p99_ms: summary.p99_ms,
     })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(rank).copied().unwrap_or(0.0)
+/// Latencies of queries run one after the other.
+struct Latencies {
+    started: Instant,
+    millis: Vec<f64>,
+}
+
+impl Latencies {
+    fn with_capacity(n: usize) -> Latencies {
+        Latencies {
+            started: Instant::now(),
+            millis: Vec::with_capacity(n),
+        }
+    }
+
+    /// Runs and times one query.
+    fn time<T>(&mut self, query: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = query();
+        self.millis.push(started.elapsed().as_secs_f64() * 1e3);
+        out
+    }
+}
+
+/// Throughput and percentiles of a run.
+struct LatencySummary {
+    qps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn latency_summary(latencies: Latencies) -> LatencySummary {
+    let total_s = latencies.started.elapsed().as_secs_f64();
+    let mut sorted = latencies.millis;
+    sorted.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(rank).copied().unwrap_or(0.0)
+    };
+    LatencySummary {
+        qps: sorted.len() as f64 / total_s,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+    }
 }
 
 /// Bytes of the files in the database's index folders.
