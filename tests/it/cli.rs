@@ -1718,3 +1718,162 @@ fn demo_runs_and_reports_agreement() {
     assert!(out.status.success(), "{}", out.describe());
     assert_eq!(count(&dir, "articles"), 2_999);
 }
+
+/// Filters end to end: count, scroll, search (single and --requests), delete, a payload index
+/// added later, and located errors; expected sets come from the generator's known metadata.
+#[test]
+fn filters_count_scroll_search_delete_and_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let mut rng = Rng(77);
+    let docs = random_docs(&mut rng, 300, 4, "l2");
+    ok(
+        &db,
+        &[
+            "collection",
+            "create",
+            "f",
+            "--dim",
+            "4",
+            "--metric",
+            "l2",
+            "--index",
+            "hnsw",
+            "--payload-index",
+            "tag:keyword",
+        ],
+    );
+    import_docs(&db, "f", &tmp.path().join("f.jsonl"), &docs);
+    let i_of = |d: &Doc| d.metadata["i"].as_u64().unwrap();
+    let cases: Vec<(&str, Box<dyn Fn(&Doc) -> bool>)> = vec![
+        (r#"{"tag": "t1"}"#, Box::new(move |d| i_of(d) % 3 == 1)),
+        (
+            r#"{"i": {"$gte": 100, "$lt": 150}}"#,
+            Box::new(move |d| (100..150).contains(&i_of(d))),
+        ),
+        (
+            r#"{"nested.odd": true, "tag": {"$ne": "t0"}}"#,
+            Box::new(move |d| i_of(d) % 2 == 1 && i_of(d) % 3 != 0),
+        ),
+        (
+            r#"{"$or": [{"tag": {"$in": ["t2"]}}, {"i": {"$lt": 5}}]}"#,
+            Box::new(move |d| i_of(d) % 3 == 2 || i_of(d) < 5),
+        ),
+    ];
+    let check_cases = |db: &Path| {
+        for (filter, expected) in &cases {
+            let matching: Vec<Doc> = docs.iter().filter(|d| expected(d)).cloned().collect();
+            let counted = ok(db, &["count", "f", "--filter", filter]);
+            assert_eq!(counted.trim(), matching.len().to_string(), "count {filter}");
+            // Scroll in pages of 7.
+            let mut ids = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut args = vec!["scroll", "f", "--filter", filter, "--limit", "7"];
+                if let Some(c) = &cursor {
+                    args.extend(["--cursor", c.as_str()]);
+                }
+                let lines = json_lines(&ok(db, &args));
+                let (last, page) = lines.split_last().expect("a next_cursor line");
+                ids.extend(page.iter().map(|d| d["id"].as_str().unwrap().to_string()));
+                match last["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            let mut want: Vec<Uuid> = matching.iter().map(|d| d.id).collect();
+            want.sort();
+            let want: Vec<String> = want.iter().map(Uuid::to_string).collect();
+            assert_eq!(ids, want, "scroll {filter}");
+            // Search: the k nearest among the matches, saying how.
+            let q = rng_query(filter.len());
+            let vector = serde_json::to_string(&q).unwrap();
+            let out = ok(
+                db,
+                &[
+                    "search", "f", "--vector", &vector, "--k", "5", "--filter", filter,
+                ],
+            );
+            let hits = json_lines(&out);
+            for hit in &hits {
+                assert!(
+                    hit["strategy"].is_string() && hit["exhaustive"].is_boolean(),
+                    "{hit}"
+                );
+                assert_eq!(hit["filter_matches"], matching.len(), "{hit}");
+            }
+            assert_matches_brute_force(&hit_pairs(&hits), &matching, "l2", &q, 5, filter);
+            // The same through a requests file.
+            let requests = tmp.path().join("requests.jsonl");
+            let line = json!({"vector": q, "k": 5, "filter": serde_json::from_str::<Value>(filter).unwrap()});
+            fs::write(&requests, format!("{line}\n")).unwrap();
+            let responses =
+                json_lines(&ok(db, &["search", "f", "--requests", path_str(&requests)]));
+            assert_eq!(responses.len(), 1);
+            assert!(responses[0]["strategy"].is_string());
+            assert!(responses[0]["exhaustive"].is_boolean());
+            let hits = responses[0]["hits"].as_array().unwrap();
+            assert_matches_brute_force(&hit_pairs(hits), &matching, "l2", &q, 5, filter);
+        }
+    };
+    check_cases(&db);
+    // A payload index added later changes no answer.
+    let out = ok(&db, &["collection", "index", "f", "i:integer"]);
+    assert!(out.contains("i:integer"), "{out}");
+    let (value, _) = info(&db, "f");
+    assert_eq!(
+        value["config"]["payload_fields"].as_array().unwrap().len(),
+        2
+    );
+    check_cases(&db);
+    // Located errors, and nothing changes.
+    let out = fail(&db, &["count", "f", "--filter", r#"{"i": {"$foo": 1}}"#]);
+    assert!(out.stderr.contains("filter.i.$foo"), "{}", out.describe());
+    fail(
+        &db,
+        &[
+            "search",
+            "f",
+            "--vector",
+            "[0,0,0,0]",
+            "--filter",
+            "not json",
+        ],
+    );
+    fail(&db, &["delete", "f", "--filter", r#"{"$or": []}"#]);
+    fail(&db, &["collection", "index", "f", "tag:keyword"]);
+    fail(&db, &["collection", "index", "f", "x:colour"]);
+    let both = run(
+        &db,
+        &["delete", "f", &docs[0].id.to_string(), "--filter", "{}"],
+    );
+    assert!(!both.status.success(), "{}", both.describe());
+    assert_eq!(count(&db, "f"), 300);
+    // delete --filter removes exactly the matches, in one transaction.
+    let out = ok(
+        &db,
+        &[
+            "delete",
+            "f",
+            "--filter",
+            r#"{"tag": "t2", "i": {"$gte": 30}}"#,
+        ],
+    );
+    let expected = docs
+        .iter()
+        .filter(|d| i_of(d) % 3 == 2 && i_of(d) >= 30)
+        .count();
+    assert_eq!(out.trim(), format!("deleted {expected}"));
+    assert_eq!(count(&db, "f"), (300 - expected) as u64);
+    let check = json_lines(&ok(&db, &["check", "f"]));
+    assert_eq!(check.len(), 2, "vector index and payload index: {check:?}");
+    assert!(check
+        .iter()
+        .all(|c| c["problems"].as_array().unwrap().is_empty()));
+    assert_eq!(check[1]["index"], "payload");
+}
+
+/// A deterministic 4-D query per test case.
+fn rng_query(seed: usize) -> Vec<f32> {
+    Rng(seed as u64).vector(4)
+}
