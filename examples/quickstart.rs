@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo run --release --example quickstart`.
 
-use quiverdb::{CollectionConfig, Database, DocumentInput, Include, Metric, SearchRequest};
+use quiverdb::{CollectionConfig, Database, DocumentInput, Filter, Include, Metric, SearchRequest};
 use serde_json::json;
 
 fn main() -> quiverdb::Result<()> {
@@ -29,8 +29,22 @@ fn main() -> quiverdb::Result<()> {
         );
     }
 
+    // Filters: JSON (docs/filters.md) or the builder; payload indexes make them fast.
+    notes.create_payload_index("lang:keyword".parse()?)?;
+    let english: Filter = r#"{"lang": "en", "year": {"$gte": 2020}}"#.parse()?;
+    let filtered =
+        notes.search(&SearchRequest::new(vec![1.0, 0.0, 0.0], 2).with_filter(english))?;
+    println!(
+        "{} hit(s), strategy {}",
+        filtered.hits.len(),
+        filtered.strategy
+    );
+    let french = Filter::field("lang").eq("fr");
+    println!("{} in French", notes.count_where(&french)?);
+
     notes.update_metadata(ids[0], json!({"year": null, "reviewed": true}))?;
     println!("{:?}", notes.get(ids[0])?.map(|d| d.metadata));
+    notes.delete_where(&french)?;
     println!("{} documents", notes.count()?);
 
     db.close()?;
