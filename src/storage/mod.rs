@@ -300,15 +300,15 @@ pub struct RowDelta {
     pub added: bool,
 }
 
+/// A visitor of `(internal id, metadata)` pairs.
+pub type MetadataVisitor<'a> = dyn FnMut(InternalId, &Map<String, Value>) -> Result<()> + 'a;
+
 /// Reads metadata for filters, from a read snapshot or inside a write transaction.
 pub trait MetadataSource {
     /// The metadata of document `internal`, if it exists.
     fn metadata(&self, internal: InternalId) -> Result<Option<Map<String, Value>>>;
     /// Calls `f` with the metadata of every document, in internal-id order.
-    fn for_each_metadata(
-        &self,
-        f: &mut dyn FnMut(InternalId, &Map<String, Value>) -> Result<()>,
-    ) -> Result<()>;
+    fn for_each_metadata(&self, f: &mut MetadataVisitor<'_>) -> Result<()>;
 }
 
 fn load_metadata(
@@ -325,7 +325,7 @@ fn load_metadata(
 
 fn scan_metadata(
     docs: &impl ReadableTable<u32, &'static [u8]>,
-    f: &mut dyn FnMut(InternalId, &Map<String, Value>) -> Result<()>,
+    f: &mut MetadataVisitor<'_>,
 ) -> Result<()> {
     for entry in docs.iter()? {
         let (internal, bytes) = entry?;
@@ -546,10 +546,7 @@ impl MetadataSource for CollectionWriter<'_> {
         load_metadata(&self.docs, internal)
     }
 
-    fn for_each_metadata(
-        &self,
-        f: &mut dyn FnMut(InternalId, &Map<String, Value>) -> Result<()>,
-    ) -> Result<()> {
+    fn for_each_metadata(&self, f: &mut MetadataVisitor<'_>) -> Result<()> {
         scan_metadata(&self.docs, f)
     }
 }
@@ -705,10 +702,7 @@ impl MetadataSource for CollectionReader {
         load_metadata(&self.docs, internal)
     }
 
-    fn for_each_metadata(
-        &self,
-        f: &mut dyn FnMut(InternalId, &Map<String, Value>) -> Result<()>,
-    ) -> Result<()> {
+    fn for_each_metadata(&self, f: &mut MetadataVisitor<'_>) -> Result<()> {
         scan_metadata(&self.docs, f)
     }
 }

@@ -1745,7 +1745,8 @@ fn filters_count_scroll_search_delete_and_index() {
     );
     import_docs(&db, "f", &tmp.path().join("f.jsonl"), &docs);
     let i_of = |d: &Doc| d.metadata["i"].as_u64().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&Doc) -> bool>)> = vec![
+    type Expected = Box<dyn Fn(&Doc) -> bool>;
+    let cases: Vec<(&str, Expected)> = vec![
         (r#"{"tag": "t1"}"#, Box::new(move |d| i_of(d) % 3 == 1)),
         (
             r#"{"i": {"$gte": 100, "$lt": 150}}"#,
