@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use quiverdb::query::MAX_EF;
 use quiverdb::sync::{CheckpointPolicy, Recovery};
 use quiverdb::{
-    Collection, CollectionConfig, Database, DocumentInput, Error, IndexConfig, Metric,
-    SearchRequest,
+    Collection, CollectionConfig, Database, DocumentInput, Error, Filter, IndexConfig, Metric,
+    PayloadKind, SearchRequest,
 };
 use uuid::Uuid;
 
@@ -62,7 +62,10 @@ fn crash_child_writer() {
         Ok(other) => panic!("unknown QUIVER_CRASH_INDEX {other:?}"),
     };
     let db = Database::open_with_policy(&dir, policy).unwrap();
-    let config = CollectionConfig::new(DIM, Metric::L2).with_index(index);
+    // A payload index too: its rows must stay in step with the documents through every kill.
+    let config = CollectionConfig::new(DIM, Metric::L2)
+        .with_index(index)
+        .with_payload_field("batch", PayloadKind::Integer);
     let c = match db.create_collection("crash", config) {
         Ok(c) => c,
         Err(Error::CollectionExists(_)) => db.collection("crash").unwrap(),
@@ -71,7 +74,11 @@ fn crash_child_writer() {
     let mut out = std::io::stdout();
     for b in 0.. {
         let docs = (0..BATCH)
-            .map(|j| DocumentInput::new(doc_vector(round, b, j)).with_id(doc_id(round, b, j)))
+            .map(|j| {
+                DocumentInput::new(doc_vector(round, b, j))
+                    .with_id(doc_id(round, b, j))
+                    .with_metadata(serde_json::json!({ "batch": b, "j": j }))
+            })
             .collect();
         c.upsert(docs).unwrap();
         writeln!(out, "ACK upsert {b}").unwrap();
@@ -254,6 +261,16 @@ fn killed_writers(kind: &str, kills: u64, seed: u64) {
             ));
             let report = db.check(None).unwrap();
             assert!(report.ok(), "{kind} round {round}: {report:?}");
+            assert!(
+                report.indexes.iter().any(|i| i.index == "payload"),
+                "{kind} round {round}: payload index checked"
+            );
+            let indexed: Filter = r#"{"batch": {"$gte": 0}}"#.parse().unwrap();
+            assert_eq!(
+                c.count_where(&indexed).unwrap(),
+                expected.len() as u64,
+                "{kind} round {round}: payload bitmaps after recovery"
+            );
             if kind == "hnsw" {
                 let ctx = format!("{kind} round {round} (seed {seed})");
                 assert_hnsw_search(c, &expected, &mut rng, &ctx);
