@@ -3,6 +3,7 @@ mod cli;
 mod common;
 mod crash;
 mod errors;
+mod filters;
 mod hnsw;
 mod migration;
 mod model;
