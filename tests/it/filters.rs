@@ -2107,22 +2107,10 @@ fn hnsw_filtered_graph_traversal_keeps_recall() {
         ),
         (json!({"side": "pos"}), None),
     ];
-    let mut approximate = 0;
-    for (filter, ef) in &cases {
-        let report = filtered_recall(&c, &docs, filter, &random_queries(&mut rng), *ef);
-        eprintln!(
-            "filtered hnsw, 20000 docs: {filter} ef {ef:?} ({} matches): recall@{TOP} {:.4}, \
-             strategies {:?}, {} approximate",
-            report.matches, report.recall, report.strategies, report.approximate
-        );
-        assert!(
-            report.recall >= 0.95,
-            "{filter} ef {ef:?}: mean recall@{TOP} {:.4} < 0.95 ({:?})",
-            report.recall,
-            report.strategies
-        );
-        approximate += report.approximate;
-    }
+    let mut runs: Vec<(Value, Vec<Vec<f32>>, Option<usize>, &str)> = cases
+        .into_iter()
+        .map(|(filter, ef)| (filter, random_queries(&mut rng), ef, "random queries"))
+        .collect();
     // Correlated: only documents with v[0] > 0 match, and every query has v[0] = -0.9.
     let opposite: Vec<Vec<f32>> = random_queries(&mut rng)
         .into_iter()
@@ -2131,20 +2119,28 @@ fn hnsw_filtered_graph_traversal_keeps_recall() {
             q
         })
         .collect();
-    let filter = json!({"side": "pos"});
-    let report = filtered_recall(&c, &docs, &filter, &opposite, None);
-    eprintln!(
-        "filtered hnsw, 20000 docs: {filter} against opposite queries ({} matches): recall@{TOP} \
-         {:.4}, strategies {:?}, {} approximate",
-        report.matches, report.recall, report.strategies, report.approximate
-    );
-    assert!(
-        report.recall >= 0.95,
-        "{filter}, queries opposite the matches: mean recall@{TOP} {:.4} < 0.95 ({:?})",
-        report.recall,
-        report.strategies
-    );
-    approximate += report.approximate;
+    runs.push((
+        json!({"side": "pos"}),
+        opposite,
+        None,
+        "queries opposite the matches",
+    ));
+    let mut approximate = 0;
+    for (filter, queries, ef, what) in &runs {
+        let report = filtered_recall(&c, &docs, filter, queries, *ef);
+        eprintln!(
+            "filtered hnsw, 20000 docs: {filter} ef {ef:?}, {what} ({} matches): recall@{TOP} \
+             {:.4}, strategies {:?}, {} approximate",
+            report.matches, report.recall, report.strategies, report.approximate
+        );
+        assert!(
+            report.recall >= 0.95,
+            "{filter} ef {ef:?}, {what}: mean recall@{TOP} {:.4} < 0.95 ({:?})",
+            report.recall,
+            report.strategies
+        );
+        approximate += report.approximate;
+    }
     // Otherwise this test would not check what it is for.
     assert!(
         approximate > 0,
