@@ -2107,7 +2107,9 @@ fn hnsw_filtered_graph_traversal_keeps_recall() {
         ),
         (json!({"side": "pos"}), None),
     ];
-    let mut runs: Vec<(Value, Vec<Vec<f32>>, Option<usize>, &str)> = cases
+    /// A filter, its queries, the `ef` to use, and what the queries are.
+    type Run = (Value, Vec<Vec<f32>>, Option<usize>, &'static str);
+    let mut runs: Vec<Run> = cases
         .into_iter()
         .map(|(filter, ef)| (filter, random_queries(&mut rng), ef, "random queries"))
         .collect();
