@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::config::{CollectionConfig, IndexConfig};
+use crate::config::{CollectionConfig, IndexConfig, PayloadKind};
 use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::query::{Include, SearchRequest};
+use crate::filter::Filter;
+use crate::query::{Include, SearchRequest, SearchResponse};
 use crate::types::{DocumentInput, Metric};
 
 /// Dimension of the demo's toy embeddings.
@@ -176,7 +177,10 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     }
     let articles = db.create_collection(
         DEMO_COLLECTION,
-        CollectionConfig::new(DEMO_DIM, Metric::Cosine).with_index(IndexConfig::hnsw()),
+        CollectionConfig::new(DEMO_DIM, Metric::Cosine)
+            .with_index(IndexConfig::hnsw())
+            .with_payload_field("topic", PayloadKind::Keyword)
+            .with_payload_field("year", PayloadKind::Integer),
     )?;
     let started = Instant::now();
     let docs = demo_documents();
@@ -185,49 +189,39 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     }
     writeln!(
         out,
-        "created collection {DEMO_COLLECTION:?} ({DEMO_DIM}-D, cosine, HNSW index) and upserted {} documents in 3 transactions ({:.0} ms)\n",
+        "created collection {DEMO_COLLECTION:?} ({DEMO_DIM}-D, cosine, HNSW index, payload indexes on topic and year) and upserted {} documents in 3 transactions ({:.0} ms)\n",
         articles.count()?,
         started.elapsed().as_secs_f64() * 1e3
     )
     .map_err(io)?;
 
+    let include = Include {
+        metadata: true,
+        text: true,
+        vector: false,
+    };
     for query in [
         "durable vector database search on disk",
         "chocolate cake recipe with butter",
         "telescope pictures of a distant galaxy",
     ] {
-        let request = SearchRequest::new(toy_embed(query), 3).with_include(Include {
-            metadata: true,
-            text: true,
-            vector: false,
-        });
+        let request = SearchRequest::new(toy_embed(query), 3).with_include(include);
         let started = Instant::now();
         let response = articles.search(&request)?;
-        writeln!(
-            out,
-            "search {query:?} -> {} hits in {:.2} ms ({}, exhaustive: {}, {} vectors examined)",
-            response.hits.len(),
-            started.elapsed().as_secs_f64() * 1e3,
-            response.strategy,
-            response.exhaustive,
-            response.examined
-        )
-        .map_err(io)?;
-        for hit in &response.hits {
-            let topic = hit.metadata.as_ref().and_then(|m| m.get("topic")).cloned();
-            writeln!(
-                out,
-                "  {:.3}  [{}]  {}",
-                hit.distance,
-                topic
-                    .and_then(|t| t.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                hit.text.as_deref().unwrap_or("")
-            )
-            .map_err(io)?;
-        }
-        writeln!(out).map_err(io)?;
+        print_search(out, &format!("search {query:?}"), &response, started)?;
     }
+
+    // Filters: `year` is answered by its payload index, `stars` (not indexed) on the metadata.
+    let recent_json = r#"{"year": {"$gte": 2020}, "stars": {"$gte": 4}}"#;
+    let recent: Filter = recent_json.parse()?;
+    let query = "telescope pictures of a distant galaxy";
+    let request = SearchRequest::new(toy_embed(query), 3)
+        .with_include(include)
+        .with_filter(recent);
+    let started = Instant::now();
+    let response = articles.search(&request)?;
+    let label = format!("search {query:?} where {recent_json}");
+    print_search(out, &label, &response, started)?;
 
     let first = articles
         .scroll(1, None)?
@@ -262,6 +256,50 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     db.close()
 }
 
+/// Prints a search response: how it was served, then one line per hit.
+fn print_search(
+    out: &mut dyn Write,
+    label: &str,
+    response: &SearchResponse,
+    started: Instant,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io(e);
+    let matched = response
+        .filter_matches
+        .map_or(String::new(), |m| format!("{m} documents match, "));
+    writeln!(
+        out,
+        "{label} -> {} hits in {:.2} ms ({matched}{}, exhaustive: {}, {} vectors examined)",
+        response.hits.len(),
+        started.elapsed().as_secs_f64() * 1e3,
+        response.strategy,
+        response.exhaustive,
+        response.examined
+    )
+    .map_err(io)?;
+    for hit in &response.hits {
+        let field = |name: &str| {
+            hit.metadata
+                .as_ref()
+                .and_then(|m| m.get(name))
+                .map_or(String::new(), |v| {
+                    v.to_string().trim_matches('"').to_string()
+                })
+        };
+        writeln!(
+            out,
+            "  {:.3}  [{} {} {}*]  {}",
+            hit.distance,
+            field("topic"),
+            field("year"),
+            field("stars"),
+            hit.text.as_deref().unwrap_or("")
+        )
+        .map_err(io)?;
+    }
+    writeln!(out).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,7 +319,8 @@ mod tests {
         let mut out = Vec::new();
         run(dir.path(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("[cooking]"), "{text}");
+        assert!(text.contains("[cooking "), "{text}");
+        assert!(text.contains("documents match"), "{text}");
         assert!(text.contains("every index agrees"), "{text}");
         // Running it again on the same directory replaces the collection.
         run(dir.path(), &mut Vec::new()).unwrap();
