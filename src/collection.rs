@@ -67,7 +67,8 @@ struct CollectionInner {
 
 /// The payload indexes of a collection.
 struct Payload {
-    schema: PayloadSchema,
+    /// Shared, so that a write takes it without copying the field list.
+    schema: Arc<PayloadSchema>,
     index: PayloadIndex,
 }
 
@@ -83,7 +84,10 @@ impl Payload {
                 Ok(())
             })?;
         }
-        Ok(Payload { schema, index })
+        Ok(Payload {
+            schema: Arc::new(schema),
+            index,
+        })
     }
 
     /// Brings the bitmaps in line with a committed transaction.
@@ -412,7 +416,7 @@ impl Collection {
             .store
             .add_payload_field(&record, &schema, number)?;
         let mut payload = self.inner.payload.write();
-        payload.schema = schema;
+        payload.schema = Arc::new(schema);
         payload
             .index
             .add_field(FieldPath::trusted(&field.path), field.kind);

@@ -319,6 +319,17 @@ mod tests {
     }
 
     #[test]
+    fn payload_field_count_is_limited() {
+        let mut config = CollectionConfig::new(4, Metric::L2);
+        for i in 0..MAX_PAYLOAD_FIELDS {
+            config = config.with_payload_field(format!("f{i}"), PayloadKind::Keyword);
+        }
+        assert!(config.validate().is_ok());
+        let config = config.with_payload_field("one_more", PayloadKind::Bool);
+        assert!(matches!(config.validate(), Err(Error::InvalidConfig(m)) if m.contains("at most")));
+    }
+
+    #[test]
     fn config_validation() {
         assert!(CollectionConfig::new(1, Metric::L2).validate().is_ok());
         assert!(CollectionConfig::new(65_536, Metric::L2).validate().is_ok());

@@ -95,10 +95,11 @@ const TOPICS: [(&str, &[&str]); 6] = [
 const FILLER: [&str; 8] = ["the", "a", "new", "about", "with", "and", "of", "great"];
 
 /// A tiny deterministic pseudo-random generator (SplitMix64).
-struct SplitMix(u64);
+pub(crate) struct SplitMix(pub(crate) u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    /// The next number of the sequence.
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::{latency_summary, Latencies};
 use crate::collection::Collection;
+use crate::demo::SplitMix;
 use crate::distance::MetricDistance;
 use crate::error::Result;
 use crate::filter::Filter;
@@ -31,11 +32,8 @@ pub const FIELD: &str = "bucket";
 
 /// The synthetic attribute of base row `row`.
 pub fn bucket_of(row: usize) -> u64 {
-    // SplitMix64 of the row: uniform, reproducible, independent of the vectors.
-    let mut z = (row as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % BUCKETS
+    // SplitMix64 seeded by the row: uniform, reproducible, independent of the vectors.
+    SplitMix(row as u64).next() % BUCKETS
 }
 
 /// Metadata of base row `row`.

@@ -104,6 +104,15 @@ pub struct BenchReport {
 
 /// Runs the benchmark.
 pub fn run(options: &BenchOptions) -> Result<BenchReport> {
+    if let Some(s) = options
+        .filter_selectivity
+        .iter()
+        .find(|s| !(**s > 0.0 && **s <= 1.0))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "filter selectivity {s} is not in (0, 1]"
+        )));
+    }
     let queries = read_fvecs_file(&options.queries)?;
     let truth = read_ivecs_file(&options.ground_truth)?;
     let limit = options.max_queries.unwrap_or(usize::MAX).min(queries.len());
@@ -121,15 +130,6 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         )));
     }
     let dim = queries[0].len();
-    if let Some(s) = options
-        .filter_selectivity
-        .iter()
-        .find(|s| !(**s > 0.0 && **s <= 1.0))
-    {
-        return Err(Error::InvalidArgument(format!(
-            "filter selectivity {s} is not in (0, 1]"
-        )));
-    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads.max(1))
         .build()
@@ -341,4 +341,32 @@ fn proc_status_bytes(field: &str) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectivities_outside_zero_one_are_refused_before_any_work() {
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            let options = BenchOptions {
+                base: "missing.fvecs".into(),
+                queries: "missing.fvecs".into(),
+                ground_truth: "missing.ivecs".into(),
+                metric: Metric::L2,
+                index: IndexConfig::Flat,
+                ef: vec![10],
+                k: 10,
+                max_queries: None,
+                threads: 1,
+                work_dir: None,
+                filter_selectivity: vec![0.5, bad],
+            };
+            assert!(
+                matches!(run(&options), Err(Error::InvalidArgument(m)) if m.contains("selectivity")),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 
 use super::{Condition, FieldPath, Filter, MAX_FILTER_DEPTH};
 use crate::error::{Error, Result};
+use crate::types::json_type_name;
 
 /// Where in the filter JSON an element sits, e.g. `filter.$or[1].tag.$in`.
 #[derive(Clone)]
@@ -129,7 +130,7 @@ fn operator(op: &str, operand: &Value, at: &Location, depth: usize) -> Result<Co
         } else {
             Err(at.error(format!(
                 "{op} compares with a number or a string, not {}",
-                kind(operand)
+                json_type_name(operand)
             )))
         }
     };
@@ -151,13 +152,13 @@ fn operator(op: &str, operand: &Value, at: &Location, depth: usize) -> Result<Co
         "$exists" => Condition::Exists(
             operand
                 .as_bool()
-                .ok_or_else(|| at.error(format!("$exists takes true or false, not {}", kind(operand))))?,
+                .ok_or_else(|| at.error(format!("$exists takes true or false, not {}", json_type_name(operand))))?,
         ),
         "$contains" if is_scalar(operand) => Condition::Contains(operand.clone()),
         "$contains" => {
             return Err(at.error(format!(
                 "$contains takes a scalar (string, number, boolean, null), not {}",
-                kind(operand)
+                json_type_name(operand)
             )))
         }
         "$not" => Condition::Not(Box::new(condition(operand, at, depth + 1)?)),
@@ -167,17 +168,6 @@ fn operator(op: &str, operand: &Value, at: &Location, depth: usize) -> Result<Co
             )))
         }
     })
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The JSON form of a filter; [`parse_filter`] gives back an equivalent filter.

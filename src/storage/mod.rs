@@ -218,28 +218,7 @@ impl Store {
             collections.insert(record.name.as_str(), encode_record(record)?.as_slice())?;
             let docs = txn.open_table(names.docs())?;
             let mut payload = txn.open_table(names.payload())?;
-            let mut added = Vec::new();
-            for entry in docs.iter()? {
-                let (internal, bytes) = entry?;
-                let internal = internal.value();
-                let (_, metadata) =
-                    codec::decode_metadata(bytes.value()).map_err(|e| corrupt_doc(internal, e))?;
-                for (row_field, key) in schema.row_keys(&metadata) {
-                    if row_field == field {
-                        payload.insert(
-                            codec::encode_payload_row(field, &key, internal).as_slice(),
-                            (),
-                        )?;
-                        added.push(RowDelta {
-                            field,
-                            key,
-                            id: internal,
-                            added: true,
-                        });
-                    }
-                }
-            }
-            added
+            index_all_documents(&docs, &mut payload, schema, |f| f == field)?
         };
         txn.commit()?;
         Ok(added)
@@ -335,6 +314,32 @@ fn scan_metadata(
         f(internal, &metadata)?;
     }
     Ok(())
+}
+
+/// Writes the payload rows of every document in `docs` for the fields `keep` selects; returns
+/// the rows written.
+fn index_all_documents(
+    docs: &impl ReadableTable<u32, &'static [u8]>,
+    payload: &mut Table<'_, &'static [u8], ()>,
+    schema: &PayloadSchema,
+    keep: impl Fn(u16) -> bool,
+) -> Result<Vec<RowDelta>> {
+    let mut added = Vec::new();
+    scan_metadata(docs, &mut |id, metadata| {
+        for (field, key) in schema.row_keys(metadata) {
+            if keep(field) {
+                payload.insert(codec::encode_payload_row(field, &key, id).as_slice(), ())?;
+                added.push(RowDelta {
+                    field,
+                    key,
+                    id,
+                    added: true,
+                });
+            }
+        }
+        Ok(())
+    })?;
+    Ok(added)
 }
 
 /// Looks up an internal id in an `ids` table (read or write side).
@@ -458,8 +463,12 @@ impl<'t> CollectionWriter<'t> {
         old: Vec<(u16, Vec<u8>)>,
         new: Vec<(u16, Vec<u8>)>,
     ) -> Result<()> {
+        let has = |rows: &[(u16, Vec<u8>)], field: u16, key: &[u8]| {
+            rows.binary_search_by(|(f, k)| (*f, k.as_slice()).cmp(&(field, key)))
+                .is_ok()
+        };
         for (field, key) in &old {
-            if new.binary_search(&(*field, key.clone())).is_err() {
+            if !has(&new, *field, key) {
                 self.payload
                     .remove(codec::encode_payload_row(*field, key, id).as_slice())?;
                 self.committed.rows.push(RowDelta {
@@ -471,7 +480,7 @@ impl<'t> CollectionWriter<'t> {
             }
         }
         for (field, key) in new {
-            if old.binary_search(&(field, key.clone())).is_err() {
+            if !has(&old, field, &key) {
                 self.payload
                     .insert(codec::encode_payload_row(field, &key, id).as_slice(), ())?;
                 self.committed.rows.push(RowDelta {

@@ -4,7 +4,7 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::super::tables::{CollectionTables, COLLECTIONS};
-use super::super::{codec, corrupt_doc, CollectionRecord, STORE_FILE};
+use super::super::{index_all_documents, CollectionRecord, STORE_FILE};
 use crate::error::{Error, Result};
 use crate::payload::PayloadSchema;
 
@@ -30,18 +30,7 @@ pub fn migrate(txn: &WriteTransaction) -> Result<()> {
             continue;
         }
         let docs = txn.open_table(names.docs())?;
-        for entry in docs.iter()? {
-            let (internal, bytes) = entry?;
-            let internal = internal.value();
-            let (_, metadata) =
-                codec::decode_metadata(bytes.value()).map_err(|e| corrupt_doc(internal, e))?;
-            for (field, key) in schema.row_keys(&metadata) {
-                payload.insert(
-                    codec::encode_payload_row(field, &key, internal).as_slice(),
-                    (),
-                )?;
-            }
-        }
+        index_all_documents(&docs, &mut payload, &schema, |_| true)?;
     }
     Ok(())
 }
