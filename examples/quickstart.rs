@@ -8,14 +8,20 @@ use serde_json::json;
 fn main() -> quiverdb::Result<()> {
     let dir = std::env::temp_dir().join(format!("quiver-quickstart-{}", std::process::id()));
     let db = Database::open(&dir)?;
-    let notes = db.create_collection("notes", CollectionConfig::new(3, Metric::Cosine))?;
+    // `with_text_index`: the text is also indexed for keyword (BM25) and hybrid search.
+    let notes = db.create_collection(
+        "notes",
+        CollectionConfig::new(3, Metric::Cosine).with_text_index(true),
+    )?;
 
     // One batch = one durable transaction: all or nothing.
     let ids = notes.upsert(vec![
         DocumentInput::new(vec![0.9, 0.1, 0.0])
             .with_metadata(json!({"lang": "en", "year": 2024}))
             .with_text("vector search in Rust"),
-        DocumentInput::new(vec![0.0, 1.0, 0.2]).with_metadata(json!({"lang": "fr"})),
+        DocumentInput::new(vec![0.0, 1.0, 0.2])
+            .with_metadata(json!({"lang": "fr"}))
+            .with_text("recherche plein texte"),
     ])?;
 
     let request = SearchRequest::new(vec![1.0, 0.0, 0.0], 2).with_include(Include {
@@ -24,9 +30,18 @@ fn main() -> quiverdb::Result<()> {
     });
     for hit in notes.search(&request)?.hits {
         println!(
-            "{} distance={:.4} metadata={:?}",
+            "{} distance={:?} metadata={:?}",
             hit.id, hit.distance, hit.metadata
         );
+    }
+
+    // Keyword search (BM25: hits carry a score), and hybrid search: both arms fused by RRF.
+    for hit in notes.search(&SearchRequest::text("searching rust", 2))?.hits {
+        println!("{} score={:?}", hit.id, hit.score);
+    }
+    let hybrid = notes.search(&SearchRequest::hybrid(vec![0.0, 1.0, 0.0], "rust", 2))?;
+    for hit in hybrid.hits {
+        println!("{} fused={:?} arms={:?}", hit.id, hit.score, hit.arms);
     }
 
     // Filters: JSON (docs/filters.md) or the builder; payload indexes make them fast.

@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::config::{CollectionConfig, PayloadField};
 use crate::error::{Error, Result};
 use crate::filter::{FieldPath, Filter};
-use crate::index::{new_vector_index, SearchKnobs, VectorIndex};
+use crate::index::{new_vector_index, DerivedIndex, IndexSearch, SearchKnobs, VectorIndex};
+use crate::keyword::{KeywordIndex, KeywordSearch};
 use crate::payload::{PayloadIndex, PayloadSchema};
 use crate::query::{self, SearchRequest, SearchResponse};
 use crate::storage::{
@@ -24,8 +25,8 @@ use crate::storage::{
 };
 use crate::sync::{self, CheckpointPolicy, Recovery};
 use crate::types::{
-    merge_patch, metadata_object, validate_metadata, validate_vector_for, ChangeOp, DocView,
-    Document, DocumentInput,
+    merge_patch, metadata_object, validate_metadata, validate_vector_for, Change, ChangeOp,
+    DocView, Document, DocumentInput,
 };
 
 /// Most documents one write call (one transaction) accepts.
@@ -56,6 +57,8 @@ struct CollectionInner {
     write_lock: Mutex<()>,
     vector_index: RwLock<Box<dyn VectorIndex>>,
     recovery: Recovery,
+    /// The keyword index, for collections created with a text index.
+    keyword: Option<KeywordState>,
     dropped: AtomicBool,
     /// Set when an index could not be brought back in line with the store (a failed rebuild):
     /// searches and checkpoints then refuse to run until the database is reopened.
@@ -63,6 +66,12 @@ struct CollectionInner {
     /// Changes applied since the last checkpoint.
     dirty_changes: AtomicU64,
     last_checkpoint: Mutex<Instant>,
+}
+
+/// The keyword index of a collection and how it came back at open.
+struct KeywordState {
+    index: RwLock<Box<KeywordIndex>>,
+    recovery: Recovery,
 }
 
 /// The payload indexes of a collection.
@@ -161,20 +170,47 @@ impl Collection {
     ) -> Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut index = new_vector_index(&record.config, record.instance);
-        let (recovery, payload) = if created {
-            // An empty checkpoint, so that the next open loads instead of rebuilding.
-            index.checkpoint(&dir)?;
-            (Recovery::Created, Payload::load(&record.config, None)?)
+        let mut keyword = record
+            .config
+            .text_indexed
+            .then(|| Box::new(KeywordIndex::new(&dir, &record.config, record.instance)));
+        let reader = if created {
+            None
         } else {
-            let reader = store.read(record.id)?;
-            let payload = Payload::load(&record.config, Some(&reader))?;
-            (sync::recover(index.as_mut(), &dir, &reader)?, payload)
+            Some(store.read(record.id)?)
         };
-        // Replayed changes are not in the checkpoint yet: count them as pending.
-        let replayed = match recovery {
-            Recovery::Loaded { replayed } => replayed,
-            _ => 0,
+        let payload = Payload::load(&record.config, reader.as_ref())?;
+        let bring_up = |index: &mut dyn DerivedIndex| -> Result<Recovery> {
+            match &reader {
+                Some(reader) => sync::recover(index, &dir, reader),
+                None => {
+                    // An empty checkpoint, so that the next open loads instead of rebuilding.
+                    index.reset(0);
+                    index.checkpoint(&dir)?;
+                    Ok(Recovery::Created)
+                }
+            }
         };
+        let recovery = bring_up(index.as_mut())?;
+        let keyword = match keyword.as_mut() {
+            Some(k) => Some(bring_up(k.as_mut())?),
+            None => None,
+        }
+        .zip(keyword)
+        .map(|(recovery, index)| KeywordState {
+            index: RwLock::new(index),
+            recovery,
+        });
+        // Replayed changes are not in the checkpoints yet: count them as pending.
+        let replayed = [Some(&recovery), keyword.as_ref().map(|k| &k.recovery)]
+            .into_iter()
+            .flatten()
+            .map(|r| match r {
+                Recovery::Loaded { replayed } => *replayed,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         Ok(Collection {
             inner: Arc::new(CollectionInner {
                 config: RwLock::new(Arc::new(record.config.clone())),
@@ -185,6 +221,7 @@ impl Collection {
                 write_lock: Mutex::new(()),
                 vector_index: RwLock::new(index),
                 recovery,
+                keyword,
                 dropped: AtomicBool::new(false),
                 dirty_changes: AtomicU64::new(replayed as u64),
                 poisoned: AtomicBool::new(false),
@@ -223,7 +260,7 @@ impl Collection {
     fn ensure_index_sound(&self) -> Result<()> {
         if self.inner.poisoned.load(Ordering::Acquire) {
             return Err(Error::Internal(format!(
-                "the vector index of {:?} disagrees with the store after a failed rebuild; reopen the database",
+                "an index of {:?} disagrees with the store after a failed rebuild; reopen the database",
                 self.name()
             )));
         }
@@ -448,46 +485,62 @@ impl Collection {
         if changes.is_empty() {
             return Ok(value);
         }
+        let docs = views(&value, changes.len());
+        self.apply_to(&self.inner.vector_index, &changes, &docs)?;
+        if let Some(keyword) = &self.inner.keyword {
+            self.apply_to(&keyword.index, &changes, &docs)?;
+        }
+        self.inner
+            .dirty_changes
+            .fetch_add(changes.len() as u64, Ordering::Relaxed);
+        Ok(value)
+    }
+
+    /// Applies committed changes to one index; if that fails, rebuilds it from the store (the
+    /// write is durable: never serve from an index that disagrees with the store), and if even
+    /// that fails, poisons the collection.
+    fn apply_to<I: DerivedIndex + ?Sized>(
+        &self,
+        lock: &RwLock<Box<I>>,
+        changes: &[Change],
+        docs: &[Option<DocView<'_>>],
+    ) -> Result<()> {
         let applied = {
-            let docs = views(&value, changes.len());
-            let mut index = self.inner.vector_index.write();
-            sync::apply_committed(index.as_mut(), &changes, &docs).and_then(|()| {
+            let mut index = lock.write();
+            sync::apply_committed(index.as_mut(), changes, docs).and_then(|()| {
                 // Deferred work (linking graph nodes, preparing a compaction) runs while
                 // searches proceed; what it prepared is then installed with a brief write lock.
                 let index = RwLockWriteGuard::downgrade(index);
                 index.finish_batch()?;
                 if index.needs_publish() {
                     drop(index);
-                    self.inner.vector_index.write().publish()?;
+                    lock.write().publish()?;
                 }
                 Ok(())
             })
         };
-        if let Err(e) = applied {
-            // The write is durable; never serve from an index that disagrees with the store.
-            let mut index = self.inner.vector_index.write();
-            log::error!(
-                "applying changes to the {} index failed ({e}); rebuilding it",
+        let Err(e) = applied else {
+            return Ok(());
+        };
+        let mut index = lock.write();
+        log::error!(
+            "applying changes to the {} index failed ({e}); rebuilding it",
+            index.name()
+        );
+        let rebuilt = self
+            .inner
+            .store
+            .read(self.inner.record.id)
+            .and_then(|reader| sync::rebuild(index.as_mut(), &reader));
+        if let Err(e) = rebuilt {
+            self.inner.poisoned.store(true, Ordering::Release);
+            return Err(Error::Internal(format!(
+                "the write committed, but the {} index could not be rebuilt ({e}); \
+                 searches fail until the database is reopened",
                 index.name()
-            );
-            let rebuilt = self
-                .inner
-                .store
-                .read(self.inner.record.id)
-                .and_then(|reader| sync::rebuild(index.as_mut(), &reader));
-            if let Err(e) = rebuilt {
-                self.inner.poisoned.store(true, Ordering::Release);
-                return Err(Error::Internal(format!(
-                    "the write committed, but the {} index could not be rebuilt ({e}); \
-                     searches fail until the database is reopened",
-                    index.name()
-                )));
-            }
+            )));
         }
-        self.inner
-            .dirty_changes
-            .fetch_add(changes.len() as u64, Ordering::Relaxed);
-        Ok(value)
+        Ok(())
     }
 
     // ----- reads --------------------------------------------------------------------------
@@ -587,7 +640,10 @@ impl Collection {
                 .validate(&self.inner.record.config)
                 .map_err(|e| Error::InvalidArgument(format!("request {i}: {e}")))?;
         }
-        if requests.iter().any(|r| r.filter.is_some()) {
+        if requests
+            .iter()
+            .any(|r| r.filter.is_some() || r.text.is_some())
+        {
             return requests
                 .par_iter()
                 .map(|request| self.run_validated(request))
@@ -596,7 +652,11 @@ impl Collection {
         let searches = {
             let _depth = SearchDepth::enter();
             let index = self.read_index_for_search();
-            let queries: Vec<&[f32]> = requests.iter().map(|r| r.vector.as_slice()).collect();
+            // Validated: without a text, every request has a vector.
+            let queries: Vec<&[f32]> = requests
+                .iter()
+                .map(|r| r.vector.as_deref().unwrap_or_default())
+                .collect();
             let ks: Vec<usize> = requests.iter().map(|r| r.k).collect();
             let knobs: Vec<SearchKnobs> = requests.iter().map(query::knobs).collect();
             index.search_many(&queries, &ks, &knobs)
@@ -609,7 +669,9 @@ impl Collection {
         searches
             .into_iter()
             .zip(requests)
-            .map(|(search, request)| query::hydrate(search, request.include, reader.as_ref()))
+            .map(|(search, request)| {
+                query::hydrate(search.into(), request.include, reader.as_ref())
+            })
             .collect()
     }
 
@@ -633,22 +695,66 @@ impl Collection {
             None
         };
         let allowed = match (filter, &reader) {
-            (Some(filter), Some(reader)) => Some(self.matching_ids(filter, reader)?),
+            (Some(filter), Some(reader)) => Some(Arc::new(self.matching_ids(filter, reader)?)),
             _ => None,
         };
-        let search = {
-            let _depth = SearchDepth::enter();
-            let index = self.read_index_for_search();
-            match &allowed {
-                Some(ids) => {
-                    index.search_filtered(&request.vector, request.k, &query::knobs(request), ids)
-                }
-                None => query::execute(request, index.as_ref()),
+        let answer = match (&request.vector, &request.text) {
+            (Some(vector), None) => self
+                .vector_arm(vector, request.k, request, allowed.as_deref())
+                .into(),
+            (None, Some(text)) => {
+                let keyword = self.keyword_arm(text, request.k, allowed.clone())?;
+                let index = self.read_index_for_search();
+                query::keyword_answer(keyword, &|id| index.document_id(id))
+            }
+            (Some(vector), Some(text)) => {
+                let depth = request.arm_candidates();
+                let keyword = self.keyword_arm(text, depth, allowed.clone())?;
+                let vector = self.vector_arm(vector, depth, request, allowed.as_deref());
+                let index = self.read_index_for_search();
+                query::hybrid_answer(vector, keyword, request.fusion(), request.k, &|id| {
+                    index.document_id(id)
+                })
+            }
+            (None, None) => {
+                return Err(Error::InvalidArgument(
+                    "a search needs a vector, a text, or both".into(),
+                ))
             }
         };
-        let mut response = query::hydrate(search, request.include, reader.as_ref())?;
+        let mut response = query::hydrate(answer, request.include, reader.as_ref())?;
         response.filter_matches = allowed.map(|ids| ids.len());
         Ok(response)
+    }
+
+    /// The `k` nearest neighbours of `vector` (among `allowed`, if given).
+    fn vector_arm(
+        &self,
+        vector: &[f32],
+        k: usize,
+        request: &SearchRequest,
+        allowed: Option<&RoaringBitmap>,
+    ) -> IndexSearch {
+        let _depth = SearchDepth::enter();
+        let index = self.read_index_for_search();
+        let knobs = query::knobs(request);
+        match allowed {
+            Some(ids) => index.search_filtered(vector, k, &knobs, ids),
+            None => index.search(vector, k, &knobs),
+        }
+    }
+
+    /// The `k` best documents for `text` by BM25 (among `allowed`, if given).
+    fn keyword_arm(
+        &self,
+        text: &str,
+        k: usize,
+        allowed: Option<Arc<RoaringBitmap>>,
+    ) -> Result<KeywordSearch> {
+        let keyword = self.inner.keyword.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("this collection has no text index".into())
+        })?;
+        keyword.index.read().search(text, k, allowed)
     }
 
     /// Configuration, size and index status.
@@ -684,7 +790,16 @@ impl Collection {
         let pending = self.inner.dirty_changes.swap(0, Ordering::Relaxed);
         // Set before trying, so that a failing disk is retried only after the policy's period.
         *self.inner.last_checkpoint.lock() = Instant::now();
-        let watermark = match self.inner.vector_index.read().checkpoint(&self.inner.dir) {
+        let checkpointed = self
+            .inner
+            .vector_index
+            .read()
+            .checkpoint(&self.inner.dir)
+            .and_then(|vector| match &self.inner.keyword {
+                Some(keyword) => Ok(vector.min(keyword.index.read().checkpoint(&self.inner.dir)?)),
+                None => Ok(vector),
+            });
+        let watermark = match checkpointed {
             Ok(w) => w,
             Err(e) => {
                 self.inner

@@ -126,6 +126,45 @@ impl std::str::FromStr for PayloadKind {
     }
 }
 
+/// How the keyword index splits `text` into terms (chosen at creation; queries use the same).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextTokenizer {
+    /// Words (runs of letters and digits), lower-cased, English (Snowball) stemming:
+    /// "Running runners" → `run`, `runner`.
+    #[default]
+    English,
+    /// Words, lower-cased, no stemming.
+    Simple,
+    /// Whitespace-separated tokens, kept exactly (case and punctuation): for codes and tags.
+    Whitespace,
+}
+
+impl TextTokenizer {
+    /// The tokenizer's name, as the CLI and JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TextTokenizer::English => "english",
+            TextTokenizer::Simple => "simple",
+            TextTokenizer::Whitespace => "whitespace",
+        }
+    }
+}
+
+impl std::str::FromStr for TextTokenizer {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "english" => Ok(TextTokenizer::English),
+            "simple" => Ok(TextTokenizer::Simple),
+            "whitespace" => Ok(TextTokenizer::Whitespace),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown tokenizer {other:?} (expected english, simple or whitespace)"
+            ))),
+        }
+    }
+}
+
 /// A metadata field declared for a payload index (used by filtered search).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +203,9 @@ pub struct CollectionConfig {
     /// Whether `text` is indexed for keyword search.
     #[serde(default)]
     pub text_indexed: bool,
+    /// How indexed text is split into terms.
+    #[serde(default)]
+    pub text_tokenizer: TextTokenizer,
     /// Declared payload indexes.
     #[serde(default)]
     pub payload_fields: Vec<PayloadField>,
@@ -177,6 +219,7 @@ impl CollectionConfig {
             metric,
             index: IndexConfig::Flat,
             text_indexed: false,
+            text_tokenizer: TextTokenizer::default(),
             payload_fields: Vec::new(),
         }
     }
@@ -190,6 +233,12 @@ impl CollectionConfig {
     /// Enables keyword indexing of `text`.
     pub fn with_text_index(mut self, enabled: bool) -> Self {
         self.text_indexed = enabled;
+        self
+    }
+
+    /// Sets the tokenizer of the keyword index.
+    pub fn with_text_tokenizer(mut self, tokenizer: TextTokenizer) -> Self {
+        self.text_tokenizer = tokenizer;
         self
     }
 
@@ -208,11 +257,17 @@ impl CollectionConfig {
     /// loaded, so a file copied from another collection or database is never served.
     pub fn index_fingerprint(&self, instance: u64) -> u64 {
         let index = serde_json::to_string(&self.index).unwrap_or_default();
-        let text = format!("{instance}|{}|{}|{}", self.dim, self.metric.name(), index);
-        // FNV-1a, 64 bit: stable across builds and platforms.
-        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        fnv1a(&format!(
+            "{instance}|{}|{}|{}",
+            self.dim,
+            self.metric.name(),
+            index
+        ))
+    }
+
+    /// Like [`CollectionConfig::index_fingerprint`], for the keyword index (its tokenizer).
+    pub fn text_fingerprint(&self, instance: u64) -> u64 {
+        fnv1a(&format!("{instance}|text|{}", self.text_tokenizer.name()))
     }
 
     /// Checks every rule; called by `create_collection`.
@@ -242,6 +297,13 @@ impl CollectionConfig {
         }
         Ok(())
     }
+}
+
+/// FNV-1a, 64 bit: stable across builds and platforms.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Most payload indexes one collection may declare.

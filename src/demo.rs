@@ -287,10 +287,14 @@ fn print_search(
                     v.to_string().trim_matches('"').to_string()
                 })
         };
+        let value = match (hit.distance, hit.score) {
+            (Some(distance), _) => format!("distance {distance:.3}"),
+            (None, Some(score)) => format!("score {score:.3}"),
+            (None, None) => String::new(),
+        };
         writeln!(
             out,
-            "  {:.3}  [{} {} {}*]  {}",
-            hit.distance,
+            "  {value}  [{} {} {}*]  {}",
             field("topic"),
             field("year"),
             field("stars"),

@@ -2,17 +2,21 @@
 //!
 //! Documents (a UUID, an `f32` vector, JSON metadata and optional text) live transactionally in
 //! [redb](https://docs.rs/redb), which is the source of truth. Vector indexes are derived from it
-//! and kept in sync through a change log (see `docs/design.md`).
+//! and kept in sync through a change log (see `docs/design.md`); collections created with a
+//! text index also answer keyword (BM25, tantivy) and hybrid (fused) searches.
 //!
 //! ```no_run
 //! use quiverdb::{CollectionConfig, Database, DocumentInput, Metric, SearchRequest};
 //! # fn main() -> quiverdb::Result<()> {
 //! let db = Database::open("my.quiver")?;
-//! let docs = db.create_collection("docs", CollectionConfig::new(3, Metric::Cosine))?;
-//! docs.upsert(vec![DocumentInput::new(vec![0.1, 0.2, 0.3]).with_text("hello")])?;
-//! let response = docs.search(&SearchRequest::new(vec![0.1, 0.2, 0.25], 5))?;
-//! for hit in response.hits {
-//!     println!("{} {}", hit.id, hit.distance);
+//! let config = CollectionConfig::new(3, Metric::Cosine).with_text_index(true);
+//! let docs = db.create_collection("docs", config)?;
+//! docs.upsert(vec![DocumentInput::new(vec![0.1, 0.2, 0.3]).with_text("hello world")])?;
+//! let nearest = docs.search(&SearchRequest::new(vec![0.1, 0.2, 0.25], 5))?;
+//! let keyword = docs.search(&SearchRequest::text("hello", 5))?;
+//! let hybrid = docs.search(&SearchRequest::hybrid(vec![0.1, 0.2, 0.25], "hello", 5))?;
+//! for hit in nearest.hits.iter().chain(&keyword.hits).chain(&hybrid.hits) {
+//!     println!("{} {:?} {:?}", hit.id, hit.distance, hit.score);
 //! }
 //! # Ok(())
 //! # }
@@ -31,6 +35,7 @@ pub mod error;
 pub mod filter;
 pub mod import;
 pub mod index;
+pub mod keyword;
 pub mod payload;
 pub mod query;
 mod storage;
@@ -41,9 +46,11 @@ pub mod vectors;
 
 pub use check::{CheckReport, IndexCheck};
 pub use collection::{Collection, CollectionInfo, ScrollPage};
-pub use config::{CollectionConfig, IndexConfig, PayloadField, PayloadKind};
+pub use config::{CollectionConfig, IndexConfig, PayloadField, PayloadKind, TextTokenizer};
 pub use db::Database;
 pub use error::{Error, Result};
 pub use filter::{Condition, FieldPath, Filter};
-pub use query::{Include, SearchRequest, SearchResponse};
-pub use types::{DocId, Document, DocumentInput, Hit, InternalId, Metric, Seq};
+pub use query::{Fusion, FusionKind, Include, SearchRequest, SearchResponse};
+pub use types::{
+    DocId, Document, DocumentInput, Hit, HitArms, InternalId, KeywordArm, Metric, Seq, VectorArm,
+};

@@ -133,13 +133,21 @@ impl Document {
     }
 }
 
-/// One search result. Optional fields are filled when the request includes them.
+/// One search result. A vector search gives `distance`, a keyword search `score`, a hybrid
+/// search `score` (fused) and `arms`. Stored fields are filled when the request includes them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
     /// The document's id.
     pub id: Uuid,
-    /// Distance to the query; smaller is closer (see [`Metric`]).
-    pub distance: f32,
+    /// Vector search: distance to the query; smaller is closer (see [`Metric`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f32>,
+    /// Keyword search: BM25 score; hybrid search: fused score. Higher is better.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    /// Hybrid search: where each arm ranked the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arms: Option<HitArms>,
     /// The metadata, when requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
@@ -149,6 +157,35 @@ pub struct Hit {
     /// The vector, when requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector: Option<Vec<f32>>,
+}
+
+/// Where the arms of a hybrid search ranked a hit (an arm that did not return it is absent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HitArms {
+    /// The vector arm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<VectorArm>,
+    /// The keyword arm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<KeywordArm>,
+}
+
+/// A hit's place in the vector arm.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VectorArm {
+    /// 1-based rank.
+    pub rank: usize,
+    /// Distance to the query vector.
+    pub distance: f32,
+}
+
+/// A hit's place in the keyword arm.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeywordArm {
+    /// 1-based rank.
+    pub rank: usize,
+    /// BM25 score.
+    pub score: f32,
 }
 
 /// What a change-log entry records.

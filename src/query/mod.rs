@@ -1,23 +1,31 @@
 //! The read path: search requests, their validation, execution against a vector index, and the
 //! hydration of hits with stored fields.
 
+mod arms;
 mod filtered;
+pub mod fusion;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::index::{IndexSearch, SearchKnobs, VectorIndexRead};
-use crate::storage::CollectionReader;
-use crate::types::{validate_vector_for, Hit};
+use uuid::Uuid;
 
+use crate::index::{IndexSearch, SearchKnobs};
+use crate::storage::CollectionReader;
+use crate::types::{validate_vector_for, Hit, HitArms, InternalId};
+
+pub(crate) use arms::{hybrid_answer, keyword_answer};
 pub(crate) use filtered::resolve;
+pub use fusion::{ArmRank, Fusion};
 
 /// Largest `k` a search accepts.
 pub const MAX_K: usize = 10_000;
 /// Largest `ef` a search accepts.
 pub const MAX_EF: usize = 100_000;
+/// Longest text query accepted, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 << 10;
 
 /// Which stored fields a hit carries besides its id and distance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,12 +93,40 @@ fn default_k() -> usize {
     10
 }
 
-/// A vector search request.
+/// How the JSON of a request names a fusion method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionKind {
+    /// Reciprocal rank fusion (the default).
+    Rrf,
+    /// Weighted sum of normalised scores (`alpha` weighs the vector arm).
+    Weighted,
+}
+
+impl std::str::FromStr for FusionKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rrf" => Ok(FusionKind::Rrf),
+            "weighted" => Ok(FusionKind::Weighted),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown fusion {other:?} (expected rrf or weighted)"
+            ))),
+        }
+    }
+}
+
+/// A search request: a vector (nearest neighbours), a text (BM25 keyword search), or both
+/// (hybrid search, the two arms fused).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// The query vector.
-    pub vector: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+    /// The keyword query (collections created with a text index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     /// How many hits to return, `1..=10000` (default 10).
     #[serde(default = "default_k")]
     pub k: usize,
@@ -103,18 +139,95 @@ pub struct SearchRequest {
     /// Only documents whose metadata matches this filter are returned (`docs/filters.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Filter>,
+    /// Hybrid: how the arms are fused (default RRF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<FusionKind>,
+    /// Hybrid, weighted fusion: weight of the vector arm in `[0, 1]` (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f32>,
+    /// Hybrid, RRF: the rank offset `k` (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rrf_k: Option<f32>,
+    /// Hybrid: hits taken from each arm before fusion (default `max(2k, 50)`, at least `k`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<usize>,
 }
 
 impl SearchRequest {
     /// A request for the `k` nearest neighbours of `vector`, returning ids and distances.
     pub fn new(vector: Vec<f32>, k: usize) -> Self {
         SearchRequest {
-            vector,
+            vector: Some(vector),
+            ..SearchRequest::empty(k)
+        }
+    }
+
+    /// A keyword request: the `k` best documents for `text` by BM25, returning ids and scores.
+    pub fn text(text: impl Into<String>, k: usize) -> Self {
+        SearchRequest {
+            text: Some(text.into()),
+            ..SearchRequest::empty(k)
+        }
+    }
+
+    /// A hybrid request: `vector` and `text`, fused (RRF unless [`SearchRequest::with_fusion`]).
+    pub fn hybrid(vector: Vec<f32>, text: impl Into<String>, k: usize) -> Self {
+        SearchRequest {
+            vector: Some(vector),
+            text: Some(text.into()),
+            ..SearchRequest::empty(k)
+        }
+    }
+
+    fn empty(k: usize) -> Self {
+        SearchRequest {
+            vector: None,
+            text: None,
             k,
             include: Include::default(),
             ef: None,
             filter: None,
+            fusion: None,
+            alpha: None,
+            rrf_k: None,
+            candidates: None,
         }
+    }
+
+    /// Sets how a hybrid search fuses its arms.
+    pub fn with_fusion(mut self, fusion: Fusion) -> Self {
+        match fusion {
+            Fusion::Rrf { k } => {
+                self.fusion = Some(FusionKind::Rrf);
+                self.rrf_k = Some(k);
+                self.alpha = None;
+            }
+            Fusion::Weighted { alpha } => {
+                self.fusion = Some(FusionKind::Weighted);
+                self.alpha = Some(alpha);
+                self.rrf_k = None;
+            }
+        }
+        self
+    }
+
+    /// The fusion a hybrid search uses (defaults applied).
+    pub fn fusion(&self) -> Fusion {
+        match (self.fusion, self.alpha) {
+            (Some(FusionKind::Weighted), alpha) | (None, alpha @ Some(_)) => Fusion::Weighted {
+                alpha: alpha.unwrap_or(fusion::DEFAULT_ALPHA),
+            },
+            (Some(FusionKind::Rrf) | None, _) => Fusion::Rrf {
+                k: self.rrf_k.unwrap_or(fusion::DEFAULT_RRF_K),
+            },
+        }
+    }
+
+    /// Hits each arm of a hybrid search contributes before fusion.
+    pub fn arm_candidates(&self) -> usize {
+        self.candidates
+            .unwrap_or((2 * self.k).max(50))
+            .clamp(self.k, MAX_K)
     }
 
     /// Restricts the search to documents matching `filter`.
@@ -153,20 +266,78 @@ impl SearchRequest {
         if let Some(filter) = &self.filter {
             filter.validate()?;
         }
-        validate_vector_for(&self.vector, config.dim, config.metric)
+        if let Some(text) = &self.text {
+            if !config.text_indexed {
+                return Err(Error::InvalidArgument(
+                    "this collection has no text index (create it with a text index to search by text)"
+                        .into(),
+                ));
+            }
+            if text.len() > MAX_TEXT_BYTES {
+                return Err(Error::InvalidArgument(format!(
+                    "text query of {} bytes, at most {MAX_TEXT_BYTES}",
+                    text.len()
+                )));
+            }
+        }
+        self.validate_fusion()?;
+        match &self.vector {
+            Some(vector) => validate_vector_for(vector, config.dim, config.metric),
+            None if self.text.is_some() => Ok(()),
+            None => Err(Error::InvalidArgument(
+                "a search needs a vector, a text, or both".into(),
+            )),
+        }
+    }
+
+    fn validate_fusion(&self) -> Result<()> {
+        if let Some(alpha) = self.alpha {
+            if !(0.0..=1.0).contains(&alpha) {
+                return Err(Error::InvalidArgument(format!(
+                    "alpha must be in [0, 1], got {alpha}"
+                )));
+            }
+            if self.fusion == Some(FusionKind::Rrf) {
+                return Err(Error::InvalidArgument(
+                    "alpha applies to weighted fusion, not rrf".into(),
+                ));
+            }
+        }
+        if let Some(rrf_k) = self.rrf_k {
+            if !(rrf_k.is_finite() && rrf_k > 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "rrf_k must be a positive number, got {rrf_k}"
+                )));
+            }
+            if self.fusion == Some(FusionKind::Weighted) || self.alpha.is_some() {
+                return Err(Error::InvalidArgument(
+                    "rrf_k applies to rrf fusion, not weighted".into(),
+                ));
+            }
+        }
+        if let Some(candidates) = self.candidates {
+            if candidates == 0 || candidates > MAX_K {
+                return Err(Error::InvalidArgument(format!(
+                    "candidates must be in 1..={MAX_K}, got {candidates}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
-/// The answer to a search: hits closest first, and how they were found.
+/// The answer to a search: best hits first, and how they were found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchResponse {
-    /// Hits ordered by distance, ties broken by id.
+    /// Hits, best first (by distance for a vector search, by score for keyword and hybrid
+    /// searches), ties broken by id.
     pub hits: Vec<Hit>,
     /// The strategy that served the request, e.g. `"flat_exact"`.
     pub strategy: String,
     /// True when the result is exact (every document was considered).
     pub exhaustive: bool,
-    /// How many vectors had their distance computed.
+    /// How many vectors had their distance computed (plus, with a text, how many documents
+    /// matched a query term).
     pub examined: usize,
     /// With a filter: how many documents match it (so fewer hits than `k` are explained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,31 +349,68 @@ pub(crate) fn knobs(request: &SearchRequest) -> SearchKnobs {
     SearchKnobs { ef: request.ef }
 }
 
-/// Runs a validated request against `index`.
-pub(crate) fn execute(request: &SearchRequest, index: &dyn VectorIndexRead) -> IndexSearch {
-    index.search(&request.vector, request.k, &knobs(request))
+/// A hit an index found, before stored fields are read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Found {
+    pub id: InternalId,
+    pub uuid: Uuid,
+    pub distance: Option<f32>,
+    pub score: Option<f32>,
+    pub arms: Option<HitArms>,
 }
 
-/// Turns index neighbours into hits, reading requested fields from `reader`. A hit whose
+/// What the indexes answered, before hydration.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Answer {
+    pub found: Vec<Found>,
+    pub strategy: String,
+    pub exhaustive: bool,
+    pub examined: usize,
+}
+
+impl From<IndexSearch> for Answer {
+    fn from(search: IndexSearch) -> Answer {
+        Answer {
+            found: search
+                .neighbors
+                .into_iter()
+                .map(|n| Found {
+                    id: n.id,
+                    uuid: n.uuid,
+                    distance: Some(n.distance),
+                    score: None,
+                    arms: None,
+                })
+                .collect(),
+            strategy: search.strategy.to_string(),
+            exhaustive: search.exhaustive,
+            examined: search.examined,
+        }
+    }
+}
+
+/// Turns found hits into response hits, reading requested fields from `reader`. A hit whose
 /// document was deleted after the index answered is dropped (the delete linearises first).
 pub(crate) fn hydrate(
-    search: IndexSearch,
+    answer: Answer,
     include: Include,
     reader: Option<&CollectionReader>,
 ) -> Result<SearchResponse> {
-    let mut hits = Vec::with_capacity(search.neighbors.len());
-    for neighbor in search.neighbors {
+    let mut hits = Vec::with_capacity(answer.found.len());
+    for found in answer.found {
         let mut hit = Hit {
-            id: neighbor.uuid,
-            distance: neighbor.distance,
+            id: found.uuid,
+            distance: found.distance,
+            score: found.score,
+            arms: found.arms,
             metadata: None,
             text: None,
             vector: None,
         };
         if let (true, Some(reader)) = (include.any(), reader) {
             let Some(doc) = reader
-                .document(neighbor.id)?
-                .filter(|d| d.id == neighbor.uuid)
+                .document(found.id)?
+                .filter(|d| d.id == found.uuid)
             else {
                 continue;
             };
@@ -214,9 +422,9 @@ pub(crate) fn hydrate(
     }
     Ok(SearchResponse {
         hits,
-        strategy: search.strategy.to_string(),
-        exhaustive: search.exhaustive,
-        examined: search.examined,
+        strategy: answer.strategy,
+        exhaustive: answer.exhaustive,
+        examined: answer.examined,
         filter_matches: None,
     })
 }

@@ -55,8 +55,8 @@ pub enum Recovery {
 /// Applies committed `changes` to `index`; `docs[i]` is the document after `changes[i]`
 /// (`None` for a deletion). The caller then runs `finish_batch` under a shared lock, and
 /// `publish` under an exclusive one if the index asks for it.
-pub(crate) fn apply_committed(
-    index: &mut dyn DerivedIndex,
+pub(crate) fn apply_committed<I: DerivedIndex + ?Sized>(
+    index: &mut I,
     changes: &[Change],
     docs: &[Option<DocView<'_>>],
 ) -> Result<()> {
@@ -72,7 +72,7 @@ pub(crate) fn apply_committed(
 }
 
 /// Finishes a batch with exclusive access (recovery, rebuilds): deferred work, then publishing.
-fn finish_exclusive(index: &mut dyn DerivedIndex) -> Result<()> {
+fn finish_exclusive<I: DerivedIndex + ?Sized>(index: &mut I) -> Result<()> {
     index.finish_batch()?;
     if index.needs_publish() {
         index.publish()?;
@@ -81,8 +81,8 @@ fn finish_exclusive(index: &mut dyn DerivedIndex) -> Result<()> {
 }
 
 /// Brings `index` up to date with the store: checkpoint + replay, or rebuild.
-pub(crate) fn recover(
-    index: &mut dyn DerivedIndex,
+pub(crate) fn recover<I: DerivedIndex + ?Sized>(
+    index: &mut I,
     dir: &Path,
     reader: &CollectionReader,
 ) -> Result<Recovery> {
@@ -120,7 +120,7 @@ pub(crate) fn recover(
 }
 
 /// Replays the change log after the index's watermark, using the documents' current state.
-fn replay(index: &mut dyn DerivedIndex, reader: &CollectionReader) -> Result<usize> {
+fn replay<I: DerivedIndex + ?Sized>(index: &mut I, reader: &CollectionReader) -> Result<usize> {
     let changes = reader.changes_after(index.watermark())?;
     for change in &changes {
         // The document's current state decides, whatever the logged op: replay is idempotent.
@@ -132,7 +132,7 @@ fn replay(index: &mut dyn DerivedIndex, reader: &CollectionReader) -> Result<usi
 }
 
 /// Empties `index` and feeds it every document of the store.
-pub(crate) fn rebuild(index: &mut dyn DerivedIndex, reader: &CollectionReader) -> Result<()> {
+pub(crate) fn rebuild<I: DerivedIndex + ?Sized>(index: &mut I, reader: &CollectionReader) -> Result<()> {
     let last_seq = reader.last_seq()?;
     index.reset(last_seq);
     reader.for_each_document(|id, doc| {

@@ -76,9 +76,9 @@ pub fn assert_matches_brute_force(hits: &[Hit], expected: &[(Uuid, f64)], all: &
     for (i, (hit, (id, dist))) in hits.iter().zip(expected).enumerate() {
         let tol = 1e-4 * dist.abs().max(1.0);
         assert!(
-            (f64::from(hit.distance) - dist).abs() <= tol,
+            (f64::from(hit.distance.unwrap()) - dist).abs() <= tol,
             "hit {i}: distance {} vs exact {dist}",
-            hit.distance
+            hit.distance.unwrap()
         );
         if hit.id != *id {
             // Only acceptable when the two are numerically tied.

@@ -132,10 +132,10 @@ fn assert_hnsw_search(c: &Collection, expected: &[(Uuid, Vec<f32>)], rng: &mut R
                 .unwrap_or_else(|| panic!("{ctx}, query {qi}: {} is not live", hit.id));
             let exact = distance_f64(Metric::L2, &query, v);
             assert!(
-                (f64::from(hit.distance) - exact).abs() <= 1e-4 * exact.max(1.0),
+                (f64::from(hit.distance.unwrap()) - exact).abs() <= 1e-4 * exact.max(1.0),
                 "{ctx}, query {qi}: {} at {} instead of {exact}",
                 hit.id,
-                hit.distance
+                hit.distance.unwrap()
             );
         }
         let truth: HashSet<Uuid> = brute_force(Metric::L2, expected, &query, 10)

@@ -1613,11 +1613,11 @@ fn assert_exact_hits(
         };
         let exact = distance_f64(Metric::L2, query, hit_vector);
         prop_assert!(
-            (f64::from(hit.distance) - exact).abs() <= 1e-4 * exact.abs().max(1.0),
+            (f64::from(hit.distance.unwrap()) - exact).abs() <= 1e-4 * exact.abs().max(1.0),
             "{}: hit {} distance {} vs exact {}",
             ctx,
             i,
-            hit.distance,
+            hit.distance.unwrap(),
             exact
         );
         if hit.id != *id {
@@ -1652,7 +1652,7 @@ fn check_filters(
             .unwrap()
             .hits
             .into_iter()
-            .map(|h| (h.id, h.distance))
+            .map(|h| (h.id, h.distance.unwrap()))
             .collect()
     };
     prop_assert_eq!(unfiltered.len(), model.len());
@@ -1711,10 +1711,10 @@ fn check_filters(
         for hit in &response.hits {
             let d = unfiltered[&hit.id];
             prop_assert!(
-                (hit.distance - d).abs() <= 1e-6 * d.abs().max(1.0),
+                (hit.distance.unwrap() - d).abs() <= 1e-6 * d.abs().max(1.0),
                 "{}: distance {} of {}, unfiltered search says {}",
                 ctx,
-                hit.distance,
+                hit.distance.unwrap(),
                 hit.id,
                 d
             );
@@ -2029,12 +2029,12 @@ fn filtered_recall(
             assert!(seen.insert(hit.id), "{ctx}: duplicate hit {}", hit.id);
             let d = distance_f64(Metric::L2, query, v);
             assert!(
-                (f64::from(hit.distance) - d).abs() <= 1e-4 * d.max(1.0),
+                (f64::from(hit.distance.unwrap()) - d).abs() <= 1e-4 * d.max(1.0),
                 "{ctx}: distance {} vs exact {d}",
-                hit.distance
+                hit.distance.unwrap()
             );
-            assert!(hit.distance >= previous, "{ctx}: hits out of order");
-            previous = hit.distance;
+            assert!(hit.distance.unwrap() >= previous, "{ctx}: hits out of order");
+            previous = hit.distance.unwrap();
         }
         let exact = brute_force(Metric::L2, &matching, query, TOP);
         let Some(&(_, kth)) = exact.last() else {
@@ -2046,7 +2046,7 @@ fn filtered_recall(
             .iter()
             .filter(|h| {
                 exact.iter().any(|(id, _)| *id == h.id)
-                    || f64::from(h.distance) <= kth + 1e-5 * kth.max(1.0)
+                    || f64::from(h.distance.unwrap()) <= kth + 1e-5 * kth.max(1.0)
             })
             .count();
         recall_sum += found as f64 / exact.len() as f64;

@@ -153,13 +153,13 @@ fn assert_hits_exact(
     for (i, pair) in hits.windows(2).enumerate() {
         let (a, b) = (&pair[0], &pair[1]);
         assert!(
-            a.distance < b.distance || (a.distance == b.distance && a.id < b.id),
+            a.distance.unwrap() < b.distance.unwrap() || (a.distance.unwrap() == b.distance.unwrap() && a.id < b.id),
             "{ctx}: hits {i} and {} out of order: {} {} then {} {}",
             i + 1,
             a.id,
-            a.distance,
+            a.distance.unwrap(),
             b.id,
-            b.distance
+            b.distance.unwrap()
         );
     }
     let unique: HashSet<Uuid> = hits.iter().map(|h| h.id).collect();
@@ -170,10 +170,10 @@ fn assert_hits_exact(
         };
         let exact = distance_f64(metric, query, vector);
         assert!(
-            (f64::from(hit.distance) - exact).abs() <= 1e-4 * exact.abs().max(1.0),
+            (f64::from(hit.distance.unwrap()) - exact).abs() <= 1e-4 * exact.abs().max(1.0),
             "{ctx}: hit {i} {}: distance {} but the exact distance is {exact}",
             hit.id,
-            hit.distance
+            hit.distance.unwrap()
         );
     }
 }
@@ -1472,7 +1472,7 @@ fn exact_duplicate_vectors_keep_the_graph_connected() {
         let tenth = exact[9].1;
         found += hits
             .iter()
-            .filter(|h| f64::from(h.distance) <= tenth + 1e-4 * tenth.abs().max(1.0))
+            .filter(|h| f64::from(h.distance.unwrap()) <= tenth + 1e-4 * tenth.abs().max(1.0))
             .count();
     }
     let recall = found as f64 / (10 * QUERIES) as f64;
@@ -1534,7 +1534,7 @@ fn re_embedding_batches_are_published_atomically() {
                     if hits.first().map(|h| h.id) != Some(*id) || ids.len() != hits.len() {
                         problems.lock().unwrap().push(format!(
                             "query at {id}: got {:?}",
-                            hits.iter().map(|h| (h.id, h.distance)).collect::<Vec<_>>()
+                            hits.iter().map(|h| (h.id, h.distance.unwrap())).collect::<Vec<_>>()
                         ));
                     }
                 }

@@ -72,7 +72,7 @@ fn large_collections_use_the_parallel_scan_and_stay_exact() {
         .collect();
     let responses = collection.search_batch(&requests).unwrap();
     for (request, response) in requests.iter().zip(&responses) {
-        let all = brute_force(Metric::L2, &docs, &request.vector, docs.len());
+        let all = brute_force(Metric::L2, &docs, request.vector.as_deref().unwrap(), docs.len());
         assert_matches_brute_force(&response.hits, &all[..25], &all);
     }
 }
@@ -107,7 +107,7 @@ fn ties_are_broken_by_id_and_fields_are_included_on_request() {
         ids[..7].to_vec()
     );
     for hit in &hits {
-        assert_eq!(hit.distance, 2.0);
+        assert_eq!(hit.distance.unwrap(), 2.0);
         assert_eq!(
             hit.metadata.as_ref().unwrap()["id"],
             json!(hit.id.to_string())
@@ -146,13 +146,13 @@ fn cosine_returns_the_original_vector_and_distance_ignores_scale() {
         .unwrap()
         .hits;
     assert_eq!(hits[0].id, id);
-    assert!(hits[0].distance.abs() < 1e-6);
+    assert!(hits[0].distance.unwrap().abs() < 1e-6);
     let d = distance_f64(Metric::Cosine, &[1.0, 0.0, 0.0], &[3.0, 0.0, 4.0]);
     let hits = collection
         .search(&SearchRequest::new(vec![1.0, 0.0, 0.0], 1))
         .unwrap()
         .hits;
-    assert!((f64::from(hits[0].distance) - d).abs() < 1e-6);
+    assert!((f64::from(hits[0].distance.unwrap()) - d).abs() < 1e-6);
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn searches_see_every_acknowledged_write_at_once() {
         .search(&SearchRequest::new(vec![0.0, 0.0], 5))
         .unwrap()
         .hits;
-    assert_eq!(hits[0].distance, 1.0);
+    assert_eq!(hits[0].distance.unwrap(), 1.0);
     collection.delete(&[id]).unwrap();
     assert!(collection
         .search(&SearchRequest::new(vec![0.0, 0.0], 5))
@@ -214,7 +214,7 @@ fn batch_search_shares_scans_and_stays_exact() {
         let responses = collection.search_batch(&requests).unwrap();
         assert_eq!(responses.len(), requests.len());
         for (request, response) in requests.iter().zip(&responses) {
-            let all = brute_force(metric, &docs, &request.vector, docs.len());
+            let all = brute_force(metric, &docs, request.vector.as_deref().unwrap(), docs.len());
             assert_matches_brute_force(&response.hits, &all[..request.k], &all);
             assert_eq!(
                 response.hits.iter().all(|h| h.metadata.is_some()),

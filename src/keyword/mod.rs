@@ -1,0 +1,415 @@
+//! The keyword index (DESIGN §3, §6): BM25 over the documents' `text`, with tantivy, one index
+//! per collection in `<collection folder>/keyword/`, derived from the store through the sync
+//! protocol like every other index.
+//!
+//! - Each document with a text is one tantivy document: its internal id (indexed, so that an
+//!   update or delete removes it by term, and a fast field, so that hits and filters read it) and
+//!   its text, analysed by the collection's tokenizer.
+//! - Visibility: applied changes go to tantivy's in-memory writer. The first search after a write
+//!   commits them and reloads the searcher, so every search sees every acknowledged write, while a
+//!   bulk import pays for one commit per burst of searches instead of one per batch.
+//! - Durability: redb is the truth. A tantivy commit carries the watermark (and the collection's
+//!   fingerprint) in its payload; on open the change log after it is replayed. A missing, damaged
+//!   (tantivy's per-file checksums) or foreign index is rebuilt from the store.
+
+mod analyzer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+use tantivy::collector::{Collector, Count, FilterCollector, TopDocs};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
+};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::config::{CollectionConfig, TextTokenizer};
+use crate::error::{Error, Result};
+use crate::index::DerivedIndex;
+use crate::types::{Change, DocView, InternalId, Seq};
+
+pub use analyzer::{terms, MAX_QUERY_TERMS};
+
+/// Folder of the tantivy index inside the collection's folder.
+const FOLDER: &str = "keyword";
+/// Identifies our commit payload (format and version).
+const PAYLOAD_FORMAT: &str = "quiver-keyword/1";
+/// Indexing memory of tantivy's writer (its minimum is 15 MB per thread).
+const WRITER_MEMORY_BYTES: usize = 32 << 20;
+/// Schema field names.
+const ID_FIELD: &str = "id";
+const TEXT_FIELD: &str = "text";
+
+/// What a commit records besides tantivy's own metadata.
+#[derive(Serialize, Deserialize)]
+struct CommitPayload {
+    format: String,
+    fingerprint: u64,
+    watermark: Seq,
+}
+
+/// One keyword hit: a document and its BM25 score (higher is better).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KeywordHit {
+    /// Internal id of the document.
+    pub id: InternalId,
+    /// BM25 score.
+    pub score: f32,
+}
+
+/// What a keyword search returns.
+#[derive(Clone, Debug, Default)]
+pub struct KeywordSearch {
+    /// Best hits first (ties: lower internal id first).
+    pub hits: Vec<KeywordHit>,
+    /// Documents that contain at least one query term (and pass the filter).
+    pub matched: usize,
+}
+
+/// The keyword index of one collection.
+pub struct KeywordIndex {
+    folder: PathBuf,
+    tokenizer: TextTokenizer,
+    fingerprint: u64,
+    /// The open tantivy index; `None` until loaded or reset.
+    open: Option<OpenIndex>,
+    /// Last change applied to the writer.
+    applied: AtomicU64,
+    /// Whether the writer holds operations that are not committed yet.
+    pending: AtomicBool,
+}
+
+/// An open tantivy index with its single writer and a manually reloaded reader.
+struct OpenIndex {
+    id: Field,
+    text: Field,
+    /// The writer and the watermark of its last commit.
+    writer: Mutex<(IndexWriter, Seq)>,
+    reader: IndexReader,
+}
+
+fn tantivy_error(e: tantivy::TantivyError) -> Error {
+    Error::Internal(format!("keyword index: {e}"))
+}
+
+impl KeywordIndex {
+    /// The keyword index of the collection whose folder is `collection_dir` (nothing is opened
+    /// until [`DerivedIndex::load_checkpoint`] or [`DerivedIndex::reset`]).
+    pub fn new(collection_dir: &Path, config: &CollectionConfig, instance: u64) -> Self {
+        KeywordIndex {
+            folder: collection_dir.join(FOLDER),
+            tokenizer: config.text_tokenizer,
+            fingerprint: config.text_fingerprint(instance),
+            open: None,
+            applied: AtomicU64::new(0),
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    fn schema(&self) -> Schema {
+        let mut builder = Schema::builder();
+        builder.add_u64_field(ID_FIELD, INDEXED | FAST);
+        let indexing = TextFieldIndexing::default()
+            .set_tokenizer(analyzer::ANALYZER_NAME)
+            .set_index_option(IndexRecordOption::WithFreqs);
+        builder.add_text_field(
+            TEXT_FIELD,
+            TextOptions::default().set_indexing_options(indexing),
+        );
+        builder.build()
+    }
+
+    fn open_index(&self) -> Result<&OpenIndex> {
+        self.open
+            .as_ref()
+            .ok_or_else(|| Error::Internal("keyword index used before it was opened".into()))
+    }
+
+    /// Starts the writer and reader of `index`, whose last commit recorded `watermark`.
+    fn start(&self, index: Index, watermark: Seq) -> Result<OpenIndex> {
+        index
+            .tokenizers()
+            .register(analyzer::ANALYZER_NAME, analyzer::analyzer(self.tokenizer));
+        let schema = index.schema();
+        let id = schema.get_field(ID_FIELD).map_err(tantivy_error)?;
+        let text = schema.get_field(TEXT_FIELD).map_err(tantivy_error)?;
+        let writer = index
+            .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
+            .map_err(tantivy_error)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(tantivy_error)?;
+        Ok(OpenIndex {
+            id,
+            text,
+            writer: Mutex::new((writer, watermark)),
+            reader,
+        })
+    }
+
+    /// Opens the committed index in the folder, checking it; `Ok(None)` if there is none.
+    fn open_committed(&self) -> Result<Option<(Index, Seq)>> {
+        if !self.folder.join("meta.json").exists() {
+            return Ok(None);
+        }
+        let corrupted = |detail: String| Error::Corrupted {
+            file: self.folder.clone(),
+            detail,
+        };
+        let index = Index::open_in_dir(&self.folder).map_err(|e| corrupted(e.to_string()))?;
+        let damaged = index
+            .validate_checksum()
+            .map_err(|e| corrupted(e.to_string()))?;
+        if !damaged.is_empty() {
+            return Err(corrupted(format!("checksum mismatch in {damaged:?}")));
+        }
+        if index.schema() != self.schema() {
+            return Err(corrupted("unexpected schema".into()));
+        }
+        let meta = index.load_metas().map_err(|e| corrupted(e.to_string()))?;
+        let payload: CommitPayload = meta
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .ok_or_else(|| corrupted("no commit payload".into()))?;
+        if payload.format != PAYLOAD_FORMAT {
+            return Err(corrupted(format!(
+                "format {:?}, expected {PAYLOAD_FORMAT:?}",
+                payload.format
+            )));
+        }
+        if payload.fingerprint != self.fingerprint {
+            return Err(corrupted(
+                "written for another collection or tokenizer".into(),
+            ));
+        }
+        Ok(Some((index, payload.watermark)))
+    }
+
+    /// Commits what the writer holds (with the current watermark) and makes it searchable.
+    /// Returns the committed watermark.
+    fn commit(&self) -> Result<Seq> {
+        let open = self.open_index()?;
+        let mut writer = open.writer.lock();
+        let watermark = self.applied.load(Ordering::Acquire);
+        if writer.1 == watermark && !self.pending.load(Ordering::Acquire) {
+            return Ok(watermark);
+        }
+        let payload = serde_json::to_string(&CommitPayload {
+            format: PAYLOAD_FORMAT.to_string(),
+            fingerprint: self.fingerprint,
+            watermark,
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut prepared = writer.0.prepare_commit().map_err(tantivy_error)?;
+        prepared.set_payload(&payload);
+        prepared.commit().map_err(tantivy_error)?;
+        open.reader.reload().map_err(tantivy_error)?;
+        writer.1 = watermark;
+        self.pending.store(false, Ordering::Release);
+        Ok(watermark)
+    }
+
+    /// The `k` best documents for `text` by BM25, among `allowed` (internal ids) if given.
+    /// Sees every change applied so far (commits pending ones first).
+    pub fn search(
+        &self,
+        text: &str,
+        k: usize,
+        allowed: Option<Arc<RoaringBitmap>>,
+    ) -> Result<KeywordSearch> {
+        let open = self.open_index()?;
+        if self.pending.load(Ordering::Acquire) {
+            self.commit()?;
+        }
+        let clauses: Vec<(Occur, Box<dyn Query>)> = terms(self.tokenizer, text)
+            .into_iter()
+            .map(|term| {
+                let query = TermQuery::new(
+                    Term::from_field_text(open.text, &term),
+                    IndexRecordOption::WithFreqs,
+                );
+                (Occur::Should, Box::new(query) as Box<dyn Query>)
+            })
+            .collect();
+        if clauses.is_empty() || k == 0 {
+            return Ok(KeywordSearch::default());
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = open.reader.searcher();
+        // One more than asked, to break score ties at the cut deterministically.
+        let top = (TopDocs::with_limit(k + 1).order_by_score(), Count);
+        let (top, matched) = match allowed {
+            Some(allowed) => {
+                let keep = move |id: u64| u32::try_from(id).is_ok_and(|id| allowed.contains(id));
+                run(
+                    &searcher,
+                    &query,
+                    FilterCollector::new(ID_FIELD.to_string(), keep, top),
+                )?
+            }
+            None => run(&searcher, &query, top)?,
+        };
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            hits.push(KeywordHit {
+                id: internal_id_of(&searcher, address)?,
+                score,
+            });
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        hits.truncate(k);
+        Ok(KeywordSearch { hits, matched })
+    }
+
+    /// Number of documents held (committing pending changes first).
+    pub fn len(&self) -> Result<u64> {
+        let open = self.open_index()?;
+        self.commit()?;
+        Ok(open.reader.searcher().num_docs())
+    }
+
+    /// Whether the index holds no document.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Bytes the committed index takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.folder)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn run<C: Collector>(
+    searcher: &tantivy::Searcher,
+    query: &dyn Query,
+    collector: C,
+) -> Result<C::Fruit> {
+    searcher.search(query, &collector).map_err(tantivy_error)
+}
+
+/// The internal id stored with the tantivy document at `address`.
+fn internal_id_of(searcher: &tantivy::Searcher, address: DocAddress) -> Result<InternalId> {
+    let column = searcher
+        .segment_reader(address.segment_ord)
+        .fast_fields()
+        .u64(ID_FIELD)
+        .map_err(tantivy_error)?;
+    column
+        .first(address.doc_id)
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or_else(|| Error::Internal("keyword document without an internal id".into()))
+}
+
+impl DerivedIndex for KeywordIndex {
+    fn name(&self) -> &'static str {
+        "keyword"
+    }
+
+    fn apply(&mut self, change: &Change, doc: Option<DocView<'_>>) -> Result<()> {
+        let open = self.open_index()?;
+        let writer = open.writer.lock();
+        writer
+            .0
+            .delete_term(Term::from_field_u64(open.id, u64::from(change.id)));
+        if let Some(text) = doc.and_then(|d| d.text) {
+            let mut document = TantivyDocument::default();
+            document.add_u64(open.id, u64::from(change.id));
+            document.add_text(open.text, text);
+            writer.0.add_document(document).map_err(tantivy_error)?;
+        }
+        drop(writer);
+        self.pending.store(true, Ordering::Release);
+        self.applied.fetch_max(change.seq, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn watermark(&self) -> Seq {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    fn reset(&mut self, watermark: Seq) {
+        // Dropping the writer releases tantivy's lock on the folder before it is replaced.
+        self.open = None;
+        let created = (|| -> Result<OpenIndex> {
+            if self.folder.exists() {
+                std::fs::remove_dir_all(&self.folder)?;
+            }
+            std::fs::create_dir_all(&self.folder)?;
+            let index = Index::create_in_dir(&self.folder, self.schema()).map_err(tantivy_error)?;
+            self.start(index, 0)
+        })();
+        match created {
+            Ok(open) => self.open = Some(open),
+            // `apply` and `checkpoint` then fail with "used before it was opened".
+            Err(e) => log::error!("could not create the keyword index: {e}"),
+        }
+        self.applied.store(watermark, Ordering::Release);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    fn checkpoint(&self, _dir: &Path) -> Result<Seq> {
+        self.commit()
+    }
+
+    fn load_checkpoint(&mut self, _dir: &Path) -> Result<bool> {
+        self.open = None;
+        // Tantivy's readers are not hardened against every damaged byte: a panic while opening
+        // is a damaged index like any other.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.open_committed()
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::Corrupted {
+                file: self.folder.clone(),
+                detail: "tantivy panicked while opening the index".into(),
+            })
+        })?;
+        let Some((index, watermark)) = opened else {
+            return Ok(false);
+        };
+        self.open = Some(self.start(index, watermark)?);
+        self.applied.store(watermark, Ordering::Release);
+        self.pending.store(false, Ordering::Release);
+        Ok(true)
+    }
+
+    fn internal_ids(&self) -> Vec<InternalId> {
+        let Ok(open) = self.open_index() else {
+            return Vec::new();
+        };
+        if let Err(e) = self.commit() {
+            log::warn!("keyword index: {e}");
+        }
+        let searcher = open.reader.searcher();
+        let mut ids = Vec::new();
+        for segment in searcher.segment_readers() {
+            let Ok(column) = segment.fast_fields().u64(ID_FIELD) else {
+                continue;
+            };
+            ids.extend(
+                segment
+                    .doc_ids_alive()
+                    .filter_map(|doc| column.first(doc))
+                    .filter_map(|id| u32::try_from(id).ok()),
+            );
+        }
+        ids.sort_unstable();
+        ids
+    }
+}
