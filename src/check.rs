@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::collection::Collection;
 use crate::distance;
 use crate::error::{Error, Result};
+use crate::index::DerivedIndex;
 use crate::types::Metric;
 
 /// At most this many offending ids are listed per problem.
@@ -80,30 +81,76 @@ pub fn check_payload(collection: &Collection) -> Result<Option<IndexCheck>> {
     })
 }
 
+/// Checks the keyword index of `collection` (when it has one) against the store: it holds
+/// exactly the documents that have a text, its files validate, and it reflects the last change.
+pub fn check_keyword(collection: &Collection) -> Result<Option<IndexCheck>> {
+    collection
+        .with_keyword_view(|index, reader| {
+            let mut with_text = Vec::new();
+            reader.for_each_document(|id, doc| {
+                if doc.text.is_some() {
+                    with_text.push(id);
+                }
+                Ok(())
+            })?;
+            with_text.sort_unstable();
+            let held = index.internal_ids();
+            let mut problems = id_set_problems(&with_text, &held);
+            problems.extend(index.verify());
+            let last_seq = reader.last_seq()?;
+            if index.watermark() != last_seq {
+                problems.push(format!(
+                    "index watermark {} differs from the last logged change {last_seq}",
+                    index.watermark()
+                ));
+            }
+            Ok(IndexCheck {
+                collection: collection.name().to_string(),
+                index: index.name().to_string(),
+                store_count: with_text.len() as u64,
+                index_count: held.len(),
+                last_seq,
+                watermark: index.watermark(),
+                checkpoint: "tantivy commit (validated)".to_string(),
+                problems,
+            })
+        })
+        .transpose()
+}
+
+/// Problems of an index that should hold exactly `expected` (sorted) but holds `held` (sorted).
+fn id_set_problems(expected: &[u32], held: &[u32]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let missing = sorted_difference(expected, held);
+    let extra = sorted_difference(held, expected);
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{} documents missing from the index, e.g. internal ids {:?}",
+            missing.len(),
+            &missing[..missing.len().min(MAX_LISTED)]
+        ));
+    }
+    if !extra.is_empty() {
+        problems.push(format!(
+            "{} ids in the index are not in the store, e.g. {:?}",
+            extra.len(),
+            &extra[..extra.len().min(MAX_LISTED)]
+        ));
+    }
+    if held.windows(2).any(|w| w[0] == w[1]) {
+        problems.push("the index holds some documents twice".into());
+    }
+    problems
+}
+
 /// Checks the vector index of `collection` against the store.
 pub fn check_collection(collection: &Collection) -> Result<IndexCheck> {
     let config = collection.config().clone();
     collection.with_consistent_view(|index, reader, dir| {
-        let mut problems = Vec::new();
         let store_pairs = reader.id_pairs()?;
         let index_ids = index.internal_ids();
         let store_ids: Vec<u32> = store_pairs.iter().map(|&(id, _)| id).collect();
-        let missing: Vec<u32> = sorted_difference(&store_ids, &index_ids);
-        let extra: Vec<u32> = sorted_difference(&index_ids, &store_ids);
-        if !missing.is_empty() {
-            problems.push(format!(
-                "{} documents missing from the index, e.g. internal ids {:?}",
-                missing.len(),
-                &missing[..missing.len().min(MAX_LISTED)]
-            ));
-        }
-        if !extra.is_empty() {
-            problems.push(format!(
-                "{} ids in the index are not in the store, e.g. {:?}",
-                extra.len(),
-                &extra[..extra.len().min(MAX_LISTED)]
-            ));
-        }
+        let mut problems = id_set_problems(&store_ids, &index_ids);
         let mut wrong_vectors = Vec::new();
         reader.for_each_document(|id, doc| {
             let mut expected = doc.vector;

@@ -143,6 +143,22 @@ pub struct CollectionInfo {
     pub vector_index: IndexStatus,
     /// Approximate bytes of memory the payload-index bitmaps hold.
     pub payload_index_bytes: usize,
+    /// Status of the keyword index, for collections with a text index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyword_index: Option<KeywordStatus>,
+}
+
+/// The state of a collection's keyword index.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeywordStatus {
+    /// Documents with a text, as indexed.
+    pub documents: u64,
+    /// Bytes the index's files take on disk.
+    pub disk_bytes: u64,
+    /// Last change reflected.
+    pub watermark: u64,
+    /// How it was restored when the collection was opened.
+    pub recovery: Recovery,
 }
 
 /// The state of one derived index.
@@ -762,11 +778,24 @@ impl Collection {
         self.ensure_live()?;
         let reader = self.inner.store.read(self.inner.record.id)?;
         let payload_index_bytes = self.inner.payload.read().index.memory_bytes();
+        let keyword_index = match &self.inner.keyword {
+            Some(keyword) => {
+                let index = keyword.index.read();
+                Some(KeywordStatus {
+                    documents: index.len()?,
+                    disk_bytes: index.disk_bytes(),
+                    watermark: index.watermark(),
+                    recovery: keyword.recovery.clone(),
+                })
+            }
+            None => None,
+        };
         let index = self.inner.vector_index.read();
         Ok(CollectionInfo {
             name: self.name().to_string(),
             config: (*self.config()).clone(),
             payload_index_bytes,
+            keyword_index,
             count: reader.count()?,
             last_seq: reader.last_seq()?,
             changelog_entries: reader.changelog_len()?,
@@ -859,6 +888,22 @@ impl Collection {
             problems.push("in-memory payload bitmaps differ from the stored rows".into());
         }
         Ok((payload.index.live().len(), problems))
+    }
+
+    /// Runs `f` with the keyword index (if the collection has one) and a store snapshot taken
+    /// under the writer lock, so both describe the same state.
+    pub(crate) fn with_keyword_view<T>(
+        &self,
+        f: impl FnOnce(&KeywordIndex, &CollectionReader) -> Result<T>,
+    ) -> Option<Result<T>> {
+        let keyword = self.inner.keyword.as_ref()?;
+        let _writer = self.inner.write_lock.lock();
+        let run = || {
+            self.ensure_live()?;
+            let reader = self.inner.store.read(self.inner.record.id)?;
+            f(&keyword.index.read(), &reader)
+        };
+        Some(run())
     }
 
     /// Runs `f` with the derived indexes and a store snapshot taken under the writer lock, so

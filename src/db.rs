@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::check::{check_collection, check_payload, CheckReport};
+use crate::check::{check_collection, check_keyword, check_payload, CheckReport};
 use crate::collection::Collection;
 use crate::config::{validate_collection_name, CollectionConfig};
 use crate::error::{Error, Result};
@@ -165,6 +165,7 @@ impl Database {
         let mut indexes = Vec::new();
         for collection in &targets {
             indexes.push(check_collection(collection)?);
+            indexes.extend(check_keyword(collection)?);
             indexes.extend(check_payload(collection)?);
         }
         Ok(CheckReport { indexes })

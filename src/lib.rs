@@ -45,7 +45,7 @@ pub mod vecs;
 pub mod vectors;
 
 pub use check::{CheckReport, IndexCheck};
-pub use collection::{Collection, CollectionInfo, ScrollPage};
+pub use collection::{Collection, CollectionInfo, KeywordStatus, ScrollPage};
 pub use config::{CollectionConfig, IndexConfig, PayloadField, PayloadKind, TextTokenizer};
 pub use db::Database;
 pub use error::{Error, Result};

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use quiverdb::bench;
 use quiverdb::import::{self, FvecsIds};
 use quiverdb::{
-    CollectionConfig, Database, Error, Filter, Include, IndexConfig, Metric, PayloadField,
+    CollectionConfig, Database, Error, Filter, IndexConfig, Metric, PayloadField,
     SearchRequest,
 };
 use uuid::Uuid;
@@ -91,18 +91,24 @@ enum Command {
         #[arg(long)]
         cursor: Option<String>,
     },
-    /// Nearest-neighbour search; prints one JSON line per hit (or per request with --requests).
+    /// Vector, keyword or hybrid search; prints one JSON line per hit (or per request with
+    /// --requests).
     Search {
         /// Collection name.
         name: String,
         /// Query vector as a JSON array.
-        #[arg(
-            long,
-            required_unless_present = "requests",
-            conflicts_with = "requests"
-        )]
+        #[arg(long, conflicts_with = "requests")]
         vector: Option<String>,
-        /// JSON-lines file of requests ({"vector": [...], "k": 10, "include": [...]}).
+        /// Keyword query (BM25; collections created with --text). With --vector: hybrid search.
+        #[arg(long, conflicts_with = "requests")]
+        text: Option<String>,
+        /// Hybrid: how the two arms are fused, rrf (default) or weighted.
+        #[arg(long)]
+        fusion: Option<String>,
+        /// Hybrid, weighted fusion: weight of the vector arm in [0, 1] (default 0.5).
+        #[arg(long)]
+        alpha: Option<f32>,
+        /// JSON-lines file of requests ({"vector"?: [...], "text"?: "...", "k": 10, ...}).
         #[arg(long)]
         requests: Option<PathBuf>,
         /// Number of hits (default 10).
@@ -206,9 +212,13 @@ enum CollectionCommand {
         metric: String,
         #[command(flatten)]
         index: IndexArgs,
-        /// Index the text field for keyword search.
+        /// Index the text field for keyword (BM25) and hybrid search.
         #[arg(long)]
         text: bool,
+        /// With --text: english (default: lower-case + stemming), simple (lower-case) or
+        /// whitespace (exact tokens).
+        #[arg(long, requires = "text")]
+        tokenizer: Option<String>,
         /// Declare a payload index, as path:keyword|integer|float|bool (repeatable).
         #[arg(long = "payload-index")]
         payload_index: Vec<String>,
@@ -408,6 +418,9 @@ fn run(cli: Cli) -> CliResult {
         Command::Search {
             name,
             vector,
+            text,
+            fusion,
+            alpha,
             requests,
             k,
             include,
@@ -415,15 +428,24 @@ fn run(cli: Cli) -> CliResult {
             filter,
         } => {
             let collection = db.collection(&name)?;
-            match (vector, requests) {
-                (Some(vector), _) => {
-                    let vector: Vec<f32> = serde_json::from_str(&vector)
+            match (vector.is_some() || text.is_some(), requests) {
+                (true, _) => {
+                    let vector: Option<Vec<f32>> = vector
+                        .map(|v| serde_json::from_str(&v))
+                        .transpose()
                         .map_err(|e| format!("--vector must be a JSON array of numbers: {e}"))?;
-                    let include: Include = include.parse()?;
-                    let mut request =
-                        SearchRequest::new(vector, k.unwrap_or(10)).with_include(include);
-                    request.ef = ef;
-                    request.filter = filter.map(|f| f.parse()).transpose()?;
+                    let request = SearchRequest {
+                        vector,
+                        text,
+                        k: k.unwrap_or(10),
+                        include: include.parse()?,
+                        ef,
+                        filter: filter.map(|f| f.parse()).transpose()?,
+                        fusion: fusion.map(|f| f.parse()).transpose()?,
+                        alpha,
+                        rrf_k: None,
+                        candidates: None,
+                    };
                     let response = collection.search(&request)?;
                     for hit in &response.hits {
                         let line = HitLine {
@@ -436,9 +458,15 @@ fn run(cli: Cli) -> CliResult {
                         writeln!(out)?;
                     }
                 }
-                (None, Some(path)) => {
-                    if k.is_some() || ef.is_some() || !include.is_empty() || filter.is_some() {
-                        return Err("--k, --ef, --include and --filter apply to --vector; with --requests, put them in each request line".into());
+                (false, Some(path)) => {
+                    if k.is_some()
+                        || ef.is_some()
+                        || !include.is_empty()
+                        || filter.is_some()
+                        || fusion.is_some()
+                        || alpha.is_some()
+                    {
+                        return Err("--k, --ef, --include, --filter, --fusion and --alpha apply to --vector/--text; with --requests, put them in each request line".into());
                     }
                     let requests = read_requests(&path, &collection.config())?;
                     for response in collection.search_batch(&requests)? {
@@ -446,7 +474,9 @@ fn run(cli: Cli) -> CliResult {
                         writeln!(out)?;
                     }
                 }
-                (None, None) => return Err("give --vector JSON or --requests FILE".into()),
+                (false, None) => {
+                    return Err("give --vector JSON, --text QUERY (or both), or --requests FILE".into())
+                }
             }
             ExitCode::SUCCESS
         }
@@ -480,11 +510,15 @@ fn collection(db: &Database, command: CollectionCommand, out: &mut impl Write) -
             metric,
             index,
             text,
+            tokenizer,
             payload_index,
         } => {
             let mut config = CollectionConfig::new(dim, metric.parse::<Metric>()?)
                 .with_index(index.config()?)
                 .with_text_index(text);
+            if let Some(tokenizer) = tokenizer {
+                config = config.with_text_tokenizer(tokenizer.parse()?);
+            }
             for field in payload_index {
                 let field: PayloadField = field.parse()?;
                 config = config.with_payload_field(field.path, field.kind);
@@ -592,7 +626,7 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
     Ok(ExitCode::SUCCESS)
 }
 
-/// One hit of `search --vector`, with how the search was served (so that a short answer is
+/// One hit of `search --vector/--text`, with how the search was served (so that a short answer is
 /// never silent).
 #[derive(serde::Serialize)]
 struct HitLine<'a> {

@@ -389,6 +389,17 @@ impl DerivedIndex for KeywordIndex {
         Ok(true)
     }
 
+    fn verify(&self) -> Vec<String> {
+        let Ok(open) = self.open_index() else {
+            return vec!["the keyword index is not open".into()];
+        };
+        match open.reader.searcher().index().validate_checksum() {
+            Ok(damaged) if damaged.is_empty() => Vec::new(),
+            Ok(damaged) => vec![format!("checksum mismatch in {damaged:?}")],
+            Err(e) => vec![format!("cannot validate the index files: {e}")],
+        }
+    }
+
     fn internal_ids(&self) -> Vec<InternalId> {
         let Ok(open) = self.open_index() else {
             return Vec::new();
