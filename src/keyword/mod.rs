@@ -13,6 +13,7 @@
 //!   (tantivy's per-file checksums) or foreign index is rebuilt from the store.
 
 mod analyzer;
+mod collector;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,12 +22,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{Collector, Count, FilterCollector, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
 };
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::config::{CollectionConfig, TextTokenizer};
 use crate::error::{Error, Result};
@@ -65,7 +65,7 @@ pub struct KeywordHit {
 /// What a keyword search returns.
 #[derive(Clone, Debug, Default)]
 pub struct KeywordSearch {
-    /// Best hits first (ties: lower internal id first).
+    /// Best hits first (equal scores: lower internal id first).
     pub hits: Vec<KeywordHit>,
     /// Documents that contain at least one query term (and pass the filter).
     pub matched: usize,
@@ -243,29 +243,11 @@ impl KeywordIndex {
             return Ok(KeywordSearch::default());
         }
         let query = BooleanQuery::new(clauses);
-        let searcher = open.reader.searcher();
-        // One more than asked, to break score ties at the cut deterministically.
-        let top = (TopDocs::with_limit(k + 1).order_by_score(), Count);
-        let (top, matched) = match allowed {
-            Some(allowed) => {
-                let keep = move |id: u64| u32::try_from(id).is_ok_and(|id| allowed.contains(id));
-                run(
-                    &searcher,
-                    &query,
-                    FilterCollector::new(ID_FIELD.to_string(), keep, top),
-                )?
-            }
-            None => run(&searcher, &query, top)?,
-        };
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            hits.push(KeywordHit {
-                id: internal_id_of(&searcher, address)?,
-                score,
-            });
-        }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
-        hits.truncate(k);
+        let (hits, matched) = open
+            .reader
+            .searcher()
+            .search(&query, &collector::BestMatches { k, allowed })
+            .map_err(tantivy_error)?;
         Ok(KeywordSearch { hits, matched })
     }
 
@@ -293,27 +275,6 @@ impl KeywordIndex {
             })
             .unwrap_or(0)
     }
-}
-
-fn run<C: Collector>(
-    searcher: &tantivy::Searcher,
-    query: &dyn Query,
-    collector: C,
-) -> Result<C::Fruit> {
-    searcher.search(query, &collector).map_err(tantivy_error)
-}
-
-/// The internal id stored with the tantivy document at `address`.
-fn internal_id_of(searcher: &tantivy::Searcher, address: DocAddress) -> Result<InternalId> {
-    let column = searcher
-        .segment_reader(address.segment_ord)
-        .fast_fields()
-        .u64(ID_FIELD)
-        .map_err(tantivy_error)?;
-    column
-        .first(address.doc_id)
-        .and_then(|id| u32::try_from(id).ok())
-        .ok_or_else(|| Error::Internal("keyword document without an internal id".into()))
 }
 
 impl DerivedIndex for KeywordIndex {

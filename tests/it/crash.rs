@@ -62,9 +62,11 @@ fn crash_child_writer() {
         Ok(other) => panic!("unknown QUIVER_CRASH_INDEX {other:?}"),
     };
     let db = Database::open_with_policy(&dir, policy).unwrap();
-    // A payload index too: its rows must stay in step with the documents through every kill.
+    // A payload index and a keyword index too: both must stay in step with the documents
+    // through every kill.
     let config = CollectionConfig::new(DIM, Metric::L2)
         .with_index(index)
+        .with_text_index(true)
         .with_payload_field("batch", PayloadKind::Integer);
     let c = match db.create_collection("crash", config) {
         Ok(c) => c,
@@ -78,6 +80,7 @@ fn crash_child_writer() {
                 DocumentInput::new(doc_vector(round, b, j))
                     .with_id(doc_id(round, b, j))
                     .with_metadata(serde_json::json!({ "batch": b, "j": j }))
+                    .with_text(format!("common r{round}b{b} doc{j}"))
             })
             .collect();
         c.upsert(docs).unwrap();
@@ -265,6 +268,24 @@ fn killed_writers(kind: &str, kills: u64, seed: u64) {
                 report.indexes.iter().any(|i| i.index == "payload"),
                 "{kind} round {round}: payload index checked"
             );
+            assert!(
+                report.indexes.iter().any(|i| i.index == "keyword"),
+                "{kind} round {round}: keyword index checked"
+            );
+            let common = c.search(&SearchRequest::text("common", 1)).unwrap();
+            assert_eq!(
+                common.examined,
+                expected.len(),
+                "{kind} round {round}: keyword index after recovery"
+            );
+            if let Some(b) = acked_upserts.iter().next_back() {
+                let hits = c
+                    .search(&SearchRequest::text(format!("r{round}b{b}"), 2 * BATCH))
+                    .unwrap()
+                    .hits;
+                let present = c.get(doc_id(round, *b, 0)).unwrap().is_some();
+                assert_eq!(hits.len(), if present { BATCH } else { 0 }, "{kind} round {round}");
+            }
             let indexed: Filter = r#"{"batch": {"$gte": 0}}"#.parse().unwrap();
             assert_eq!(
                 c.count_where(&indexed).unwrap(),
