@@ -36,7 +36,10 @@ fn main() -> quiverdb::Result<()> {
     }
 
     // Keyword search (BM25: hits carry a score), and hybrid search: both arms fused by RRF.
-    for hit in notes.search(&SearchRequest::text("searching rust", 2))?.hits {
+    for hit in notes
+        .search(&SearchRequest::text("searching rust", 2))?
+        .hits
+    {
         println!("{} score={:?}", hit.id, hit.score);
     }
     let hybrid = notes.search(&SearchRequest::hybrid(vec![0.0, 1.0, 0.0], "rust", 2))?;

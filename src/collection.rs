@@ -767,9 +767,10 @@ impl Collection {
         k: usize,
         allowed: Option<Arc<RoaringBitmap>>,
     ) -> Result<KeywordSearch> {
-        let keyword = self.inner.keyword.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("this collection has no text index".into())
-        })?;
+        let keyword =
+            self.inner.keyword.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("this collection has no text index".into())
+            })?;
         keyword.index.read().search(text, k, allowed)
     }
 

@@ -180,6 +180,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
         DEMO_COLLECTION,
         CollectionConfig::new(DEMO_DIM, Metric::Cosine)
             .with_index(IndexConfig::hnsw())
+            .with_text_index(true)
             .with_payload_field("topic", PayloadKind::Keyword)
             .with_payload_field("year", PayloadKind::Integer),
     )?;
@@ -190,7 +191,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     }
     writeln!(
         out,
-        "created collection {DEMO_COLLECTION:?} ({DEMO_DIM}-D, cosine, HNSW index, payload indexes on topic and year) and upserted {} documents in 3 transactions ({:.0} ms)\n",
+        "created collection {DEMO_COLLECTION:?} ({DEMO_DIM}-D, cosine, HNSW index, keyword index on the text, payload indexes on topic and year) and upserted {} documents in 3 transactions ({:.0} ms)\n",
         articles.count()?,
         started.elapsed().as_secs_f64() * 1e3
     )
@@ -223,6 +224,23 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<()> {
     let response = articles.search(&request)?;
     let label = format!("search {query:?} where {recent_json}");
     print_search(out, &label, &response, started)?;
+
+    // Keyword search (BM25 over the text) and hybrid search (both arms, fused by RRF): an
+    // article number is a rare exact term the toy embedding cannot see.
+    let request = SearchRequest::text("article 1234 galaxy", 3).with_include(include);
+    let started = Instant::now();
+    let response = articles.search(&request)?;
+    print_search(
+        out,
+        "keyword search \"article 1234 galaxy\"",
+        &response,
+        started,
+    )?;
+    let query = "article 1234 galaxy";
+    let request = SearchRequest::hybrid(toy_embed(query), query, 3).with_include(include);
+    let started = Instant::now();
+    let response = articles.search(&request)?;
+    print_search(out, &format!("hybrid search {query:?}"), &response, started)?;
 
     let first = articles
         .scroll(1, None)?
@@ -326,6 +344,8 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("[cooking "), "{text}");
         assert!(text.contains("documents match"), "{text}");
+        assert!(text.contains("Article 1234:"), "{text}");
+        assert!(text.contains("hybrid_rrf("), "{text}");
         assert!(text.contains("every index agrees"), "{text}");
         // Running it again on the same directory replaces the collection.
         run(dir.path(), &mut Vec::new()).unwrap();

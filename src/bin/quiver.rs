@@ -10,8 +10,7 @@ use clap::{Parser, Subcommand};
 use quiverdb::bench;
 use quiverdb::import::{self, FvecsIds};
 use quiverdb::{
-    CollectionConfig, Database, Error, Filter, IndexConfig, Metric, PayloadField,
-    SearchRequest,
+    CollectionConfig, Database, Error, Filter, IndexConfig, Metric, PayloadField, SearchRequest,
 };
 use uuid::Uuid;
 
@@ -475,7 +474,9 @@ fn run(cli: Cli) -> CliResult {
                     }
                 }
                 (false, None) => {
-                    return Err("give --vector JSON, --text QUERY (or both), or --requests FILE".into())
+                    return Err(
+                        "give --vector JSON, --text QUERY (or both), or --requests FILE".into(),
+                    )
                 }
             }
             ExitCode::SUCCESS

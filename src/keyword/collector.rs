@@ -108,9 +108,6 @@ impl SegmentCollector for SegmentBest {
     }
 
     fn harvest(self) -> (Vec<KeywordHit>, usize) {
-        (
-            self.best.into_iter().map(|r| r.0).collect(),
-            self.matched,
-        )
+        (self.best.into_iter().map(|r| r.0).collect(), self.matched)
     }
 }

@@ -332,15 +332,14 @@ impl DerivedIndex for KeywordIndex {
         self.open = None;
         // Tantivy's readers are not hardened against every damaged byte: a panic while opening
         // is a damaged index like any other.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.open_committed()
-        }))
-        .unwrap_or_else(|_| {
-            Err(Error::Corrupted {
-                file: self.folder.clone(),
-                detail: "tantivy panicked while opening the index".into(),
-            })
-        })?;
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.open_committed()))
+                .unwrap_or_else(|_| {
+                    Err(Error::Corrupted {
+                        file: self.folder.clone(),
+                        detail: "tantivy panicked while opening the index".into(),
+                    })
+                })?;
         let Some((index, watermark)) = opened else {
             return Ok(false);
         };

@@ -13,7 +13,10 @@ const KEYWORD_STRATEGY: &str = "keyword_bm25";
 
 /// The keyword arm as a ranked list; hits whose public id is unknown (deleted meanwhile) are
 /// skipped.
-fn keyword_ranked(search: &KeywordSearch, uuid_of: &dyn Fn(InternalId) -> Option<Uuid>) -> Vec<Ranked> {
+fn keyword_ranked(
+    search: &KeywordSearch,
+    uuid_of: &dyn Fn(InternalId) -> Option<Uuid>,
+) -> Vec<Ranked> {
     search
         .hits
         .iter()

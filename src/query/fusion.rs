@@ -115,17 +115,19 @@ pub fn fuse(fusion: Fusion, vector: &[Ranked], keyword: &[Ranked], k: usize) -> 
 
 /// Maps an arm's values to `[0, 1]`, best = 1 (`lower_is_better` for distances).
 fn normaliser(list: &[Ranked], lower_is_better: bool) -> impl Fn(f32) -> f32 {
-    let (min, max) = list.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| {
-        (lo.min(r.value), hi.max(r.value))
-    });
+    let (min, max) = list
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r.value), hi.max(r.value))
+        });
     move |v: f32| {
         let span = max - min;
-        if !(span > 0.0) {
-            1.0
-        } else if lower_is_better {
+        if span > 0.0 && lower_is_better {
             (max - v) / span
-        } else {
+        } else if span > 0.0 {
             (v - min) / span
+        } else {
+            1.0
         }
     }
 }
@@ -157,8 +159,20 @@ mod tests {
         assert_eq!(fused[0].score, 1.0f32 / 61.0 + 1.0f32 / 63.0);
         assert!((fused[1].score - both).abs() < 1e-7);
         assert_eq!(fused[2].score, 1.0 / 62.0);
-        assert_eq!(fused[0].vector, Some(ArmRank { rank: 1, value: 0.1 }));
-        assert_eq!(fused[0].keyword, Some(ArmRank { rank: 3, value: 1.0 }));
+        assert_eq!(
+            fused[0].vector,
+            Some(ArmRank {
+                rank: 1,
+                value: 0.1
+            })
+        );
+        assert_eq!(
+            fused[0].keyword,
+            Some(ArmRank {
+                rank: 3,
+                value: 1.0
+            })
+        );
         assert_eq!(fused[3].vector, None);
         assert_eq!(fuse(Fusion::Rrf { k: 60.0 }, &vector, &keyword, 2).len(), 2);
     }

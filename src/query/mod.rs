@@ -408,10 +408,7 @@ pub(crate) fn hydrate(
             vector: None,
         };
         if let (true, Some(reader)) = (include.any(), reader) {
-            let Some(doc) = reader
-                .document(found.id)?
-                .filter(|d| d.id == found.uuid)
-            else {
+            let Some(doc) = reader.document(found.id)?.filter(|d| d.id == found.uuid) else {
                 continue;
             };
             hit.metadata = include.metadata.then_some(doc.metadata);

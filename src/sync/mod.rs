@@ -132,7 +132,10 @@ fn replay<I: DerivedIndex + ?Sized>(index: &mut I, reader: &CollectionReader) ->
 }
 
 /// Empties `index` and feeds it every document of the store.
-pub(crate) fn rebuild<I: DerivedIndex + ?Sized>(index: &mut I, reader: &CollectionReader) -> Result<()> {
+pub(crate) fn rebuild<I: DerivedIndex + ?Sized>(
+    index: &mut I,
+    reader: &CollectionReader,
+) -> Result<()> {
     let last_seq = reader.last_seq()?;
     index.reset(last_seq);
     reader.for_each_document(|id, doc| {

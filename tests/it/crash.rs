@@ -284,7 +284,11 @@ fn killed_writers(kind: &str, kills: u64, seed: u64) {
                     .unwrap()
                     .hits;
                 let present = c.get(doc_id(round, *b, 0)).unwrap().is_some();
-                assert_eq!(hits.len(), if present { BATCH } else { 0 }, "{kind} round {round}");
+                assert_eq!(
+                    hits.len(),
+                    if present { BATCH } else { 0 },
+                    "{kind} round {round}"
+                );
             }
             let indexed: Filter = r#"{"batch": {"$gte": 0}}"#.parse().unwrap();
             assert_eq!(

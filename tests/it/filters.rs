@@ -2033,7 +2033,10 @@ fn filtered_recall(
                 "{ctx}: distance {} vs exact {d}",
                 hit.distance.unwrap()
             );
-            assert!(hit.distance.unwrap() >= previous, "{ctx}: hits out of order");
+            assert!(
+                hit.distance.unwrap() >= previous,
+                "{ctx}: hits out of order"
+            );
             previous = hit.distance.unwrap();
         }
         let exact = brute_force(Metric::L2, &matching, query, TOP);

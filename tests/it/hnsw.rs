@@ -153,7 +153,8 @@ fn assert_hits_exact(
     for (i, pair) in hits.windows(2).enumerate() {
         let (a, b) = (&pair[0], &pair[1]);
         assert!(
-            a.distance.unwrap() < b.distance.unwrap() || (a.distance.unwrap() == b.distance.unwrap() && a.id < b.id),
+            a.distance.unwrap() < b.distance.unwrap()
+                || (a.distance.unwrap() == b.distance.unwrap() && a.id < b.id),
             "{ctx}: hits {i} and {} out of order: {} {} then {} {}",
             i + 1,
             a.id,
@@ -1534,7 +1535,9 @@ fn re_embedding_batches_are_published_atomically() {
                     if hits.first().map(|h| h.id) != Some(*id) || ids.len() != hits.len() {
                         problems.lock().unwrap().push(format!(
                             "query at {id}: got {:?}",
-                            hits.iter().map(|h| (h.id, h.distance.unwrap())).collect::<Vec<_>>()
+                            hits.iter()
+                                .map(|h| (h.id, h.distance.unwrap()))
+                                .collect::<Vec<_>>()
                         ));
                     }
                 }

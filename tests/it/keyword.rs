@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use quiverdb::query::fusion::DEFAULT_RRF_K;
 use quiverdb::sync::Recovery;
 use quiverdb::{
-    Collection, CollectionConfig, Database, DocumentInput, Error, Filter, Fusion, Hit,
-    IndexConfig, Metric, PayloadKind, SearchRequest, TextTokenizer,
+    Collection, CollectionConfig, Database, DocumentInput, Error, Filter, Fusion, Hit, IndexConfig,
+    Metric, PayloadKind, SearchRequest, TextTokenizer,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -97,7 +97,9 @@ fn bm25_scores_match_an_independent_implementation() {
     let db = Database::open(dir.path()).unwrap();
     let c = text_collection(&db, TextTokenizer::Simple);
     // Short texts (≤ 30 tokens), whose lengths tantivy stores exactly.
-    let docs: Vec<(Uuid, String)> = (0..300).map(|i| (id(i), random_text(&mut rng, 30))).collect();
+    let docs: Vec<(Uuid, String)> = (0..300)
+        .map(|i| (id(i), random_text(&mut rng, 30)))
+        .collect();
     c.upsert(
         docs.iter()
             .map(|(id, text)| {
@@ -108,12 +110,21 @@ fn bm25_scores_match_an_independent_implementation() {
             .collect(),
     )
     .unwrap();
-    for query in ["apple", "Cherry ocean", "kernel lemon pepper apple", "nothing here"] {
+    for query in [
+        "apple",
+        "Cherry ocean",
+        "kernel lemon pepper apple",
+        "nothing here",
+    ] {
         let expected = reference_bm25(&docs, query);
         let response = c.search(&SearchRequest::text(query, 1000)).unwrap();
         assert_eq!(response.strategy, "keyword_bm25");
         assert!(response.exhaustive);
-        assert_eq!(response.examined, expected.len(), "{query}: matching documents");
+        assert_eq!(
+            response.examined,
+            expected.len(),
+            "{query}: matching documents"
+        );
         assert_eq!(response.hits.len(), expected.len(), "{query}");
         let mut previous = f32::INFINITY;
         for hit in &response.hits {
@@ -182,7 +193,10 @@ fn exact_term_matches_rank_first_and_stemming_follows_the_tokenizer() {
     ])
     .unwrap();
     assert_eq!(ids(&keyword(&ws, "ERR-42", 10)), vec![id(0)]);
-    assert!(keyword(&ws, "err-42", 10).is_empty(), "whitespace keeps case");
+    assert!(
+        keyword(&ws, "err-42", 10).is_empty(),
+        "whitespace keeps case"
+    );
     assert_eq!(ids(&keyword(&ws, "42", 10)), vec![id(1)]);
 }
 
@@ -212,7 +226,9 @@ fn updates_and_deletes_change_keyword_results_at_once() {
     c.upsert(vec![DocumentInput::new(v.clone()).with_id(id(0))])
         .unwrap();
     assert!(keyword(&c, "beta", 5).is_empty());
-    c.upsert(vec![DocumentInput::new(v).with_id(id(0)).with_text("gamma ray")])
+    c.upsert(vec![DocumentInput::new(v)
+        .with_id(id(0))
+        .with_text("gamma ray")])
         .unwrap();
     assert_eq!(ids(&keyword(&c, "gamma", 5)), vec![id(0)]);
     c.delete(&[id(0)]).unwrap();
@@ -222,10 +238,21 @@ fn updates_and_deletes_change_keyword_results_at_once() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Upsert { doc: usize, text: Option<String>, group: i64 },
-    Delete { doc: usize },
-    DeleteWhere { group: i64 },
-    Patch { doc: usize, group: i64 },
+    Upsert {
+        doc: usize,
+        text: Option<String>,
+        group: i64,
+    },
+    Delete {
+        doc: usize,
+    },
+    DeleteWhere {
+        group: i64,
+    },
+    Patch {
+        doc: usize,
+        group: i64,
+    },
     Reopen,
 }
 
@@ -308,7 +335,11 @@ proptest! {
 
 /// A collection of `n` documents: text = one topic word (of 4) + a serial word, group = i % 20,
 /// a random vector.
-fn corpus(db: &Database, n: usize, rng: &mut Rng) -> (Collection, Vec<(Uuid, Vec<f32>, String, i64)>) {
+fn corpus(
+    db: &Database,
+    n: usize,
+    rng: &mut Rng,
+) -> (Collection, Vec<(Uuid, Vec<f32>, String, i64)>) {
     let c = db
         .create_collection(
             "docs",
@@ -415,7 +446,11 @@ fn hybrid_scores_are_the_rrf_and_weighted_fusion_of_the_arms() {
     let mut request = SearchRequest::hybrid(query.clone(), text, 10).with_ef(400);
     request.candidates = Some(depth);
     let response = c.search(&request).unwrap();
-    assert!(response.strategy.starts_with("hybrid_rrf("), "{}", response.strategy);
+    assert!(
+        response.strategy.starts_with("hybrid_rrf("),
+        "{}",
+        response.strategy
+    );
     let mut expected: Vec<(Uuid, f64)> = vector_rank
         .keys()
         .chain(keyword_rank.keys())
@@ -431,11 +466,21 @@ fn hybrid_scores_are_the_rrf_and_weighted_fusion_of_the_arms() {
     assert_eq!(response.hits.len(), 10);
     for (hit, (want_id, want)) in response.hits.iter().zip(&expected) {
         let score = f64::from(hit.score.unwrap());
-        assert!((score - want).abs() < 1e-6, "{} fused {score}, expected {want}", hit.id);
+        assert!(
+            (score - want).abs() < 1e-6,
+            "{} fused {score}, expected {want}",
+            hit.id
+        );
         assert_eq!(hit.id, *want_id);
         let arms = hit.arms.unwrap();
-        assert_eq!(arms.vector.map(|a| a.rank), vector_rank.get(&hit.id).copied());
-        assert_eq!(arms.keyword.map(|a| a.rank), keyword_rank.get(&hit.id).copied());
+        assert_eq!(
+            arms.vector.map(|a| a.rank),
+            vector_rank.get(&hit.id).copied()
+        );
+        assert_eq!(
+            arms.keyword.map(|a| a.rank),
+            keyword_rank.get(&hit.id).copied()
+        );
     }
 
     // Weighted, alpha 1: the vector arm's order; alpha 0: the keyword arm's order.
@@ -469,7 +514,11 @@ fn keyword_index_survives_reopen_and_is_rebuilt_when_damaged() {
     let db = Database::open(dir.path()).unwrap();
     let c = db.collection("docs").unwrap();
     let info = c.info().unwrap().keyword_index.unwrap();
-    assert!(matches!(info.recovery, Recovery::Loaded { .. }), "{:?}", info.recovery);
+    assert!(
+        matches!(info.recovery, Recovery::Loaded { .. }),
+        "{:?}",
+        info.recovery
+    );
     assert_eq!(info.documents, 798);
     let after: Vec<Vec<Hit>> = queries.iter().map(|q| keyword(&c, q, 20)).collect();
     assert_eq!(before, after);
@@ -502,7 +551,11 @@ fn keyword_index_survives_reopen_and_is_rebuilt_when_damaged() {
     let db = Database::open(dir.path()).unwrap();
     let c = db.collection("docs").unwrap();
     let info = c.info().unwrap().keyword_index.unwrap();
-    assert!(matches!(info.recovery, Recovery::Rebuilt { .. }), "{:?}", info.recovery);
+    assert!(
+        matches!(info.recovery, Recovery::Rebuilt { .. }),
+        "{:?}",
+        info.recovery
+    );
     assert_eq!(ids(&keyword(&c, "violet", 5)), vec![id(5)]);
     assert_eq!(ids(&keyword(&c, "item100", 5)), vec![id(100)]);
     let red = c.search(&SearchRequest::text("red", 5)).unwrap();
@@ -515,7 +568,11 @@ fn keyword_index_survives_reopen_and_is_rebuilt_when_damaged() {
     let db = Database::open(dir.path()).unwrap();
     let c = db.collection("docs").unwrap();
     let info = c.info().unwrap().keyword_index.unwrap();
-    assert!(matches!(info.recovery, Recovery::Rebuilt { .. }), "{:?}", info.recovery);
+    assert!(
+        matches!(info.recovery, Recovery::Rebuilt { .. }),
+        "{:?}",
+        info.recovery
+    );
     assert_eq!(info.documents, 799);
     assert!(db.check(None).unwrap().ok());
 }
@@ -559,5 +616,9 @@ fn text_requests_are_validated() {
     }
     assert!(serde_json::from_str::<SearchRequest>(r#"{"text": "a", "fusion": "max"}"#).is_err());
     // A text query with terms but no matches is not an error.
-    assert!(c.search(&SearchRequest::text("anything", 5)).unwrap().hits.is_empty());
+    assert!(c
+        .search(&SearchRequest::text("anything", 5))
+        .unwrap()
+        .hits
+        .is_empty());
 }

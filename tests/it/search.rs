@@ -72,7 +72,12 @@ fn large_collections_use_the_parallel_scan_and_stay_exact() {
         .collect();
     let responses = collection.search_batch(&requests).unwrap();
     for (request, response) in requests.iter().zip(&responses) {
-        let all = brute_force(Metric::L2, &docs, request.vector.as_deref().unwrap(), docs.len());
+        let all = brute_force(
+            Metric::L2,
+            &docs,
+            request.vector.as_deref().unwrap(),
+            docs.len(),
+        );
         assert_matches_brute_force(&response.hits, &all[..25], &all);
     }
 }
@@ -214,7 +219,12 @@ fn batch_search_shares_scans_and_stays_exact() {
         let responses = collection.search_batch(&requests).unwrap();
         assert_eq!(responses.len(), requests.len());
         for (request, response) in requests.iter().zip(&responses) {
-            let all = brute_force(metric, &docs, request.vector.as_deref().unwrap(), docs.len());
+            let all = brute_force(
+                metric,
+                &docs,
+                request.vector.as_deref().unwrap(),
+                docs.len(),
+            );
             assert_matches_brute_force(&response.hits, &all[..request.k], &all);
             assert_eq!(
                 response.hits.iter().all(|h| h.metadata.is_some()),
