@@ -349,7 +349,7 @@ fn corpus(
                 .with_payload_field("group", PayloadKind::Integer),
         )
         .unwrap();
-    let docs: Vec<(Uuid, Vec<f32>, String, i64)> = (0..n)
+    let docs: Vec<CorpusDoc> = (0..n)
         .map(|i| {
             let text = format!("{} item{i}", ["red", "green", "blue", "amber"][i % 4]);
             (id(i), rng.vector(DIM), text, (i % 20) as i64)
