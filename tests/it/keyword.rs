@@ -333,13 +333,12 @@ proptest! {
     }
 }
 
+/// A corpus document: id, vector, text, group.
+type CorpusDoc = (Uuid, Vec<f32>, String, i64);
+
 /// A collection of `n` documents: text = one topic word (of 4) + a serial word, group = i % 20,
 /// a random vector.
-fn corpus(
-    db: &Database,
-    n: usize,
-    rng: &mut Rng,
-) -> (Collection, Vec<(Uuid, Vec<f32>, String, i64)>) {
+fn corpus(db: &Database, n: usize, rng: &mut Rng) -> (Collection, Vec<CorpusDoc>) {
     let c = db
         .create_collection(
             "docs",
