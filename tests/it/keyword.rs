@@ -621,3 +621,63 @@ fn text_requests_are_validated() {
         .hits
         .is_empty());
 }
+
+#[test]
+fn concurrent_searches_see_every_acknowledged_write() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = text_collection(&db, TextTokenizer::English);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let (c, acked, done) = (c.clone(), acked.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut searches = 0;
+                while !done.load(Ordering::Acquire) {
+                    let before = acked.load(Ordering::Acquire);
+                    let request = if r % 2 == 0 {
+                        SearchRequest::text("common", 1)
+                    } else {
+                        SearchRequest::hybrid(vec![0.5; DIM], "common", 1)
+                    };
+                    let response = c.search(&request).unwrap();
+                    let matched = if r % 2 == 0 {
+                        response.examined
+                    } else {
+                        // Hybrid: examined = vector examined + keyword matches; check the text arm.
+                        c.search(&SearchRequest::text("common", 1))
+                            .unwrap()
+                            .examined
+                    };
+                    assert!(
+                        matched >= before,
+                        "reader {r}: {matched} < {before} acknowledged"
+                    );
+                    searches += 1;
+                }
+                searches
+            })
+        })
+        .collect();
+    for i in 0..150 {
+        c.upsert(vec![DocumentInput::new(vec![i as f32; DIM])
+            .with_id(id(i))
+            .with_text(format!("common w{i}"))])
+            .unwrap();
+        acked.store(i + 1, Ordering::Release);
+    }
+    done.store(true, Ordering::Release);
+    let searches: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(searches > 0);
+    assert_eq!(
+        c.search(&SearchRequest::text("common", 1))
+            .unwrap()
+            .examined,
+        150
+    );
+    assert!(db.check(None).unwrap().ok());
+}
