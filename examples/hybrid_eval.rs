@@ -60,6 +60,9 @@
 //! index is flat (exact), so the vector arm has no approximate-search error.
 
 use std::collections::HashSet;
+#[path = "common/rng.rs"]
+mod rng;
+
 use std::error::Error;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -70,6 +73,8 @@ use quiverdb::{
     SearchRequest, SearchResponse, TextTokenizer,
 };
 use uuid::Uuid;
+
+use rng::{normalise, SplitMix64};
 
 type AnyResult<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -104,110 +109,6 @@ const FILLER: &[&str] = &[
 ];
 
 // ----- deterministic randomness ------------------------------------------------------------
-
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, and good enough for a synthetic corpus.
-#[derive(Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    /// An independent stream for one part of the generation (so that, e.g., changing the number
-    /// of queries leaves the corpus unchanged).
-    fn stream(seed: u64, tag: u64) -> Self {
-        let mut mixer = SplitMix64(seed ^ tag.wrapping_mul(Self::GOLDEN));
-        SplitMix64(mixer.next_u64())
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(Self::GOLDEN);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.unit() * n as f64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn between(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True with probability `p`.
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// A standard normal sample (Box–Muller).
-    fn gaussian(&mut self) -> f32 {
-        let u1 = 1.0 - self.unit(); // (0, 1]
-        let u2 = self.unit();
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-    }
-
-    /// A uniformly random unit vector.
-    fn unit_vector(&mut self) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..DIM).map(|_| self.gaussian()).collect();
-        normalise(&mut v);
-        v
-    }
-
-    /// A uniformly random element.
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    /// Shuffles in place (Fisher–Yates).
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-
-    /// `count` distinct values of `0..n`, in random order (`count <= n`).
-    fn sample(&mut self, n: usize, count: usize) -> Vec<usize> {
-        if count * 4 <= n {
-            // Few of many: rejection, without materialising `0..n`.
-            let mut seen = HashSet::with_capacity(count);
-            let mut picked = Vec::with_capacity(count);
-            while picked.len() < count {
-                let i = self.below(n);
-                if seen.insert(i) {
-                    picked.push(i);
-                }
-            }
-            return picked;
-        }
-        let mut all: Vec<usize> = (0..n).collect();
-        for i in 0..count {
-            let j = i + self.below(n - i);
-            all.swap(i, j);
-        }
-        all.truncate(count);
-        all
-    }
-}
-
-/// Scales `v` to unit length (left as is if zero).
-fn normalise(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
 
 /// `acc += weight · v`.
 fn add_scaled(acc: &mut [f32], v: &[f32], weight: f32) {
@@ -314,10 +215,10 @@ impl Vocabulary {
         let topics: Vec<Vec<usize>> = (0..TOPICS)
             .map(|t| (t * CONCEPTS_PER_TOPIC..(t + 1) * CONCEPTS_PER_TOPIC).collect())
             .collect();
-        let topic_vectors: Vec<Vec<f32>> = (0..TOPICS).map(|_| rng.unit_vector()).collect();
+        let topic_vectors: Vec<Vec<f32>> = (0..TOPICS).map(|_| rng.unit_vector(DIM)).collect();
         let concept_vectors = (0..concepts)
             .map(|c| {
-                let mut v = rng.unit_vector();
+                let mut v = rng.unit_vector(DIM);
                 add_scaled(&mut v, &topic_vectors[c / CONCEPTS_PER_TOPIC], 1.0);
                 normalise(&mut v);
                 v
@@ -347,7 +248,7 @@ impl Vocabulary {
         }
         normalise(&mut semantic);
         for id in identifiers {
-            let id_vector = SplitMix64::new(fnv1a(id)).unit_vector();
+            let id_vector = SplitMix64::new(fnv1a(id)).unit_vector(DIM);
             add_scaled(&mut semantic, &id_vector, IDENTIFIER_WEIGHT);
         }
         let noise_scale = NOISE / (DIM as f32).sqrt();
