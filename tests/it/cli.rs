@@ -1878,3 +1878,150 @@ fn filters_count_scroll_search_delete_and_index() {
 fn rng_query(seed: usize) -> Vec<f32> {
     Rng(seed as u64).vector(4)
 }
+
+#[test]
+fn keyword_and_hybrid_search_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    ok(
+        &db,
+        &[
+            "collection",
+            "create",
+            "t",
+            "--dim",
+            "2",
+            "--metric",
+            "l2",
+            "--text",
+            "--payload-index",
+            "lang:keyword",
+        ],
+    );
+    let lines = [
+        r#"{"id":"00000000-0000-0000-0000-000000000001","vector":[0,0],"text":"Running shoes: run faster","metadata":{"lang":"en"}}"#,
+        r#"{"id":"00000000-0000-0000-0000-000000000002","vector":[1,0],"text":"A cookbook of soups","metadata":{"lang":"en"}}"#,
+        r#"{"id":"00000000-0000-0000-0000-000000000003","vector":[0,1],"text":"chaussures de course: running","metadata":{"lang":"fr"}}"#,
+    ];
+    let file = tmp.path().join("t.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    ok(&db, &["import", "t", path_str(&file)]);
+    let id = |n: u32| format!("00000000-0000-0000-0000-00000000000{n}");
+
+    // Keyword: stemmed match, scores (higher first) instead of distances.
+    let hits = json_lines(&ok(&db, &["search", "t", "--text", "run"]));
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["id"], id(1), "two stemmed matches beat one");
+    assert!(hits[0]["score"].as_f64().unwrap() > hits[1]["score"].as_f64().unwrap());
+    assert!(hits[0].get("distance").is_none());
+    assert_eq!(hits[0]["strategy"], "keyword_bm25");
+
+    // Hybrid with a filter inside both arms: only English documents, with arms.
+    let hits = json_lines(&ok(
+        &db,
+        &[
+            "search",
+            "t",
+            "--text",
+            "running",
+            "--vector",
+            "[0,1]",
+            "--filter",
+            r#"{"lang":"en"}"#,
+            "--k",
+            "3",
+        ],
+    ));
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["id"], id(1), "in both arms");
+    assert_eq!(hits[0]["arms"]["keyword"]["rank"], 1);
+    assert!(hits[0]["arms"]["vector"]["distance"].is_number());
+    assert!(hits[1]["arms"].get("keyword").is_none());
+    assert_eq!(hits[0]["filter_matches"], 2);
+    assert!(hits[0]["strategy"]
+        .as_str()
+        .unwrap()
+        .starts_with("hybrid_rrf("));
+    let weighted = json_lines(&ok(
+        &db,
+        &[
+            "search", "t", "--text", "soups", "--vector", "[0,0]", "--fusion", "weighted",
+            "--alpha", "0",
+        ],
+    ));
+    assert_eq!(weighted[0]["id"], id(2), "alpha 0: the keyword arm decides");
+
+    // Request lines accept text, fusion and alpha.
+    let requests = tmp.path().join("r.jsonl");
+    std::fs::write(
+        &requests,
+        "{\"text\":\"cookbook\",\"k\":1}\n{\"text\":\"course\",\"vector\":[0,1],\"fusion\":\"weighted\",\"alpha\":0.5}\n",
+    )
+    .unwrap();
+    let responses = json_lines(&ok(
+        &db,
+        &["search", "t", "--requests", path_str(&requests)],
+    ));
+    assert_eq!(responses[0]["hits"][0]["id"], id(2));
+    assert_eq!(responses[1]["hits"][0]["id"], id(3));
+
+    // Errors: a bad fusion, alpha out of range, text on a collection without a text index.
+    for args in [
+        vec![
+            "search", "t", "--text", "x", "--vector", "[0,0]", "--fusion", "max",
+        ],
+        vec![
+            "search", "t", "--text", "x", "--vector", "[0,0]", "--alpha", "2",
+        ],
+        vec!["search", "t"],
+    ] {
+        assert_cli_error(&fail(&db, &args));
+    }
+    create(&db, "plain", 2, "l2");
+    assert_cli_error(&fail(&db, &["search", "plain", "--text", "x"]));
+    assert_cli_error(&fail(
+        &db,
+        &[
+            "collection",
+            "create",
+            "w",
+            "--dim",
+            "2",
+            "--metric",
+            "l2",
+            "--text",
+            "--tokenizer",
+            "fancy",
+        ],
+    ));
+
+    // Whitespace tokenizer: exact tokens; the keyword index shows in check and info.
+    ok(
+        &db,
+        &[
+            "collection",
+            "create",
+            "codes",
+            "--dim",
+            "2",
+            "--metric",
+            "l2",
+            "--text",
+            "--tokenizer",
+            "whitespace",
+        ],
+    );
+    let codes = tmp.path().join("codes.jsonl");
+    std::fs::write(&codes, r#"{"vector":[0,0],"text":"ERR-42 timeout"}"#).unwrap();
+    ok(&db, &["import", "codes", path_str(&codes)]);
+    assert_eq!(
+        json_lines(&ok(&db, &["search", "codes", "--text", "ERR-42"])).len(),
+        1
+    );
+    assert!(json_lines(&ok(&db, &["search", "codes", "--text", "err"])).is_empty());
+    let (info, _) = info(&db, "codes");
+    assert_eq!(info["config"]["text_tokenizer"], "whitespace");
+    assert_eq!(info["keyword_index"]["documents"], 1);
+    let report = json_lines(&ok(&db, &["check"]));
+    assert!(report.iter().filter(|r| r["index"] == "keyword").count() == 2);
+}
