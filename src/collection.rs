@@ -202,6 +202,7 @@ impl Collection {
                 None => {
                     // An empty checkpoint, so that the next open loads instead of rebuilding.
                     index.reset(0);
+                    index.finish_batch()?;
                     index.checkpoint(&dir)?;
                     Ok(Recovery::Created)
                 }
@@ -720,6 +721,7 @@ impl Collection {
                 .into(),
             (None, Some(text)) => {
                 let keyword = self.keyword_arm(text, request.k, allowed.clone())?;
+                let _depth = SearchDepth::enter();
                 let index = self.read_index_for_search();
                 query::keyword_answer(keyword, &|id| index.document_id(id))
             }
@@ -727,6 +729,7 @@ impl Collection {
                 let depth = request.arm_candidates();
                 let keyword = self.keyword_arm(text, depth, allowed.clone())?;
                 let vector = self.vector_arm(vector, depth, request, allowed.as_deref());
+                let _depth = SearchDepth::enter();
                 let index = self.read_index_for_search();
                 query::hybrid_answer(vector, keyword, request.fusion(), request.k, &|id| {
                     index.document_id(id)

@@ -38,6 +38,7 @@ pub mod index;
 pub mod keyword;
 pub mod payload;
 pub mod query;
+pub mod server;
 mod storage;
 pub mod sync;
 pub mod types;

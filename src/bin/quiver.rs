@@ -164,6 +164,21 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         filter_selectivity: Vec<f64>,
     },
+    /// Serve the database over HTTP (REST API, see /openapi.json) until SIGTERM or ctrl-c.
+    Serve {
+        /// Address to listen on (port 0: any free port; the chosen address is printed).
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        addr: std::net::SocketAddr,
+        /// Require this key (Authorization: Bearer KEY) on every route but /healthz.
+        #[arg(long, env = "QUIVER_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = quiverdb::server::DEFAULT_BODY_LIMIT)]
+        body_limit: usize,
+        /// Seconds a request may take before the server answers 408.
+        #[arg(long, default_value_t = quiverdb::server::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+    },
     /// Build a small demo database and run example searches.
     Demo {
         /// Keep the demo database in this directory (default: a temporary one, removed after).
@@ -296,7 +311,9 @@ fn run(cli: Cli) -> CliResult {
         .ok_or("--db DIR (or QUIVER_DB) is required for this command")?;
     let creates = matches!(
         cli.command,
-        Command::Collection(CollectionCommand::Create { .. }) | Command::Import { .. }
+        Command::Collection(CollectionCommand::Create { .. })
+            | Command::Import { .. }
+            | Command::Serve { .. }
     );
     if !creates && !dir.join("quiver.redb").exists() {
         if matches!(cli.command, Command::Collection(CollectionCommand::List)) {
@@ -309,6 +326,15 @@ fn run(cli: Cli) -> CliResult {
         .into());
     }
     let db = Database::open(&dir)?;
+    if let Command::Serve {
+        addr,
+        api_key,
+        body_limit,
+        timeout,
+    } = cli.command
+    {
+        return serve(db, addr, api_key, body_limit, timeout);
+    }
     let mut out = BufWriter::new(io::stdout().lock());
     let code = match cli.command {
         Command::Collection(command) => collection(&db, command, &mut out)?,
@@ -495,12 +521,41 @@ fn run(cli: Cli) -> CliResult {
                 ExitCode::FAILURE
             }
         }
-        Command::Demo { .. } | Command::Bench { .. } => unreachable!("handled above"),
+        Command::Demo { .. } | Command::Bench { .. } | Command::Serve { .. } => {
+            unreachable!("handled above")
+        }
     };
     out.flush()?;
     drop(out);
     db.close()?;
     Ok(code)
+}
+
+/// Runs the HTTP server; logs go to stderr (filter with `QUIVER_LOG`, e.g. `info` or `debug`).
+fn serve(
+    db: Database,
+    addr: std::net::SocketAddr,
+    api_key: Option<String>,
+    body_limit: usize,
+    timeout: u64,
+) -> CliResult {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).ok();
+    let mut config = quiverdb::server::ServerConfig::new(addr);
+    config.api_key = api_key;
+    config.body_limit = body_limit;
+    config.timeout = std::time::Duration::from_secs(timeout);
+    quiverdb::server::serve(db, config, |bound| {
+        println!("listening on http://{bound}");
+        io::stdout().flush().ok();
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn collection(db: &Database, command: CollectionCommand, out: &mut impl Write) -> CliResult {

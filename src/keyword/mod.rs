@@ -22,6 +22,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
+use tantivy::directory::Directory;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
@@ -82,6 +83,12 @@ pub struct KeywordIndex {
     applied: AtomicU64,
     /// Whether the writer holds operations that are not committed yet.
     pending: AtomicBool,
+    /// False from a reset until the rebuild that follows it finishes (`finish_batch`): a
+    /// half-fed index is never committed.
+    complete: AtomicBool,
+    /// Set when a commit failed: tantivy's writer is then unusable, every use fails until a
+    /// rebuild ([`DerivedIndex::reset`]).
+    broken: AtomicBool,
 }
 
 /// An open tantivy index with its single writer and a manually reloaded reader.
@@ -108,6 +115,8 @@ impl KeywordIndex {
             open: None,
             applied: AtomicU64::new(0),
             pending: AtomicBool::new(false),
+            complete: AtomicBool::new(true),
+            broken: AtomicBool::new(false),
         }
     }
 
@@ -125,9 +134,19 @@ impl KeywordIndex {
     }
 
     fn open_index(&self) -> Result<&OpenIndex> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(Error::Internal(
+                "keyword index: a commit failed; it needs a rebuild".into(),
+            ));
+        }
         self.open
             .as_ref()
             .ok_or_else(|| Error::Internal("keyword index used before it was opened".into()))
+    }
+
+    /// Whether a failed commit left the index unusable until it is rebuilt.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 
     /// Starts the writer and reader of `index`, whose last commit recorded `watermark`.
@@ -164,9 +183,7 @@ impl KeywordIndex {
             detail,
         };
         let index = Index::open_in_dir(&self.folder).map_err(|e| corrupted(e.to_string()))?;
-        let damaged = index
-            .validate_checksum()
-            .map_err(|e| corrupted(e.to_string()))?;
+        let damaged = damaged_files(&index).map_err(|e| corrupted(e.to_string()))?;
         if !damaged.is_empty() {
             return Err(corrupted(format!("checksum mismatch in {damaged:?}")));
         }
@@ -202,15 +219,28 @@ impl KeywordIndex {
         if writer.1 == watermark && !self.pending.load(Ordering::Acquire) {
             return Ok(watermark);
         }
+        if !self.complete.load(Ordering::Acquire) {
+            return Err(Error::Internal(
+                "keyword index: a rebuild has not finished; nothing is committed".into(),
+            ));
+        }
+        // After a failed commit tantivy's writer has lost its indexing thread: committing
+        // again would record documents it silently dropped. Only a rebuild helps.
+        let failed = |e: tantivy::TantivyError| {
+            self.broken.store(true, Ordering::Release);
+            Error::Internal(format!(
+                "keyword index commit failed ({e}); it needs a rebuild"
+            ))
+        };
         let payload = serde_json::to_string(&CommitPayload {
             format: PAYLOAD_FORMAT.to_string(),
             fingerprint: self.fingerprint,
             watermark,
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
-        let mut prepared = writer.0.prepare_commit().map_err(tantivy_error)?;
+        let mut prepared = writer.0.prepare_commit().map_err(failed)?;
         prepared.set_payload(&payload);
-        prepared.commit().map_err(tantivy_error)?;
+        prepared.commit().map_err(failed)?;
         open.reader.reload().map_err(tantivy_error)?;
         writer.1 = watermark;
         self.pending.store(false, Ordering::Release);
@@ -277,6 +307,23 @@ impl KeywordIndex {
     }
 }
 
+/// Files of the committed segments whose checksum fails (every file the segments name that
+/// exists is read; a missing required file makes opening the reader fail instead).
+fn damaged_files(index: &Index) -> tantivy::Result<Vec<PathBuf>> {
+    let mut damaged = Vec::new();
+    for path in index.load_metas()?.list_segment_files() {
+        let exists = index
+            .directory()
+            .exists(&path)
+            .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))?;
+        if exists && !index.directory().validate_checksum(&path)? {
+            damaged.push(path);
+        }
+    }
+    damaged.sort();
+    Ok(damaged)
+}
+
 impl DerivedIndex for KeywordIndex {
     fn name(&self) -> &'static str {
         "keyword"
@@ -305,8 +352,12 @@ impl DerivedIndex for KeywordIndex {
     }
 
     fn reset(&mut self, watermark: Seq) {
-        // Dropping the writer releases tantivy's lock on the folder before it is replaced.
-        self.open = None;
+        if let Some(open) = self.open.take() {
+            // Merge threads outlive the writer: wait for them before the folder goes.
+            if let Err(e) = open.writer.into_inner().0.wait_merging_threads() {
+                log::warn!("keyword index: merges ended with {e}");
+            }
+        }
         let created = (|| -> Result<OpenIndex> {
             if self.folder.exists() {
                 std::fs::remove_dir_all(&self.folder)?;
@@ -317,11 +368,19 @@ impl DerivedIndex for KeywordIndex {
         })();
         match created {
             Ok(open) => self.open = Some(open),
-            // `apply` and `checkpoint` then fail with "used before it was opened".
+            // `apply`, `finish_batch` and `checkpoint` then fail, so the rebuild fails.
             Err(e) => log::error!("could not create the keyword index: {e}"),
         }
         self.applied.store(watermark, Ordering::Release);
         self.pending.store(true, Ordering::Release);
+        self.complete.store(false, Ordering::Release);
+        self.broken.store(false, Ordering::Release);
+    }
+
+    fn finish_batch(&self) -> Result<()> {
+        self.open_index()?;
+        self.complete.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn checkpoint(&self, _dir: &Path) -> Result<Seq> {
@@ -353,7 +412,7 @@ impl DerivedIndex for KeywordIndex {
         let Ok(open) = self.open_index() else {
             return vec!["the keyword index is not open".into()];
         };
-        match open.reader.searcher().index().validate_checksum() {
+        match damaged_files(open.reader.searcher().index()) {
             Ok(damaged) if damaged.is_empty() => Vec::new(),
             Ok(damaged) => vec![format!("checksum mismatch in {damaged:?}")],
             Err(e) => vec![format!("cannot validate the index files: {e}")],
@@ -382,5 +441,83 @@ impl DerivedIndex for KeywordIndex {
         }
         ids.sort_unstable();
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ChangeOp, Metric};
+
+    fn index(dir: &Path) -> KeywordIndex {
+        let config = CollectionConfig::new(2, Metric::L2).with_text_index(true);
+        KeywordIndex::new(dir, &config, 7)
+    }
+
+    fn upsert(index: &mut KeywordIndex, seq: Seq, id: InternalId, text: &str) {
+        let metadata = serde_json::Map::new();
+        let doc = DocView {
+            id: uuid::Uuid::from_u128(u128::from(id)),
+            vector: &[0.0, 0.0],
+            metadata: &metadata,
+            text: Some(text),
+        };
+        let change = Change {
+            seq,
+            op: ChangeOp::Upsert,
+            id,
+        };
+        index.apply(&change, Some(doc)).unwrap();
+    }
+
+    #[test]
+    fn a_half_fed_rebuild_is_never_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keyword = index(dir.path());
+        keyword.reset(5);
+        upsert(&mut keyword, 5, 1, "alpha");
+        assert!(
+            keyword.checkpoint(dir.path()).is_err(),
+            "rebuild not finished"
+        );
+        assert!(keyword.search("alpha", 3, None).is_err());
+        keyword.finish_batch().unwrap();
+        assert_eq!(keyword.checkpoint(dir.path()).unwrap(), 5);
+        assert_eq!(keyword.search("alpha", 3, None).unwrap().hits.len(), 1);
+    }
+
+    #[test]
+    fn a_commit_records_the_watermark_and_the_collection() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keyword = index(dir.path());
+        keyword.reset(0);
+        keyword.finish_batch().unwrap();
+        upsert(&mut keyword, 1, 1, "alpha beta");
+        upsert(&mut keyword, 2, 2, "beta");
+        assert_eq!(keyword.checkpoint(dir.path()).unwrap(), 2);
+        drop(keyword);
+        let mut reopened = index(dir.path());
+        assert!(reopened.load_checkpoint(dir.path()).unwrap());
+        assert_eq!(reopened.watermark(), 2);
+        assert_eq!(reopened.internal_ids(), vec![1, 2]);
+        drop(reopened);
+        // Another collection (instance) or tokenizer: a foreign index, never loaded.
+        let config = CollectionConfig::new(2, Metric::L2)
+            .with_text_index(true)
+            .with_text_tokenizer(TextTokenizer::Whitespace);
+        let mut foreign = KeywordIndex::new(dir.path(), &config, 7);
+        assert!(matches!(
+            foreign.load_checkpoint(dir.path()),
+            Err(Error::Corrupted { .. })
+        ));
+        let mut other = KeywordIndex::new(
+            dir.path(),
+            &config.with_text_tokenizer(TextTokenizer::English),
+            8,
+        );
+        assert!(matches!(
+            other.load_checkpoint(dir.path()),
+            Err(Error::Corrupted { .. })
+        ));
     }
 }

@@ -291,6 +291,16 @@ impl SearchRequest {
     }
 
     fn validate_fusion(&self) -> Result<()> {
+        let tuned = self.fusion.is_some()
+            || self.alpha.is_some()
+            || self.rrf_k.is_some()
+            || self.candidates.is_some();
+        if tuned && (self.vector.is_none() || self.text.is_none()) {
+            return Err(Error::InvalidArgument(
+                "fusion, alpha, rrf_k and candidates apply to hybrid searches (a vector and a text)"
+                    .into(),
+            ));
+        }
         if let Some(alpha) = self.alpha {
             if !(0.0..=1.0).contains(&alpha) {
                 return Err(Error::InvalidArgument(format!(
@@ -329,8 +339,9 @@ impl SearchRequest {
 /// The answer to a search: best hits first, and how they were found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchResponse {
-    /// Hits, best first (by distance for a vector search, by score for keyword and hybrid
-    /// searches), ties broken by id.
+    /// Hits, best first: by distance for a vector search (ties: lower UUID first), by BM25
+    /// score for a keyword search (ties: the earlier inserted document first), by fused score
+    /// for a hybrid search (ties: lower UUID first).
     pub hits: Vec<Hit>,
     /// The strategy that served the request, e.g. `"flat_exact"`.
     pub strategy: String,

@@ -10,3 +10,4 @@ mod migration;
 mod model;
 mod persistence;
 mod search;
+mod server;
