@@ -67,6 +67,16 @@ impl Server {
         (status, value)
     }
 
+    /// Asserts that the request fails with this status and error code.
+    fn expect_error(&self, method: &str, path: &str, body: Option<&str>, status: u16, code: &str) {
+        let (got, answer) = self.call(method, path, body);
+        assert_eq!(
+            (got, answer["error"]["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{method} {path} {body:?}: {answer}"
+        );
+    }
+
     fn pid(&self) -> String {
         self.child.id().to_string()
     }
@@ -169,18 +179,20 @@ fn every_route_and_every_error_status() {
     );
     assert_eq!(status, 201, "{info}");
     assert_eq!(info["config"]["text_indexed"], true);
-    let (status, body) = server.call(
+    server.expect_error(
         "PUT",
         "/collections/notes",
         Some(r#"{"dim": 2, "metric": "l2"}"#),
+        409,
+        "collection_exists",
     );
-    assert_eq!((status, code(&body)), (409, "collection_exists"));
-    let (status, body) = server.call(
+    server.expect_error(
         "PUT",
         "/collections/bad",
         Some(r#"{"dim": 0, "metric": "l2"}"#),
+        422,
+        "invalid_config",
     );
-    assert_eq!((status, code(&body)), (422, "invalid_config"));
     let (status, body) = server.call(
         "PUT",
         "/collections/bad",
@@ -191,19 +203,25 @@ fn every_route_and_every_error_status() {
         (400, "invalid_request"),
         "unknown field"
     );
-    let (status, body) = server.call(
+    server.expect_error(
         "PUT",
         "/collections/b@d",
         Some(r#"{"dim": 2, "metric": "l2"}"#),
+        422,
+        "invalid_name",
     );
-    assert_eq!((status, code(&body)), (422, "invalid_name"));
     assert_eq!(
         server.call("GET", "/collections", None).1,
         json!({"collections": ["notes"]})
     );
     assert_eq!(server.call("GET", "/collections/notes", None).1["count"], 0);
-    let (status, body) = server.call("GET", "/collections/nope", None);
-    assert_eq!((status, code(&body)), (404, "collection_not_found"));
+    server.expect_error(
+        "GET",
+        "/collections/nope",
+        None,
+        404,
+        "collection_not_found",
+    );
 
     // Documents.
     let docs = json!({"documents": [
@@ -253,12 +271,13 @@ fn every_route_and_every_error_status() {
         );
     }
     let big = json!({"documents": [{"vector": [0.5, 0.5], "text": "x".repeat(30_000)}]});
-    let (status, body) = server.call(
+    server.expect_error(
         "POST",
         "/collections/notes/documents",
         Some(&big.to_string()),
+        413,
+        "payload_too_large",
     );
-    assert_eq!((status, code(&body)), (413, "payload_too_large"));
     assert_eq!(
         server.call("POST", "/collections/notes/count", None).1["count"],
         3,
@@ -279,20 +298,27 @@ fn every_route_and_every_error_status() {
     );
     assert_eq!((status, body["vector"].clone()), (200, json!([2.0, 2.0])));
     let missing = Uuid::from_u128(999).to_string();
-    let (status, body) = server.call(
+    server.expect_error(
         "PATCH",
         &format!("/collections/notes/documents/{missing}"),
         Some(r#"{"metadata": {}}"#),
+        404,
+        "document_not_found",
     );
-    assert_eq!((status, code(&body)), (404, "document_not_found"));
-    let (status, body) = server.call("GET", "/collections/notes/documents/not-a-uuid", None);
-    assert_eq!((status, code(&body)), (400, "invalid_id"));
-    let (status, body) = server.call(
+    server.expect_error(
+        "GET",
+        "/collections/notes/documents/not-a-uuid",
+        None,
+        400,
+        "invalid_id",
+    );
+    server.expect_error(
         "GET",
         &format!("/collections/notes/documents/{missing}"),
         None,
+        404,
+        "document_not_found",
     );
-    assert_eq!((status, code(&body)), (404, "document_not_found"));
 
     // Search: vector, keyword, hybrid with a filter, batch; errors.
     let (status, body) = server.call(
@@ -352,12 +378,13 @@ fn every_route_and_every_error_status() {
             "{bad}: {body}"
         );
     }
-    let (status, body) = server.call(
+    server.expect_error(
         "POST",
         "/collections/nope/search",
         Some(r#"{"vector": [0, 0]}"#),
+        404,
+        "collection_not_found",
     );
-    assert_eq!((status, code(&body)), (404, "collection_not_found"));
 
     // Count, scroll, delete by filter and by ids.
     let (_, body) = server.call(
@@ -366,12 +393,13 @@ fn every_route_and_every_error_status() {
         Some(r#"{"filter": {"tag": "fruit"}}"#),
     );
     assert_eq!(body["count"], 1);
-    let (status, body) = server.call(
+    server.expect_error(
         "POST",
         "/collections/notes/count",
         Some(r#"{"filter": {"tag": {"$bad": 1}}}"#),
+        422,
+        "invalid_filter",
     );
-    assert_eq!((status, code(&body)), (422, "invalid_filter"));
     let (_, page) = server.call("POST", "/collections/notes/scroll", Some(r#"{"limit": 2}"#));
     assert_eq!(page["documents"].as_array().unwrap().len(), 2);
     let cursor = page["next_cursor"].as_str().unwrap().to_string();
@@ -382,20 +410,26 @@ fn every_route_and_every_error_status() {
     );
     assert_eq!(page["documents"].as_array().unwrap().len(), 1);
     assert_eq!(page["next_cursor"], Value::Null);
-    let (status, body) = server.call("POST", "/collections/notes/scroll", Some(r#"{"limit": 0}"#));
-    assert_eq!((status, code(&body)), (422, "invalid_argument"));
+    server.expect_error(
+        "POST",
+        "/collections/notes/scroll",
+        Some(r#"{"limit": 0}"#),
+        422,
+        "invalid_argument",
+    );
     let (_, body) = server.call(
         "POST",
         "/collections/notes/delete",
         Some(r#"{"filter": {"tag": "animal"}}"#),
     );
     assert_eq!(body["deleted"], 1);
-    let (status, body) = server.call(
+    server.expect_error(
         "POST",
         "/collections/notes/delete",
         Some(r#"{"ids": [], "filter": {}}"#),
+        422,
+        "invalid_argument",
     );
-    assert_eq!((status, code(&body)), (422, "invalid_argument"));
     let (_, body) = server.call(
         "POST",
         "/collections/notes/delete",
@@ -408,20 +442,20 @@ fn every_route_and_every_error_status() {
         None,
     );
     assert_eq!(status, 200);
-    let (status, body) = server.call(
+    server.expect_error(
         "DELETE",
         &format!("/collections/notes/documents/{id1}"),
         None,
+        404,
+        "document_not_found",
     );
-    assert_eq!((status, code(&body)), (404, "document_not_found"));
     assert_eq!(
         server.call("POST", "/collections/notes/count", None).1["count"],
         0
     );
 
     // Unknown route, metrics, drop.
-    let (status, body) = server.call("GET", "/nothing", None);
-    assert_eq!((status, code(&body)), (404, "not_found"));
+    server.expect_error("GET", "/nothing", None, 404, "not_found");
     let (status, metrics) = server.call("GET", "/metrics", None);
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap().to_string();
@@ -441,8 +475,7 @@ fn the_api_key_guards_every_route_but_healthz() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--api-key", "s3cret"]);
     assert_eq!(server.call("GET", "/healthz", None).0, 200);
-    let (status, body) = server.call("GET", "/collections", None);
-    assert_eq!((status, code(&body)), (401, "unauthorized"));
+    server.expect_error("GET", "/collections", None, 401, "unauthorized");
     let wrong = [("Authorization", "Bearer s3creT")];
     assert_eq!(server.call_with("GET", "/collections", None, &wrong).0, 401);
     let longer = [("Authorization", "Bearer s3cret!")];
