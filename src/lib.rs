@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod asynchronous;
 pub mod bench;
 pub mod check;
 pub mod collection;
