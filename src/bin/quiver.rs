@@ -175,9 +175,9 @@ enum Command {
         /// Largest request body in bytes.
         #[arg(long, default_value_t = quiverdb::server::DEFAULT_BODY_LIMIT)]
         body_limit: usize,
-        /// Seconds a request may take before the server answers 408.
-        #[arg(long, default_value_t = quiverdb::server::DEFAULT_TIMEOUT.as_secs())]
-        timeout: u64,
+        /// Seconds a request may take before the server answers 408 (fractions allowed).
+        #[arg(long, default_value_t = quiverdb::server::DEFAULT_TIMEOUT.as_secs_f64())]
+        timeout: f64,
     },
     /// Build a small demo database and run example searches.
     Demo {
@@ -537,8 +537,13 @@ fn serve(
     addr: std::net::SocketAddr,
     api_key: Option<String>,
     body_limit: usize,
-    timeout: u64,
+    timeout: f64,
 ) -> CliResult {
+    if !(timeout.is_finite() && timeout > 0.0) {
+        return Err(
+            format!("--timeout must be a positive number of seconds, got {timeout}").into(),
+        );
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
@@ -550,7 +555,7 @@ fn serve(
     let mut config = quiverdb::server::ServerConfig::new(addr);
     config.api_key = api_key;
     config.body_limit = body_limit;
-    config.timeout = std::time::Duration::from_secs(timeout);
+    config.timeout = std::time::Duration::from_secs_f64(timeout);
     quiverdb::server::serve(db, config, |bound| {
         println!("listening on http://{bound}");
         io::stdout().flush().ok();

@@ -701,3 +701,22 @@ fn kill_9_during_concurrent_upserts_loses_no_acknowledged_write() {
         ids.len()
     );
 }
+
+#[test]
+fn slow_requests_time_out_with_408_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let config = quiverdb::CollectionConfig::new(64, quiverdb::Metric::L2).with_text_index(true);
+    drop(db.create_collection("t", config).unwrap());
+    db.close().unwrap();
+    let server = Server::start(dir.path(), &["--timeout", "0.001"]);
+    assert_eq!(server.call("GET", "/healthz", None).0, 200);
+    // A 5,000-document upsert with text (a durable commit) never takes under 1 ms.
+    let docs: Vec<Value> = (0..5000)
+        .map(|i| json!({"vector": vec![i as f32; 64], "text": format!("document number {i}")}))
+        .collect();
+    let body = json!({ "documents": docs }).to_string();
+    let (status, _) = server.call("POST", "/collections/t/documents", Some(&body));
+    assert_eq!(status, 408);
+    assert_eq!(server.call("GET", "/healthz", None).0, 200);
+}
