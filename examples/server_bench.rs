@@ -41,7 +41,9 @@
 //! (or the call made) to the end of the response; QPS is the requests started in the measured
 //! window over the window's length. To spread the drift of a shared machine over all four
 //! configurations, each runs twice for half the duration, in the order A B C D D C B A, with a
-//! warm-up before each half (new connections, not measured).
+//! warm-up before each half (new connections, not measured). Last, one client sends
+//! `GET /healthz` for half the duration: the floor of a round trip through the HTTP stack and
+//! the middleware, without the search route's JSON, blocking-pool hand-off and search.
 //!
 //! CPU per request is the process's user + system time (/proc/self/stat) over the measured
 //! window, divided by the requests: load generator, server and search together, since all run in
@@ -376,6 +378,8 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
 enum Mode {
     InProcess,
     Http,
+    /// `GET /healthz`: the HTTP stack and middleware alone (no body, no blocking pool, no search).
+    Healthz,
 }
 
 /// What everything shares.
@@ -383,6 +387,7 @@ struct Bench {
     collection: Collection,
     requests: Vec<SearchRequest>,
     http_requests: Vec<Vec<u8>>,
+    healthz: Vec<u8>,
     addr: SocketAddr,
 }
 
@@ -458,8 +463,9 @@ impl Tally {
 }
 
 /// Runs requests from query `first` on, round-robin, until `end`; those started at or after
-/// `measure_from` are timed.
+/// `measure_from` are timed. Each answer should have `expected_hits` hits.
 fn drive(
+    expected_hits: usize,
     first: usize,
     queries: usize,
     measure_from: Instant,
@@ -468,7 +474,7 @@ fn drive(
 ) -> AnyResult<WorkerOut> {
     let mut out = WorkerOut {
         latencies: Vec::with_capacity(1 << 16),
-        cpu: None,
+        cpu: Some(0.0),
         last_done: None,
         responses: 0,
         bad_status: 0,
@@ -478,13 +484,14 @@ fn drive(
     let mut cpu_start = None;
     let mut j = first % queries;
     loop {
-        let started = Instant::now();
+        let mut started = Instant::now();
         if started >= end {
             break;
         }
         let measured = started >= measure_from;
         if measured && cpu_start.is_none() {
             cpu_start = Some(thread_cpu_seconds());
+            started = Instant::now();
         }
         let outcome = one(j)?;
         let done = Instant::now();
@@ -495,7 +502,7 @@ fn drive(
         out.responses += 1;
         if outcome.status != 200 {
             out.bad_status += 1;
-        } else if outcome.hits != K {
+        } else if outcome.hits != expected_hits {
             out.bad_hits += 1;
         }
         out.chunked += u64::from(outcome.chunked);
@@ -524,7 +531,7 @@ fn run_segment(
             .map(|i| {
                 let first = i * queries / clients;
                 s.spawn(move || match mode {
-                    Mode::InProcess => drive(first, queries, measure_from, end, |j| {
+                    Mode::InProcess => drive(K, first, queries, measure_from, end, |j| {
                         let response = bench.collection.search(&bench.requests[j])?;
                         Ok(Outcome {
                             status: 200,
@@ -534,8 +541,14 @@ fn run_segment(
                     }),
                     Mode::Http => {
                         let mut connection = Connection::open(bench.addr)?;
-                        drive(first, queries, measure_from, end, |j| {
+                        drive(K, first, queries, measure_from, end, |j| {
                             connection.round_trip(&bench.http_requests[j])
+                        })
+                    }
+                    Mode::Healthz => {
+                        let mut connection = Connection::open(bench.addr)?;
+                        drive(0, first, queries, measure_from, end, |_| {
+                            connection.round_trip(&bench.healthz)
                         })
                     }
                 })
@@ -633,7 +646,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -730,6 +743,7 @@ fn run() -> AnyResult<()> {
             .iter()
             .map(|v| http_request(server.addr, v))
             .collect::<AnyResult<_>>()?,
+        healthz: format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).into_bytes(),
         collection,
         addr: server.addr,
     };
@@ -760,6 +774,9 @@ fn run() -> AnyResult<()> {
         let (mode, clients, _) = &configs[c];
         run_segment(&bench, *mode, *clients, warmup, half, &mut tallies[c])?;
     }
+    // The HTTP floor: one client, `GET /healthz`, once for half the duration.
+    let mut healthz = Tally::new();
+    run_segment(&bench, Mode::Healthz, 1, warmup, half, &mut healthz)?;
     let runs = runs_start.elapsed();
     let server_workers = server.worker_threads;
     server.stop()?;
@@ -798,10 +815,11 @@ fn run() -> AnyResult<()> {
     println!(
         "load: closed loop, one keep-alive HTTP/1.1 connection per client (TCP_NODELAY); {:.1} s \
          measured per configuration as 2 × {:.1} s in the order A B C D D C B A, each after \
-         {:.1} s of warm-up; {:.0} s of runs in all",
+         {:.1} s of warm-up, then {:.1} s of `GET /healthz`; {:.0} s of runs in all",
         options.seconds,
         options.seconds / 2.0,
         options.warmup,
+        options.seconds / 2.0,
         runs.as_secs_f64()
     );
     println!(
@@ -821,11 +839,13 @@ fn run() -> AnyResult<()> {
         let s = &summaries[c];
         let cpu = match mode {
             Mode::InProcess => opt(s.cpu_us, 0),
-            Mode::Http => format!("{} ({})", opt(s.cpu_us, 0), opt(s.client_cpu_us, 0)),
+            Mode::Http | Mode::Healthz => {
+                format!("{} ({})", opt(s.cpu_us, 0), opt(s.client_cpu_us, 0))
+            }
         };
         let ratios = match mode {
             Mode::InProcess => "— | — | —".to_string(),
-            Mode::Http => {
+            Mode::Http | Mode::Healthz => {
                 let base = &summaries[c - 1];
                 format!(
                     "{} | {} | {}",
@@ -856,6 +876,22 @@ fn run() -> AnyResult<()> {
         opt(http1.cpu_us.zip(ip1.cpu_us).map(|(h, i)| h - i), 0),
         opt(http1.client_cpu_us, 0)
     );
+    let floor = healthz.summary();
+    println!(
+        "HTTP floor, 1 client, `GET /healthz` (HTTP/1.1 on loopback and every middleware; no body \
+         to parse, no blocking pool, no search): {} QPS, p50 {:.0} µs, mean {:.0} µs, {} µs CPU \
+         ({} of it the load generator). So of the +{:.0} µs mean above, ≈ {:.0} µs is that floor \
+         and ≈ {:.0} µs the search route's own cost (JSON in and out, the hand-off to tokio's \
+         blocking pool and back)",
+        thousands(floor.qps.round() as u64),
+        floor.p50_ms * 1e3,
+        floor.mean_us,
+        opt(floor.cpu_us, 0),
+        opt(floor.client_cpu_us, 0),
+        http1.mean_us - ip1.mean_us,
+        floor.mean_us,
+        http1.mean_us - ip1.mean_us - floor.mean_us
+    );
     let (ipn, httpn) = (&summaries[2], &summaries[3]);
     println!(
         "{} clients: +{} µs CPU per request over HTTP ({} µs in-process → {} µs)",
@@ -864,15 +900,25 @@ fn run() -> AnyResult<()> {
         opt(ipn.cpu_us, 0),
         opt(httpn.cpu_us, 0)
     );
+    if options.clients > cores {
+        println!(
+            "p99 with {} threads on {cores} cores: in-process threads never block, so one the \
+             scheduler preempts mid-search waits for the others' time slices (p99 {:.1} ms against \
+             p50 {:.3} ms); HTTP clients block on every response, so the CPU changes hands at \
+             request boundaries and the HTTP p99 is the lower one",
+            options.clients, ipn.p99_ms, ipn.p50_ms
+        );
+    }
 
+    tallies.push(healthz);
     let responses: u64 = tallies.iter().map(|t| t.responses).sum();
     let bad_status: u64 = tallies.iter().map(|t| t.bad_status).sum();
     let bad_hits: u64 = tallies.iter().map(|t| t.bad_hits).sum();
     let chunked: u64 = tallies.iter().map(|t| t.chunked).sum();
-    let http_responses: u64 = tallies[1].responses + tallies[3].responses;
+    let http_responses: u64 = responses - tallies[0].responses - tallies[2].responses;
     println!(
-        "\nchecks: {} responses ({} over HTTP, warm-up included): {} not 200, {} without exactly \
-         {K} hits; {} chunked (all others had Content-Length); before timing, {identical}/{} \
+        "\nchecks: {} responses ({} over HTTP, warm-up included): {} not 200, {} with an \
+         unexpected number of hits ({K}; 0 for /healthz); {} chunked (all others had Content-Length); before timing, {identical}/{} \
          queries answered identically (ids and distances) over HTTP and in-process",
         thousands(responses),
         thousands(http_responses),
