@@ -9,6 +9,7 @@
 pub mod error;
 mod metrics;
 mod openapi;
+mod ops;
 mod routes;
 
 use std::net::SocketAddr;

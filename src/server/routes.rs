@@ -1,5 +1,5 @@
 //! The REST routes: each parses its JSON body (strictly: unknown fields are errors), runs the
-//! library call on the blocking pool, and answers JSON.
+//! shared operation (`ops.rs`), and answers JSON.
 
 use std::sync::Arc;
 
@@ -16,11 +16,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::{openapi, AppState};
-use crate::collection::{Collection, MAX_SCROLL_LIMIT};
-use crate::config::CollectionConfig;
-use crate::error::Error;
-use crate::filter::Filter;
+use super::{openapi, ops, AppState};
+use crate::collection::MAX_SCROLL_LIMIT;
 use crate::query::SearchRequest;
 use crate::types::DocumentInput;
 
@@ -56,19 +53,6 @@ pub(super) fn routes() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
     ]
 }
 
-/// Runs library work off the async executor. A panic inside answers 500; the server stays up.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        if e.is_panic() {
-            ApiError::internal("the request panicked; the server is still running")
-        } else {
-            ApiError::internal("the request was cancelled")
-        }
-    })?
-}
-
 /// Parses a JSON body (an empty body counts as `{}` when `T` allows it).
 fn parse<T: DeserializeOwned>(body: RawBody) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
@@ -95,10 +79,6 @@ fn ok(value: impl serde::Serialize) -> Answer {
     Ok(Json(value).into_response())
 }
 
-fn collection(state: &AppState, name: &str) -> Result<Collection, ApiError> {
-    Ok(state.db.collection(name)?)
-}
-
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| {
         ApiError::new(
@@ -114,7 +94,7 @@ async fn healthz() -> Answer {
 }
 
 async fn metrics(State(state): Shared) -> Answer {
-    let text = blocking(move || Ok(state.metrics.render(&state.db))).await?;
+    let text = ops::metrics(state).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -123,7 +103,7 @@ async fn openapi_json() -> Answer {
 }
 
 async fn list_collections(State(state): Shared) -> Answer {
-    ok(json!({"collections": state.db.list_collections()}))
+    ok(json!({"collections": ops::list_collections(&state)}))
 }
 
 async fn create_collection(
@@ -131,19 +111,17 @@ async fn create_collection(
     Path(name): Path<String>,
     body: RawBody,
 ) -> Answer {
-    let config: CollectionConfig = parse(body)?;
-    let info = blocking(move || Ok(state.db.create_collection(&name, config)?.info()?)).await?;
+    let info = ops::create_collection(state, name, parse(body)?).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
 async fn describe_collection(State(state): Shared, Path(name): Path<String>) -> Answer {
-    ok(blocking(move || Ok(collection(&state, &name)?.info()?)).await?)
+    ok(ops::describe_collection(state, name).await?)
 }
 
 async fn drop_collection(State(state): Shared, Path(name): Path<String>) -> Answer {
-    let dropped = name.clone();
-    blocking(move || Ok(state.db.drop_collection(&name)?)).await?;
-    ok(json!({"dropped": dropped}))
+    ops::drop_collection(state, name.clone()).await?;
+    ok(json!({ "dropped": name }))
 }
 
 /// Body of `POST /collections/{name}/documents`.
@@ -155,14 +133,11 @@ struct DocumentsBody {
 
 async fn upsert_documents(State(state): Shared, Path(name): Path<String>, body: RawBody) -> Answer {
     let body: DocumentsBody = parse(body)?;
-    let ids = blocking(move || Ok(collection(&state, &name)?.upsert(body.documents)?)).await?;
-    ok(json!({"ids": ids}))
+    ok(json!({ "ids": ops::upsert(state, name, body.documents).await? }))
 }
 
 async fn get_document(State(state): Shared, Path((name, id)): Path<(String, String)>) -> Answer {
-    let id = parse_id(&id)?;
-    let doc = blocking(move || Ok(collection(&state, &name)?.get(id)?)).await?;
-    ok(doc.ok_or(Error::DocumentNotFound(id))?)
+    ok(ops::get(state, name, parse_id(&id)?).await?)
 }
 
 /// Body of `PATCH /collections/{name}/documents/{id}`: a JSON merge patch of the metadata
@@ -181,34 +156,12 @@ async fn patch_document(
     Path((name, id)): Path<(String, String)>,
     body: RawBody,
 ) -> Answer {
-    let id = parse_id(&id)?;
     let patch: PatchBody = parse(body)?;
-    if patch.metadata.is_none() && patch.vector.is_none() {
-        return Err(ApiError::from(Error::InvalidArgument(
-            "a patch needs \"metadata\" and/or \"vector\"".into(),
-        )));
-    }
-    let doc = blocking(move || {
-        let c = collection(&state, &name)?;
-        if let Some(vector) = patch.vector {
-            c.update_vector(id, vector)?;
-        }
-        if let Some(metadata) = patch.metadata {
-            c.update_metadata(id, metadata)?;
-        }
-        Ok(c.get(id)?)
-    })
-    .await?;
-    ok(doc.ok_or(Error::DocumentNotFound(id))?)
+    ok(ops::patch(state, name, parse_id(&id)?, patch.metadata, patch.vector).await?)
 }
 
 async fn delete_document(State(state): Shared, Path((name, id)): Path<(String, String)>) -> Answer {
-    let id = parse_id(&id)?;
-    let deleted = blocking(move || Ok(collection(&state, &name)?.delete(&[id])?)).await?;
-    if deleted == 0 {
-        return Err(Error::DocumentNotFound(id).into());
-    }
-    ok(json!({"deleted": deleted}))
+    ok(json!({ "deleted": ops::delete_one(state, name, parse_id(&id)?).await? }))
 }
 
 /// Body of `POST /collections/{name}/delete`: ids, or a filter.
@@ -223,26 +176,11 @@ struct DeleteBody {
 
 async fn delete_documents(State(state): Shared, Path(name): Path<String>, body: RawBody) -> Answer {
     let body: DeleteBody = parse(body)?;
-    let deleted = blocking(move || {
-        let c = collection(&state, &name)?;
-        Ok(match (body.ids, body.filter) {
-            (Some(ids), None) => c.delete(&ids)?,
-            (None, Some(filter)) => c.delete_where(&Filter::from_json(&filter)?)?,
-            _ => {
-                return Err(Error::InvalidArgument(
-                    "give exactly one of \"ids\" and \"filter\"".into(),
-                )
-                .into())
-            }
-        })
-    })
-    .await?;
-    ok(json!({"deleted": deleted}))
+    ok(json!({ "deleted": ops::delete(state, name, body.ids, body.filter).await? }))
 }
 
 async fn search(State(state): Shared, Path(name): Path<String>, body: RawBody) -> Answer {
-    let request: SearchRequest = parse(body)?;
-    ok(blocking(move || Ok(collection(&state, &name)?.search(&request)?)).await?)
+    ok(ops::search(state, name, parse(body)?).await?)
 }
 
 /// Body of `POST /collections/{name}/search/batch`.
@@ -254,9 +192,7 @@ struct BatchBody {
 
 async fn search_batch(State(state): Shared, Path(name): Path<String>, body: RawBody) -> Answer {
     let body: BatchBody = parse(body)?;
-    let responses =
-        blocking(move || Ok(collection(&state, &name)?.search_batch(&body.requests)?)).await?;
-    ok(json!({"responses": responses}))
+    ok(json!({ "responses": ops::search_batch(state, name, body.requests).await? }))
 }
 
 /// Body of `POST /collections/{name}/count`.
@@ -269,15 +205,7 @@ struct CountBody {
 
 async fn count(State(state): Shared, Path(name): Path<String>, body: RawBody) -> Answer {
     let body: CountBody = parse(body)?;
-    let count = blocking(move || {
-        let c = collection(&state, &name)?;
-        Ok(match body.filter {
-            Some(filter) => c.count_where(&Filter::from_json(&filter)?)?,
-            None => c.count()?,
-        })
-    })
-    .await?;
-    ok(json!({"count": count}))
+    ok(json!({ "count": ops::count(state, name, body.filter).await? }))
 }
 
 /// Body of `POST /collections/{name}/scroll`.
@@ -292,19 +220,12 @@ struct ScrollBody {
     cursor: Option<String>,
 }
 
-fn default_scroll_limit() -> usize {
+/// Documents per scroll page when the request does not say.
+pub(super) fn default_scroll_limit() -> usize {
     100.min(MAX_SCROLL_LIMIT)
 }
 
 async fn scroll(State(state): Shared, Path(name): Path<String>, body: RawBody) -> Answer {
     let body: ScrollBody = parse(body)?;
-    ok(blocking(move || {
-        let c = collection(&state, &name)?;
-        let filter = match body.filter {
-            Some(filter) => Filter::from_json(&filter)?,
-            None => Filter::all(),
-        };
-        Ok(c.scroll_where(&filter, body.limit, body.cursor.as_deref())?)
-    })
-    .await?)
+    ok(ops::scroll(state, name, body.filter, body.limit, body.cursor).await?)
 }
