@@ -175,6 +175,9 @@ enum Command {
         /// Largest request body in bytes.
         #[arg(long, default_value_t = quiverdb::server::DEFAULT_BODY_LIMIT)]
         body_limit: usize,
+        /// Also serve the gRPC API (proto/quiver.proto) on this address.
+        #[arg(long)]
+        grpc_addr: Option<std::net::SocketAddr>,
         /// Seconds a request may take before the server answers 408 (fractions allowed).
         #[arg(long, default_value_t = quiverdb::server::DEFAULT_TIMEOUT.as_secs_f64())]
         timeout: f64,
@@ -330,10 +333,15 @@ fn run(cli: Cli) -> CliResult {
         addr,
         api_key,
         body_limit,
+        grpc_addr,
         timeout,
     } = cli.command
     {
-        return serve(db, addr, api_key, body_limit, timeout);
+        let mut config = quiverdb::server::ServerConfig::new(addr);
+        config.api_key = api_key;
+        config.body_limit = body_limit;
+        config.grpc_addr = grpc_addr;
+        return serve(db, config, timeout);
     }
     let mut out = BufWriter::new(io::stdout().lock());
     let code = match cli.command {
@@ -532,13 +540,7 @@ fn run(cli: Cli) -> CliResult {
 }
 
 /// Runs the HTTP server; logs go to stderr (filter with `QUIVER_LOG`, e.g. `info` or `debug`).
-fn serve(
-    db: Database,
-    addr: std::net::SocketAddr,
-    api_key: Option<String>,
-    body_limit: usize,
-    timeout: f64,
-) -> CliResult {
+fn serve(db: Database, mut config: quiverdb::server::ServerConfig, timeout: f64) -> CliResult {
     if !(timeout.is_finite() && timeout > 0.0) {
         return Err(
             format!("--timeout must be a positive number of seconds, got {timeout}").into(),
@@ -552,12 +554,12 @@ fn serve(
         .with_ansi(io::stderr().is_terminal())
         .finish();
     tracing::subscriber::set_global_default(subscriber).ok();
-    let mut config = quiverdb::server::ServerConfig::new(addr);
-    config.api_key = api_key;
-    config.body_limit = body_limit;
     config.timeout = std::time::Duration::from_secs_f64(timeout);
     quiverdb::server::serve(db, config, |bound| {
-        println!("listening on http://{bound}");
+        println!("listening on http://{}", bound.http);
+        if let Some(grpc) = bound.grpc {
+            println!("gRPC on {grpc}");
+        }
         io::stdout().flush().ok();
     })?;
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@
 //! close the database (indexes checkpoint).
 
 pub mod error;
+pub mod grpc;
 mod metrics;
 mod openapi;
 mod ops;
@@ -48,6 +49,17 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Longest a request may take (longer: 408).
     pub timeout: Duration,
+    /// If set, the gRPC API (`proto/quiver.proto`) listens here too.
+    pub grpc_addr: Option<SocketAddr>,
+}
+
+/// Where a started server listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// The REST API.
+    pub http: SocketAddr,
+    /// The gRPC API, if enabled.
+    pub grpc: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -58,6 +70,7 @@ impl ServerConfig {
             api_key: None,
             body_limit: DEFAULT_BODY_LIMIT,
             timeout: DEFAULT_TIMEOUT,
+            grpc_addr: None,
         }
     }
 }
@@ -69,13 +82,20 @@ pub struct AppState {
     api_key: Option<String>,
 }
 
-/// The application: every route with its layers, over `db`.
-pub fn router(db: Database, config: &ServerConfig) -> Router {
-    let state = Arc::new(AppState {
+fn app_state(db: Database, config: &ServerConfig) -> Arc<AppState> {
+    Arc::new(AppState {
         db,
         metrics: Metrics::default(),
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
-    });
+    })
+}
+
+/// The application: every route with its layers, over `db`.
+pub fn router(db: Database, config: &ServerConfig) -> Router {
+    http_router(app_state(db, config), config)
+}
+
+fn http_router(state: Arc<AppState>, config: &ServerConfig) -> Router {
     let mut app = Router::new();
     for (path, methods) in routes::routes() {
         app = app.route(path, methods);
@@ -190,23 +210,51 @@ async fn record_metrics(
     response
 }
 
-/// Serves `db` until SIGTERM or ctrl-c, then closes it. `ready` is told the bound address.
-pub fn serve(
-    db: Database,
-    config: ServerConfig,
-    ready: impl FnOnce(SocketAddr) + Send,
-) -> Result<()> {
+/// Serves `db` (REST, and gRPC if configured) until SIGTERM or ctrl-c, then closes it.
+/// `ready` is told where the server listens.
+pub fn serve(db: Database, config: ServerConfig, ready: impl FnOnce(Bound) + Send) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let state = app_state(db.clone(), &config);
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
-        ready(listener.local_addr()?);
-        let app = router(db.clone(), &config);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        Ok::<(), Error>(())
+        let grpc_listener = match config.grpc_addr {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
+        ready(Bound {
+            http: listener.local_addr()?,
+            grpc: grpc_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            // An error means the sender is gone: stop too.
+            let _ = stopped.wait_for(|&stop| stop).await;
+        };
+        let http = axum::serve(listener, http_router(state.clone(), &config))
+            .with_graceful_shutdown(wait_stop(stopped.clone()));
+        let grpc = async {
+            let Some(listener) = grpc_listener else {
+                return Ok(());
+            };
+            tonic::transport::Server::builder()
+                .timeout(config.timeout)
+                .add_service(grpc::service(state.clone(), config.body_limit))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    wait_stop(stopped.clone()),
+                )
+                .await
+                .map_err(|e| Error::Internal(format!("gRPC server: {e}")))
+        };
+        let signal = async {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        };
+        let (http, grpc, ()) = tokio::join!(http, grpc, signal);
+        http?;
+        grpc
     })?;
     // In-flight requests have finished; blocking work they started has returned.
     runtime.shutdown_timeout(Duration::from_secs(10));

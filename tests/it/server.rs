@@ -20,6 +20,8 @@ const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
 struct Server {
     child: Child,
     addr: String,
+    /// The gRPC address, when started with `--grpc-addr`.
+    grpc: Option<String>,
 }
 
 impl Server {
@@ -35,16 +37,22 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Server { child, addr }
+        let grpc = extra.contains(&"--grpc-addr").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let grpc = line.trim().strip_prefix("gRPC on ");
+            grpc.unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .to_string()
+        });
+        Server { child, addr, grpc }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -719,4 +727,236 @@ fn slow_requests_time_out_with_408_and_the_server_goes_on() {
     let (status, _) = server.call("POST", "/collections/t/documents", Some(&body));
     assert_eq!(status, 408);
     assert_eq!(server.call("GET", "/healthz", None).0, 200);
+}
+
+#[test]
+fn grpc_serves_the_same_operations() {
+    use quiverdb::server::grpc::proto;
+    use quiverdb::server::grpc::proto::quiver_client::QuiverClient;
+    use tonic::Code;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--grpc-addr", "127.0.0.1:0", "--api-key", "k3y"],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!(
+            "http://{}",
+            server.grpc.as_deref().unwrap()
+        ))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+        let mut anonymous = QuiverClient::new(channel.clone());
+        let status = anonymous
+            .list_collections(proto::ListCollectionsRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let mut client =
+            QuiverClient::with_interceptor(channel, |mut request: tonic::Request<()>| {
+                request
+                    .metadata_mut()
+                    .insert("authorization", "Bearer k3y".parse().unwrap());
+                Ok(request)
+            });
+
+        let info = client
+            .create_collection(proto::CreateCollectionRequest {
+                name: "g".into(),
+                config_json: r#"{"dim": 2, "metric": "l2", "text_indexed": true}"#.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: Value = serde_json::from_str(&info.info_json).unwrap();
+        assert_eq!(info["config"]["dim"], 2);
+        let exists = client
+            .create_collection(proto::CreateCollectionRequest {
+                name: "g".into(),
+                config_json: r#"{"dim": 2, "metric": "l2"}"#.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(exists.code(), Code::AlreadyExists);
+        assert!(
+            exists.message().starts_with("collection_exists:"),
+            "{}",
+            exists.message()
+        );
+
+        let documents = (0..5u32)
+            .map(|i| proto::DocumentInput {
+                id: Some(Uuid::from_u128(u128::from(i) + 1).to_string()),
+                vector: vec![i as f32, 0.0],
+                metadata_json: format!(r#"{{"i": {i}}}"#),
+                text: Some(format!("item number{i}")),
+            })
+            .collect();
+        let ids = client
+            .upsert(proto::UpsertRequest {
+                collection: "g".into(),
+                documents,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ids;
+        assert_eq!(ids.len(), 5);
+        let bad = client
+            .upsert(proto::UpsertRequest {
+                collection: "g".into(),
+                documents: vec![proto::DocumentInput {
+                    vector: vec![1.0],
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("dimension_mismatch:"));
+
+        let search =
+            |vector: Vec<f32>, text: Option<&str>, filter: Option<&str>| proto::SearchRequest {
+                collection: "g".into(),
+                vector,
+                text: text.map(str::to_string),
+                k: 3,
+                filter_json: filter.map(str::to_string),
+                include: vec!["metadata".into()],
+                ..Default::default()
+            };
+        let response = client
+            .search(search(vec![0.1, 0.0], None, None))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.hits[0].id, ids[0]);
+        assert_eq!(response.strategy, "flat_exact");
+        assert!(response.hits[0].distance.is_some());
+        let response = client
+            .search(search(
+                vec![0.0, 0.0],
+                Some("number3"),
+                Some(r#"{"i": {"$gte": 2}}"#),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.filter_matches, Some(3));
+        assert_eq!(response.hits[0].id, ids[3], "in both arms");
+        assert_eq!(response.hits[0].keyword_arm.as_ref().unwrap().rank, 1);
+        let batch = client
+            .search_batch(proto::SearchBatchRequest {
+                collection: "g".into(),
+                requests: vec![
+                    search(vec![4.0, 0.0], None, None),
+                    search(vec![], Some("number1"), None),
+                ],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(batch.responses[0].hits[0].id, ids[4]);
+        assert_eq!(batch.responses[1].hits[0].id, ids[1]);
+        let bad_filter = client
+            .search(search(vec![0.0, 0.0], None, Some(r#"{"i": {"$nope": 1}}"#)))
+            .await
+            .unwrap_err();
+        assert!(
+            bad_filter.message().starts_with("invalid_filter:"),
+            "{}",
+            bad_filter.message()
+        );
+
+        let doc = client
+            .patch(proto::PatchRequest {
+                collection: "g".into(),
+                id: ids[0].clone(),
+                metadata_patch_json: Some(r#"{"i": null, "tag": "x"}"#.into()),
+                vector: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            serde_json::from_str::<Value>(&doc.metadata_json).unwrap(),
+            json!({"tag": "x"})
+        );
+        let got = client
+            .get(proto::DocumentRef {
+                collection: "g".into(),
+                id: ids[0].clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got, doc);
+        let count = client
+            .count(proto::CountRequest {
+                collection: "g".into(),
+                filter_json: Some(r#"{"tag": "x"}"#.into()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(count.count, 1);
+        let page = client
+            .scroll(proto::ScrollRequest {
+                collection: "g".into(),
+                limit: 4,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.documents.len(), 4);
+        assert!(page.next_cursor.is_some());
+        let deleted = client
+            .delete(proto::DeleteRequest {
+                collection: "g".into(),
+                ids: vec![],
+                filter_json: Some(r#"{"i": {"$gte": 3}}"#.into()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(deleted.deleted, 2);
+        let missing = client
+            .get(proto::DocumentRef {
+                collection: "g".into(),
+                id: ids[4].clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        let names = client
+            .list_collections(proto::ListCollectionsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .names;
+        assert_eq!(names, vec!["g".to_string()]);
+        client
+            .drop_collection(proto::CollectionRef { name: "g".into() })
+            .await
+            .unwrap();
+        let gone = client
+            .get_collection(proto::CollectionRef { name: "g".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound);
+    });
+    // The REST API on the same server saw the same database.
+    let header = [("Authorization", "Bearer k3y")];
+    assert_eq!(
+        server.call_with("GET", "/collections", None, &header).1,
+        json!({"collections": []})
+    );
 }
