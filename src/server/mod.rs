@@ -92,12 +92,17 @@ fn app_state(db: Database, config: &ServerConfig) -> Arc<AppState> {
 
 /// The application: every route with its layers, over `db`.
 pub fn router(db: Database, config: &ServerConfig) -> Router {
-    http_router(app_state(db, config), config)
+    http_router(app_state(db, config), config, routes::routes())
 }
 
-fn http_router(state: Arc<AppState>, config: &ServerConfig) -> Router {
+/// `routes` with every layer of the server.
+fn http_router(
+    state: Arc<AppState>,
+    config: &ServerConfig,
+    routes: Vec<(&'static str, axum::routing::MethodRouter<Arc<AppState>>)>,
+) -> Router {
     let mut app = Router::new();
-    for (path, methods) in routes::routes() {
+    for (path, methods) in routes {
         app = app.route(path, methods);
     }
     let request_id = HeaderName::from_static("x-request-id");
@@ -232,8 +237,11 @@ pub fn serve(db: Database, config: ServerConfig, ready: impl FnOnce(Bound) + Sen
             // An error means the sender is gone: stop too.
             let _ = stopped.wait_for(|&stop| stop).await;
         };
-        let http = axum::serve(listener, http_router(state.clone(), &config))
-            .with_graceful_shutdown(wait_stop(stopped.clone()));
+        let http = axum::serve(
+            listener,
+            http_router(state.clone(), &config, routes::routes()),
+        )
+        .with_graceful_shutdown(wait_stop(stopped.clone()));
         let grpc = async {
             let Some(listener) = grpc_listener else {
                 return Ok(());
@@ -298,6 +306,39 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secret1"));
         assert!(!constant_time_eq(b"", b"x"));
         assert!(!constant_time_eq(b"x", b""));
+    }
+
+    #[test]
+    fn a_panicking_handler_answers_500_and_the_server_goes_on() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        let mut routes = routes::routes();
+        routes.push((
+            "/panic",
+            axum::routing::get(|| async { panic!("boom") as &str }),
+        ));
+        let app = http_router(app_state(db, &config), &config, routes);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(get("/panic")).await.unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"]["code"], "internal");
+            let response = app.oneshot(get("/healthz")).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        });
     }
 
     #[test]

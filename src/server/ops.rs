@@ -191,3 +191,25 @@ pub(super) async fn scroll(
 pub(super) async fn metrics(state: Shared) -> Result<String, ApiError> {
     blocking(move || Ok(state.metrics.render(&state.db))).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_blocking_work_is_a_500() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let panicked = blocking::<()>(|| panic!("boom")).await.unwrap_err();
+            assert_eq!(panicked.status.as_u16(), 500);
+            let user = blocking::<()>(|| Err(Error::InvalidArgument("x".into())))
+                .await
+                .unwrap_err();
+            assert_eq!(user.status.as_u16(), 422);
+            assert_eq!(blocking(|| Ok(7)).await.unwrap(), 7);
+        });
+    }
+}
