@@ -482,6 +482,25 @@ impl Collection {
         Ok(())
     }
 
+    /// Trains the vector index's quantisers now (IVF-PQ; others have nothing to train, and
+    /// answer `false`), then checkpoints so the training survives a restart. Writes wait
+    /// meanwhile; searches wait only for the swap.
+    pub fn train(&self) -> Result<bool> {
+        {
+            let _writer = self.inner.write_lock.lock();
+            self.ensure_live()?;
+            self.ensure_index_sound()?;
+            let index = self.inner.vector_index.read();
+            if !index.train()? {
+                return Ok(false);
+            }
+            drop(index);
+            self.inner.vector_index.write().publish()?;
+        }
+        self.checkpoint()?;
+        Ok(true)
+    }
+
     /// Runs `write` in one transaction under the writer lock, then applies the committed
     /// changes to every index. `views(value, n)` gives the document after each of the `n`
     /// changes (`None` for a deletion).

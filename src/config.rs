@@ -23,6 +23,18 @@ pub enum IndexConfig {
         #[serde(default = "default_ef_construction")]
         ef_construction: usize,
     },
+    /// IVF-PQ (Jégou et al.): inverted lists of product-quantised codes; `nprobe` and `refine`
+    /// per query. Exact until enough vectors exist to train (see `index::ivfpq`).
+    #[serde(rename = "ivfpq")]
+    IvfPq {
+        /// Inverted lists, `1..=65536` (default: `4·√n` at training time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nlist: Option<usize>,
+        /// Bytes per code (sub-quantisers); must divide the dimension (default: the largest
+        /// divisor ≤ `dim / 8`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pq_m: Option<usize>,
+    },
 }
 
 fn default_m() -> usize {
@@ -39,6 +51,7 @@ impl IndexConfig {
         match self {
             IndexConfig::Flat => "flat",
             IndexConfig::Hnsw { .. } => "hnsw",
+            IndexConfig::IvfPq { .. } => "ivfpq",
         }
     }
 
@@ -50,10 +63,30 @@ impl IndexConfig {
         }
     }
 
+    /// IVF-PQ with the defaults (`nlist` and `m` chosen at training time).
+    pub fn ivfpq() -> Self {
+        IndexConfig::IvfPq {
+            nlist: None,
+            pq_m: None,
+        }
+    }
+
     /// Checks the index parameters.
     pub fn validate(&self) -> Result<()> {
         match *self {
             IndexConfig::Flat => Ok(()),
+            IndexConfig::IvfPq { nlist, pq_m } => {
+                if nlist.is_some_and(|n| !(1..=65_536).contains(&n)) {
+                    return Err(Error::InvalidConfig(format!(
+                        "ivfpq nlist must be in 1..=65536, got {}",
+                        nlist.unwrap_or_default()
+                    )));
+                }
+                if pq_m == Some(0) {
+                    return Err(Error::InvalidConfig("ivfpq pq_m must be at least 1".into()));
+                }
+                Ok(())
+            }
             IndexConfig::Hnsw { m, ef_construction } => {
                 if !(2..=128).contains(&m) {
                     return Err(Error::InvalidConfig(format!(
@@ -75,11 +108,12 @@ impl IndexConfig {
         match name {
             "flat" => Ok(IndexConfig::Flat),
             "hnsw" => Ok(IndexConfig::hnsw()),
-            "ivfpq" | "diskann" => Err(Error::InvalidConfig(format!(
-                "index kind {name:?} is not available in this build yet (available: flat, hnsw)"
+            "ivfpq" => Ok(IndexConfig::ivfpq()),
+            "diskann" => Err(Error::InvalidConfig(format!(
+                "index kind {name:?} is not available in this build yet (available: flat, hnsw, ivfpq)"
             ))),
             other => Err(Error::InvalidConfig(format!(
-                "unknown index kind {other:?} (available: flat, hnsw)"
+                "unknown index kind {other:?} (available: flat, hnsw, ivfpq)"
             ))),
         }
     }
@@ -279,6 +313,14 @@ impl CollectionConfig {
                 self.dim
             )));
         }
+        if let IndexConfig::IvfPq { pq_m: Some(m), .. } = self.index {
+            if m > self.dim || !self.dim.is_multiple_of(m) {
+                return Err(Error::InvalidConfig(format!(
+                    "ivfpq pq_m must divide the dimension {}, got {m}",
+                    self.dim
+                )));
+            }
+        }
         if self.payload_fields.len() > MAX_PAYLOAD_FIELDS {
             return Err(Error::InvalidConfig(format!(
                 "at most {MAX_PAYLOAD_FIELDS} payload indexes per collection, got {}",
@@ -418,7 +460,11 @@ mod tests {
             IndexConfig::from_kind_name("hnsw").unwrap(),
             IndexConfig::hnsw()
         );
-        assert!(IndexConfig::from_kind_name("ivfpq").is_err());
+        assert_eq!(
+            IndexConfig::from_kind_name("ivfpq").unwrap(),
+            IndexConfig::ivfpq()
+        );
+        assert!(IndexConfig::from_kind_name("diskann").is_err());
         let bad_m = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw {
             m: 1,
             ef_construction: 100,

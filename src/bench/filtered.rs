@@ -58,8 +58,9 @@ pub struct FilteredPoint {
     pub selectivity: f64,
     /// Documents that actually match.
     pub matches: u64,
-    /// HNSW `ef` (`None` for indexes without the knob).
-    pub ef: Option<usize>,
+    /// The search knobs of this point.
+    #[serde(flatten)]
+    pub knobs: super::PointKnobs,
     /// Mean recall@k against exact filtered search.
     pub recall: f64,
     /// Queries per second, one query at a time.
@@ -139,11 +140,11 @@ pub fn ground_truth(
         .collect())
 }
 
-/// Runs every query with the filter of `selectivity` (and `ef`), one at a time.
+/// Runs every query with the filter of `selectivity` (and `knobs`), one at a time.
 pub fn measure(
     collection: &Collection,
     k: usize,
-    ef: Option<usize>,
+    knobs: super::PointKnobs,
     selectivity: f64,
     queries: &[Vec<f32>],
     truth: &[Vec<u32>],
@@ -156,7 +157,7 @@ pub fn measure(
     let mut strategies = BTreeMap::new();
     for (query, expected) in queries.iter().zip(truth) {
         let mut request = SearchRequest::new(query.clone(), k).with_filter(filter.clone());
-        request.ef = ef;
+        knobs.apply(&mut request);
         let response = latencies.time(|| collection.search(&request))?;
         let found = response
             .hits
@@ -171,7 +172,7 @@ pub fn measure(
     Ok(FilteredPoint {
         selectivity,
         matches,
-        ef,
+        knobs,
         recall: recall_sum / queries.len() as f64,
         qps: summary.qps,
         p50_ms: summary.p50_ms,

@@ -39,8 +39,12 @@ pub struct BenchOptions {
     pub metric: Metric,
     /// Index to build.
     pub index: IndexConfig,
-    /// HNSW `ef` values to measure (one operating point each; ignored by the flat index).
+    /// HNSW `ef` values to measure (one operating point each; only for HNSW).
     pub ef: Vec<usize>,
+    /// IVF-PQ `nprobe` values to measure (one operating point each; only for IVF-PQ).
+    pub nprobe: Vec<usize>,
+    /// IVF-PQ re-ranking factor for every point (the index's default when `None`).
+    pub refine: Option<usize>,
     /// Neighbours per query.
     pub k: usize,
     /// Run at most this many queries (all when `None`).
@@ -53,11 +57,48 @@ pub struct BenchOptions {
     pub filter_selectivity: Vec<f64>,
 }
 
+/// The search knobs of an operating point (those the index has).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PointKnobs {
+    /// HNSW candidate-list size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ef: Option<usize>,
+    /// IVF-PQ lists probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nprobe: Option<usize>,
+    /// IVF-PQ re-ranking factor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refine: Option<usize>,
+}
+
+impl PointKnobs {
+    /// Sets these knobs on `request`.
+    pub fn apply(self, request: &mut SearchRequest) {
+        request.ef = self.ef;
+        request.nprobe = self.nprobe;
+        request.refine = self.refine;
+    }
+
+    /// A short label, e.g. `"ef 24"` or `"nprobe 8 refine 4"`.
+    pub fn label(self) -> String {
+        [
+            ("ef", self.ef),
+            ("nprobe", self.nprobe),
+            ("refine", self.refine),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| format!("{name} {v}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+}
+
 /// One operating point.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchPoint {
-    /// HNSW `ef` of this point (`None` for indexes without the knob).
-    pub ef: Option<usize>,
+    /// The knobs of this point.
+    #[serde(flatten)]
+    pub knobs: PointKnobs,
     /// Mean recall@k against the ground truth.
     pub recall: f64,
     /// Queries per second, one query at a time.
@@ -193,21 +234,24 @@ fn measure(
     let index_bytes = folder_bytes(dir)?;
     let index_memory_bytes = collection.info()?.vector_index.memory_bytes;
 
-    let efs: Vec<Option<usize>> = match options.index {
-        IndexConfig::Flat => vec![None],
-        _ => options.ef.iter().map(|&ef| Some(ef)).collect(),
-    };
-    let mut points = Vec::with_capacity(efs.len());
-    for &ef in &efs {
-        points.push(measure_point(&collection, options.k, ef, queries, truth)?);
+    let settings = operating_points(options);
+    let mut points = Vec::with_capacity(settings.len());
+    for &knobs in &settings {
+        points.push(measure_point(
+            &collection,
+            options.k,
+            knobs,
+            queries,
+            truth,
+        )?);
     }
     let mut filtered_points = Vec::new();
-    for &ef in &efs {
+    for &knobs in &settings {
         for (s, truth) in options.filter_selectivity.iter().zip(&filtered_truth) {
             filtered_points.push(filtered::measure(
                 &collection,
                 options.k,
-                ef,
+                knobs,
                 *s,
                 queries,
                 truth,
@@ -237,11 +281,35 @@ fn measure(
     })
 }
 
-/// Runs every query once, one at a time, with this `ef`.
+/// The operating points to measure: one per `ef` (HNSW), per `nprobe` (IVF-PQ), or one.
+fn operating_points(options: &BenchOptions) -> Vec<PointKnobs> {
+    match options.index {
+        IndexConfig::Hnsw { .. } => options
+            .ef
+            .iter()
+            .map(|&ef| PointKnobs {
+                ef: Some(ef),
+                ..PointKnobs::default()
+            })
+            .collect(),
+        IndexConfig::IvfPq { .. } => options
+            .nprobe
+            .iter()
+            .map(|&nprobe| PointKnobs {
+                nprobe: Some(nprobe),
+                refine: options.refine,
+                ..PointKnobs::default()
+            })
+            .collect(),
+        _ => vec![PointKnobs::default()],
+    }
+}
+
+/// Runs every query once, one at a time, with these knobs.
 fn measure_point(
     collection: &crate::Collection,
     k: usize,
-    ef: Option<usize>,
+    knobs: PointKnobs,
     queries: &[Vec<f32>],
     truth: &[Vec<i32>],
 ) -> Result<BenchPoint> {
@@ -249,7 +317,7 @@ fn measure_point(
     let mut recall_sum = 0.0;
     for (query, expected) in queries.iter().zip(truth) {
         let mut request = SearchRequest::new(query.clone(), k);
-        request.ef = ef;
+        knobs.apply(&mut request);
         let response = latencies.time(|| collection.search(&request))?;
         let expected = &expected[..k];
         let found = response
@@ -261,7 +329,7 @@ fn measure_point(
     }
     let summary = latency_summary(latencies);
     Ok(BenchPoint {
-        ef,
+        knobs,
         recall: recall_sum / queries.len() as f64,
         qps: summary.qps,
         p50_ms: summary.p50_ms,
@@ -357,6 +425,8 @@ mod tests {
                 metric: Metric::L2,
                 index: IndexConfig::Flat,
                 ef: vec![10],
+                nprobe: Vec::new(),
+                refine: None,
                 k: 10,
                 max_queries: None,
                 threads: 1,

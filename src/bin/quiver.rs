@@ -119,6 +119,12 @@ enum Command {
         /// HNSW: candidate-list size (higher = better recall, slower).
         #[arg(long)]
         ef: Option<usize>,
+        /// IVF-PQ: inverted lists probed (higher = better recall, slower).
+        #[arg(long)]
+        nprobe: Option<usize>,
+        /// IVF-PQ: candidates re-ranked with full vectors per hit (0 = none).
+        #[arg(long)]
+        refine: Option<usize>,
         /// Only documents matching this JSON filter, e.g. '{"lang": "en"}'.
         #[arg(long)]
         filter: Option<String>,
@@ -147,6 +153,12 @@ enum Command {
         /// HNSW: the ef values to measure, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "10,20,40,80,160,320")]
         ef: Vec<usize>,
+        /// IVF-PQ: the nprobe values to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+        nprobe: Vec<usize>,
+        /// IVF-PQ: re-ranking factor for every point (0 = none; default: the index's).
+        #[arg(long)]
+        refine: Option<usize>,
         /// Neighbours per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
@@ -192,7 +204,7 @@ enum Command {
 /// Vector-index options shared by `collection create` and `bench`.
 #[derive(clap::Args)]
 struct IndexArgs {
-    /// Vector index kind: flat or hnsw.
+    /// Vector index kind: flat, hnsw or ivfpq.
     #[arg(long, default_value = "flat")]
     index: String,
     /// HNSW: links per node per layer.
@@ -201,6 +213,12 @@ struct IndexArgs {
     /// HNSW: candidate-list size while building.
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
+    /// IVF-PQ: inverted lists (default: 4·√n at training time).
+    #[arg(long)]
+    nlist: Option<usize>,
+    /// IVF-PQ: bytes per code; must divide the dimension (default: largest divisor ≤ dim/8).
+    #[arg(long)]
+    pq_m: Option<usize>,
 }
 
 impl IndexArgs {
@@ -209,6 +227,10 @@ impl IndexArgs {
             IndexConfig::Hnsw { .. } => Ok(IndexConfig::Hnsw {
                 m: self.m,
                 ef_construction: self.ef_construction,
+            }),
+            IndexConfig::IvfPq { .. } => Ok(IndexConfig::IvfPq {
+                nlist: self.nlist,
+                pq_m: self.pq_m,
             }),
             other => Ok(other),
         }
@@ -249,6 +271,11 @@ enum CollectionCommand {
         /// The field, as path:keyword|integer|float|bool.
         field: String,
     },
+    /// Train an IVF-PQ collection's quantisers now, on the vectors it holds (at least 256).
+    Train {
+        /// Collection name.
+        name: String,
+    },
     /// Describe a collection as JSON.
     Info {
         /// Collection name.
@@ -286,6 +313,8 @@ fn run(cli: Cli) -> CliResult {
             metric,
             index,
             ef,
+            nprobe,
+            refine,
             k,
             queries,
             threads,
@@ -299,6 +328,8 @@ fn run(cli: Cli) -> CliResult {
                 metric: metric.parse()?,
                 index: index.config()?,
                 ef,
+                nprobe,
+                refine,
                 k,
                 max_queries: queries,
                 threads,
@@ -458,6 +489,8 @@ fn run(cli: Cli) -> CliResult {
             k,
             include,
             ef,
+            nprobe,
+            refine,
             filter,
         } => {
             let collection = db.collection(&name)?;
@@ -473,6 +506,8 @@ fn run(cli: Cli) -> CliResult {
                         k: k.unwrap_or(10),
                         include: include.parse()?,
                         ef,
+                        nprobe,
+                        refine,
                         filter: filter.map(|f| f.parse()).transpose()?,
                         fusion: fusion.map(|f| f.parse()).transpose()?,
                         alpha,
@@ -494,6 +529,8 @@ fn run(cli: Cli) -> CliResult {
                 (false, Some(path)) => {
                     if k.is_some()
                         || ef.is_some()
+                        || nprobe.is_some()
+                        || refine.is_some()
                         || !include.is_empty()
                         || filter.is_some()
                         || fusion.is_some()
@@ -604,6 +641,14 @@ fn collection(db: &Database, command: CollectionCommand, out: &mut impl Write) -
                 writeln!(out, "{name}")?;
             }
         }
+        CollectionCommand::Train { name } => {
+            let collection = db.collection(&name)?;
+            if collection.train()? {
+                writeln!(out, "trained {name}")?;
+            } else {
+                writeln!(out, "{name}: its index has nothing to train")?;
+            }
+        }
         CollectionCommand::Info { name } => {
             serde_json::to_writer_pretty(&mut *out, &db.collection(&name)?.info()?)?;
             writeln!(out)?;
@@ -650,18 +695,18 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
         report.index_bytes as f64 / 1048576.0
     )?;
     for point in &report.points {
-        let ef = point.ef.map_or(String::new(), |ef| format!("ef {ef:>4}  "));
+        let knobs = point.knobs.label();
         writeln!(
             out,
-            "  {ef}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
+            "  {knobs:<16}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
             options.k, point.recall, point.qps, point.p50_ms, point.p99_ms
         )?;
     }
     for point in &report.filtered {
-        let ef = point.ef.map_or(String::new(), |ef| format!("ef {ef:>4}  "));
+        let knobs = point.knobs.label();
         writeln!(
             out,
-            "  filter {:>6.2}% ({} match)  {ef}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms  exhaustive {}/{}  {:?}",
+            "  filter {:>6.2}% ({} match)  {knobs:<16}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms  exhaustive {}/{}  {:?}",
             point.selectivity * 100.0,
             point.matches,
             options.k,

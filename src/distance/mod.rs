@@ -13,6 +13,7 @@
 //! containing NaN or infinities, or whose squared norms overflow `f32`, give unspecified
 //! (non-finite) results.
 
+pub mod adc;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -41,6 +41,8 @@ pub enum IndexFileKind {
     Flat,
     /// [`super::hnsw::HnswIndex`].
     Hnsw,
+    /// [`super::ivfpq::IvfPqIndex`].
+    IvfPq,
 }
 
 impl IndexFileKind {
@@ -48,6 +50,7 @@ impl IndexFileKind {
         match self {
             IndexFileKind::Flat => 1,
             IndexFileKind::Hnsw => 2,
+            IndexFileKind::IvfPq => 3,
         }
     }
 }

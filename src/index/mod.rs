@@ -7,6 +7,9 @@
 pub mod file;
 pub mod flat;
 pub mod hnsw;
+pub mod ivfpq;
+pub mod kmeans;
+pub mod pq;
 pub mod slots;
 pub mod stored;
 mod topk;
@@ -65,6 +68,11 @@ pub trait DerivedIndex: Send + Sync {
     fn reserve(&mut self, additional: usize) {
         let _ = additional;
     }
+    /// Trains the index's quantisers on the vectors it holds (IVF-PQ), with shared access, for
+    /// [`DerivedIndex::publish`] to install; `Ok(false)` for indexes that have nothing to train.
+    fn train(&self) -> Result<bool> {
+        Ok(false)
+    }
     /// Checks the index's own invariants (e.g. graph links); one line per problem.
     fn verify(&self) -> Vec<String> {
         Vec::new()
@@ -100,6 +108,10 @@ pub struct IndexSearch {
 pub struct SearchKnobs {
     /// HNSW: size of the dynamic candidate list (default: the index's own).
     pub ef: Option<usize>,
+    /// IVF-PQ: inverted lists probed (default: the index's own).
+    pub nprobe: Option<usize>,
+    /// IVF-PQ: candidates re-ranked with full vectors per hit wanted; 0 = no re-ranking.
+    pub refine: Option<usize>,
 }
 
 /// The read side of a vector index: what searches hold.
@@ -158,6 +170,11 @@ pub fn new_vector_index(config: &CollectionConfig, instance: u64) -> Box<dyn Vec
         IndexConfig::Hnsw { m, ef_construction } => Box::new(hnsw::HnswIndex::new(
             config,
             hnsw::HnswParams { m, ef_construction },
+            instance,
+        )),
+        IndexConfig::IvfPq { nlist, pq_m } => Box::new(ivfpq::IvfPqIndex::new(
+            config,
+            ivfpq::IvfPqParams { nlist, pq_m },
             instance,
         )),
     }

@@ -24,6 +24,10 @@ pub use fusion::{ArmRank, Fusion};
 pub const MAX_K: usize = 10_000;
 /// Largest `ef` a search accepts.
 pub const MAX_EF: usize = 100_000;
+/// Largest `nprobe` a search accepts.
+pub const MAX_NPROBE: usize = 65_536;
+/// Largest `refine` factor a search accepts.
+pub const MAX_REFINE: usize = 100;
 /// Longest text query accepted, in bytes.
 pub const MAX_TEXT_BYTES: usize = 64 << 10;
 
@@ -139,6 +143,12 @@ pub struct SearchRequest {
     /// Only documents whose metadata matches this filter are returned (`docs/filters.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Filter>,
+    /// IVF-PQ: inverted lists probed (higher = better recall, slower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nprobe: Option<usize>,
+    /// IVF-PQ: candidates re-ranked with full vectors per hit (default 4; 0 = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine: Option<usize>,
     /// Hybrid: how the arms are fused (default RRF).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<FusionKind>,
@@ -187,6 +197,8 @@ impl SearchRequest {
             include: Include::default(),
             ef: None,
             filter: None,
+            nprobe: None,
+            refine: None,
             fusion: None,
             alpha: None,
             rrf_k: None,
@@ -242,6 +254,18 @@ impl SearchRequest {
         self
     }
 
+    /// Sets the IVF-PQ lists probed.
+    pub fn with_nprobe(mut self, nprobe: usize) -> Self {
+        self.nprobe = Some(nprobe);
+        self
+    }
+
+    /// Sets the IVF-PQ re-ranking factor (0: no re-ranking).
+    pub fn with_refine(mut self, refine: usize) -> Self {
+        self.refine = Some(refine);
+        self
+    }
+
     /// Sets the HNSW candidate-list size.
     pub fn with_ef(mut self, ef: usize) -> Self {
         self.ef = Some(ef);
@@ -265,6 +289,18 @@ impl SearchRequest {
         }
         if let Some(filter) = &self.filter {
             filter.validate()?;
+        }
+        if self.nprobe.is_some_and(|n| n == 0 || n > MAX_NPROBE) {
+            return Err(Error::InvalidArgument(format!(
+                "nprobe must be in 1..={MAX_NPROBE}, got {}",
+                self.nprobe.unwrap_or_default()
+            )));
+        }
+        if self.refine.is_some_and(|r| r > MAX_REFINE) {
+            return Err(Error::InvalidArgument(format!(
+                "refine must be in 0..={MAX_REFINE}, got {}",
+                self.refine.unwrap_or_default()
+            )));
         }
         if let Some(text) = &self.text {
             if !config.text_indexed {
@@ -357,7 +393,11 @@ pub struct SearchResponse {
 
 /// The index knobs a request sets.
 pub(crate) fn knobs(request: &SearchRequest) -> SearchKnobs {
-    SearchKnobs { ef: request.ef }
+    SearchKnobs {
+        ef: request.ef,
+        nprobe: request.nprobe,
+        refine: request.refine,
+    }
 }
 
 /// A hit an index found, before stored fields are read.

@@ -110,6 +110,8 @@ fn search_in(request: proto::SearchRequest) -> Result<SearchRequest, Status> {
         include,
         ef: request.ef.map(to_usize),
         filter,
+        nprobe: request.nprobe.map(to_usize),
+        refine: request.refine.map(to_usize),
         fusion,
         alpha: request.alpha,
         rrf_k: request.rrf_k,

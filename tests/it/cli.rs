@@ -661,7 +661,7 @@ fn collection_create_rejects_bad_names_dims_metrics_and_duplicates() {
             ],
         );
     }
-    for index in ["ivfpq", "nope"] {
+    for index in ["diskann", "nope"] {
         fail(
             &db,
             &[
@@ -677,6 +677,23 @@ fn collection_create_rejects_bad_names_dims_metrics_and_duplicates() {
             ],
         );
     }
+    // IVF-PQ: bytes per code must divide the dimension.
+    fail(
+        &db,
+        &[
+            "collection",
+            "create",
+            "i",
+            "--dim",
+            "4",
+            "--metric",
+            "l2",
+            "--index",
+            "ivfpq",
+            "--pq-m",
+            "3",
+        ],
+    );
     for field in ["year", "year:date", ":integer", "a..b:keyword"] {
         fail(
             &db,

@@ -3,7 +3,7 @@
 //! none is partial, and the index agrees with the store.
 //!
 //! The child is this same test binary, re-run with `QUIVER_CRASH_CHILD` set so that only
-//! [`crash_child_writer`] does anything. `QUIVER_CRASH_INDEX` (`flat` or `hnsw`) picks the
+//! [`crash_child_writer`] does anything. `QUIVER_CRASH_INDEX` (`flat`, `hnsw` or `ivfpq`) picks the
 //! collection's vector index; the test runs once per index kind.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -28,6 +28,9 @@ const DELETE_EVERY: u64 = 4;
 /// Kills per index kind.
 const FLAT_KILLS: u64 = 24;
 const HNSW_KILLS: u64 = 20;
+const IVFPQ_KILLS: u64 = 12;
+/// IVF-PQ children train their index after this batch (so kills hit trained states too).
+const IVFPQ_TRAIN_AFTER: u64 = 12;
 
 fn doc_id(round: u64, batch: u64, j: usize) -> Uuid {
     Uuid::from_u128((u128::from(round) << 64) | (u128::from(batch) << 16) | j as u128)
@@ -58,12 +61,17 @@ fn crash_child_writer() {
     };
     let index = match std::env::var("QUIVER_CRASH_INDEX").as_deref() {
         Ok("hnsw") => IndexConfig::hnsw(),
+        Ok("ivfpq") => IndexConfig::IvfPq {
+            nlist: Some(8),
+            pq_m: Some(4),
+        },
         Ok("flat") | Err(_) => IndexConfig::Flat,
         Ok(other) => panic!("unknown QUIVER_CRASH_INDEX {other:?}"),
     };
     let db = Database::open_with_policy(&dir, policy).unwrap();
     // A payload index and a keyword index too: both must stay in step with the documents
     // through every kill.
+    let train = matches!(index, IndexConfig::IvfPq { .. });
     let config = CollectionConfig::new(DIM, Metric::L2)
         .with_index(index)
         .with_text_index(true)
@@ -86,6 +94,9 @@ fn crash_child_writer() {
         c.upsert(docs).unwrap();
         writeln!(out, "ACK upsert {b}").unwrap();
         out.flush().unwrap();
+        if train && b == IVFPQ_TRAIN_AFTER {
+            c.train().unwrap();
+        }
         if let Some(d) = deleted_after(b) {
             let ids: Vec<Uuid> = (0..BATCH).map(|j| doc_id(round, d, j)).collect();
             c.delete(&ids).unwrap();
@@ -103,6 +114,11 @@ fn killed_flat_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
 #[test]
 fn killed_hnsw_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
     killed_writers("hnsw", HNSW_KILLS, 2025);
+}
+
+#[test]
+fn killed_ivfpq_writers_lose_no_acknowledged_batch_and_leave_none_partial() {
+    killed_writers("ivfpq", IVFPQ_KILLS, 2026);
 }
 
 /// Checks HNSW searches after a recovery: an exact scan (ef above the document count) equals
@@ -299,6 +315,15 @@ fn killed_writers(kind: &str, kills: u64, seed: u64) {
             if kind == "hnsw" {
                 let ctx = format!("{kind} round {round} (seed {seed})");
                 assert_hnsw_search(c, &expected, &mut rng, &ctx);
+            } else if kind == "ivfpq" {
+                // Probing every list and re-ranking everything found is exact.
+                let query = rng.vector(DIM);
+                let all = brute_force(Metric::L2, &expected, &query, expected.len());
+                let request = SearchRequest::new(query, 10)
+                    .with_nprobe(8)
+                    .with_refine(100);
+                let hits = c.search(&request).unwrap().hits;
+                assert_matches_brute_force(&hits, &all[..10.min(all.len())], &all);
             } else {
                 let query = rng.vector(DIM);
                 let all = brute_force(Metric::L2, &expected, &query, expected.len());

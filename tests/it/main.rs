@@ -5,6 +5,7 @@ mod crash;
 mod errors;
 mod filters;
 mod hnsw;
+mod ivfpq;
 mod keyword;
 mod migration;
 mod model;

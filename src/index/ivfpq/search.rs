@@ -1,0 +1,249 @@
+//! The read side of IVF-PQ: probe the nearest lists with ADC tables, scan the not-yet-encoded
+//! tail exactly, re-rank the best candidates with the full vectors; filtered searches plan like
+//! the other indexes (exact scan of few matches, filtered probing otherwise, exact fallback).
+
+use roaring::RoaringBitmap;
+use uuid::Uuid;
+
+use super::{uuid_of, IvfPqIndex, Trained};
+use crate::distance::{self, adc};
+use crate::index::{IndexSearch, Neighbor, SearchKnobs, TopK, VectorIndexRead};
+use crate::types::{InternalId, Metric};
+
+/// Candidates re-ranked per requested hit when the request does not say.
+pub const DEFAULT_REFINE: usize = 4;
+
+/// A scanned entry: approximate (or, for the tail, exact) distance and slot.
+type Candidate = (f32, u32);
+
+impl IvfPqIndex {
+    /// Lists probed when the request does not say: 1/32 of the lists, at least 8 (at most all).
+    fn default_nprobe(nlist: usize) -> usize {
+        (nlist / 32).max(8).min(nlist)
+    }
+
+    /// The distance of an inner product under the collection's metric.
+    fn distance_of_inner_product(&self, ip: f32) -> f32 {
+        match self.metric {
+            Metric::Cosine => 1.0 - ip,
+            _ => -ip,
+        }
+    }
+
+    /// Scans the `nprobe` lists nearest to `q` (and the unencoded tail), keeping documents that
+    /// pass `keep` — and further lists, nearest first, while fewer than `k` candidates were
+    /// found (small lists never make a search return fewer than `k` hits). Returns the
+    /// candidates and how many codes were scanned.
+    fn probe(
+        &self,
+        t: &Trained,
+        q: &[f32],
+        nprobe: usize,
+        k: usize,
+        keep: &dyn Fn(InternalId) -> bool,
+    ) -> (Vec<Candidate>, usize) {
+        let m = t.pq.code_size();
+        let mut table = vec![0f32; m * 256];
+        let inner_product = self.uses_inner_product();
+        if inner_product {
+            t.pq.dot_table(q, &mut table);
+        }
+        let mut candidates = Vec::new();
+        let mut scanned = 0;
+        let mut adc_out = Vec::new();
+        let mut residual = vec![0f32; self.dim];
+        let order = crate::index::kmeans::nearest(q, &t.centroids, self.dim, t.nlist());
+        for (probed, &(list, _)) in order.iter().enumerate() {
+            if probed >= nprobe && candidates.len() >= k {
+                break;
+            }
+            let list_index = list as usize;
+            let Some(entries) = t.lists.get(list_index) else {
+                continue;
+            };
+            let centroid = &t.centroids[list_index * self.dim..(list_index + 1) * self.dim];
+            let base = if inner_product {
+                distance::dot(q, centroid)
+            } else {
+                residual
+                    .iter_mut()
+                    .zip(q.iter().zip(centroid))
+                    .for_each(|(r, (x, c))| *r = x - c);
+                t.pq.l2_table(&residual, &mut table);
+                0.0
+            };
+            adc_out.resize(entries.slots.len(), 0.0);
+            adc::adc_scan(&table, m, &entries.codes, &mut adc_out);
+            scanned += entries.slots.len();
+            for (&slot, &value) in entries.slots.iter().zip(&adc_out) {
+                match self.stored.slots.id(slot as usize) {
+                    Some(id) if keep(id) => {
+                        let d = if inner_product {
+                            self.distance_of_inner_product(base + value)
+                        } else {
+                            value
+                        };
+                        candidates.push((d, slot));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for slot in t.indexed..self.stored.slots.slots() {
+            if let Some(id) = self.stored.slots.id(slot) {
+                if keep(id) {
+                    let d = self.distance.distance(q, self.stored.vectors.get(slot));
+                    candidates.push((d, slot as u32));
+                    scanned += 1;
+                }
+            }
+        }
+        (candidates, scanned)
+    }
+
+    /// The `k` best of `candidates`: the best `k × refine` re-ranked with exact distances (or,
+    /// with `refine` 0, the approximate distances as they are).
+    fn select(
+        &self,
+        q: &[f32],
+        mut candidates: Vec<Candidate>,
+        k: usize,
+        refine: usize,
+    ) -> Vec<Neighbor> {
+        let want = if refine == 0 {
+            k
+        } else {
+            k.saturating_mul(refine)
+        };
+        if candidates.len() > want {
+            candidates.select_nth_unstable_by(want, |a, b| a.0.total_cmp(&b.0));
+            candidates.truncate(want);
+        }
+        let mut top = TopK::new(k);
+        for (approximate, slot) in candidates {
+            let Some((id, uuid)) = uuid_of(&self.stored, slot as usize) else {
+                continue;
+            };
+            let distance = if refine == 0 {
+                approximate
+            } else {
+                self.distance
+                    .distance(q, self.stored.vectors.get(slot as usize))
+            };
+            top.push(Neighbor { id, uuid, distance });
+        }
+        top.into_sorted()
+    }
+
+    /// Exact scan of every live vector passing `keep`.
+    fn exact(&self, q: &[f32], k: usize, keep: impl Fn(InternalId) -> bool) -> Vec<Neighbor> {
+        let mut top = TopK::new(k);
+        self.stored.scan_where(
+            q,
+            0..self.stored.slots.slots(),
+            &self.distance,
+            &mut top,
+            keep,
+        );
+        top.into_sorted()
+    }
+
+    fn knobs(t: &Trained, knobs: &SearchKnobs) -> (usize, usize) {
+        let nprobe = knobs
+            .nprobe
+            .unwrap_or_else(|| Self::default_nprobe(t.nlist()))
+            .clamp(1, t.nlist().max(1));
+        (nprobe, knobs.refine.unwrap_or(DEFAULT_REFINE))
+    }
+}
+
+impl VectorIndexRead for IvfPqIndex {
+    fn search(&self, query: &[f32], k: usize, knobs: &SearchKnobs) -> IndexSearch {
+        let Some(q) = self.distance.prepare(query) else {
+            return IndexSearch::default();
+        };
+        let Some(t) = &self.trained else {
+            return IndexSearch {
+                strategy: "ivfpq_untrained_exact",
+                neighbors: self.exact(&q, k, |_| true),
+                examined: self.stored.slots.live(),
+                exhaustive: true,
+            };
+        };
+        let (nprobe, refine) = Self::knobs(t, knobs);
+        let (candidates, scanned) = self.probe(t, &q, nprobe, k, &|_| true);
+        IndexSearch {
+            strategy: if refine == 0 {
+                "ivfpq"
+            } else {
+                "ivfpq_refined"
+            },
+            neighbors: self.select(&q, candidates, k, refine),
+            examined: scanned,
+            exhaustive: false,
+        }
+    }
+
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: &SearchKnobs,
+        allowed: &RoaringBitmap,
+    ) -> IndexSearch {
+        let Some(q) = self.distance.prepare(query) else {
+            return IndexSearch::default();
+        };
+        let exact_scan = || IndexSearch {
+            strategy: "filtered_exact_scan",
+            neighbors: self
+                .stored
+                .scan_ids(&q, allowed, k, &self.distance, |id| {
+                    self.stored.slots.slot(id)
+                })
+                .into_sorted(),
+            examined: allowed.len() as usize,
+            exhaustive: true,
+        };
+        let Some(t) = &self.trained else {
+            return exact_scan();
+        };
+        let (nprobe, refine) = Self::knobs(t, knobs);
+        // Probing scans about n·nprobe/nlist codes: scan the matches exactly when that is fewer.
+        let matches = allowed.len() as usize;
+        let probed = self.stored.slots.live() * nprobe / t.nlist().max(1);
+        if matches <= probed {
+            return exact_scan();
+        }
+        let (candidates, scanned) = self.probe(t, &q, nprobe, k, &|id| allowed.contains(id));
+        let neighbors = self.select(&q, candidates, k, refine);
+        if neighbors.len() < k.min(matches) {
+            let mut fallback = exact_scan();
+            fallback.strategy = "ivfpq_filtered_then_exact_scan";
+            fallback.examined += scanned;
+            return fallback;
+        }
+        IndexSearch {
+            strategy: "ivfpq_filtered",
+            neighbors,
+            examined: scanned,
+            exhaustive: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.stored.slots.live()
+    }
+
+    fn vector(&self, id: InternalId) -> Option<Vec<f32>> {
+        self.stored.vector_of(id)
+    }
+
+    fn document_id(&self, id: InternalId) -> Option<Uuid> {
+        self.stored.document_id(id)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.stored.memory_bytes() + self.trained.as_ref().map_or(0, Trained::memory_bytes)
+    }
+}
