@@ -15,6 +15,7 @@ use crate::db::Database;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::query::{Include, SearchRequest, SearchResponse};
+use crate::rng::SplitMix;
 use crate::types::{DocumentInput, Metric};
 
 /// Dimension of the demo's toy embeddings.
@@ -93,24 +94,6 @@ const TOPICS: [(&str, &[&str]); 6] = [
     ),
 ];
 const FILLER: [&str; 8] = ["the", "a", "new", "about", "with", "and", "of", "great"];
-
-/// A tiny deterministic pseudo-random generator (SplitMix64).
-pub(crate) struct SplitMix(pub(crate) u64);
-
-impl SplitMix {
-    /// The next number of the sequence.
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn fnv1a(word: &str) -> u64 {
     word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {

@@ -39,6 +39,7 @@ pub mod index;
 pub mod keyword;
 pub mod payload;
 pub mod query;
+mod rng;
 pub mod server;
 mod storage;
 pub mod sync;

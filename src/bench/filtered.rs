@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{latency_summary, Latencies};
 use crate::collection::Collection;
-use crate::demo::SplitMix;
+use crate::rng::SplitMix;
 use crate::distance::MetricDistance;
 use crate::error::Result;
 use crate::filter::Filter;

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use crate::distance::adc::l2_squared_transposed;
 use crate::distance::kernels;
 use crate::error::{Error, Result};
+use crate::rng::SplitMix;
 
 /// Lloyd iterations run by [`KMeansParams::new`].
 pub const DEFAULT_ITERATIONS: usize = 20;
@@ -51,31 +52,6 @@ impl KMeansParams {
     pub fn with_iterations(mut self, iterations: usize) -> Self {
         self.iterations = iterations;
         self
-    }
-}
-
-/// A small deterministic pseudo-random generator (SplitMix64).
-#[derive(Clone, Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform number in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// A uniform index in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        // Lemire's multiply-shift: unbiased enough for seeding and free of division.
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
     }
 }
 
@@ -136,7 +112,7 @@ pub fn train(data: &[f32], dim: usize, params: &KMeansParams) -> Result<Vec<f32>
 fn seed_plus_plus(data: &[f32], dim: usize, k: usize, seed: u64) -> Vec<f32> {
     let l2 = kernels().l2_squared;
     let n = data.len() / dim;
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix(seed);
     let mut centroids = Vec::with_capacity(k * dim);
     let first = rng.below(n);
     centroids.extend_from_slice(&data[first * dim..(first + 1) * dim]);
@@ -441,7 +417,7 @@ mod tests {
         spread: f32,
         seed: u64,
     ) -> (Vec<f32>, Vec<usize>) {
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix(seed);
         let centres: Vec<f32> = (0..clusters * dim)
             .map(|_| (rng.next_f64() as f32 - 0.5) * 1000.0)
             .collect();
@@ -546,7 +522,7 @@ mod tests {
         // Small integer coordinates make every distance exact in any summation order, so the
         // SIMD kernels must agree with the brute force exactly (ties included). Dimension 7
         // uses the transposed kernel, 70 the pair-by-pair one.
-        let mut rng = SplitMix64(17);
+        let mut rng = SplitMix(17);
         for dim in [1, 7, 64, 65, 70] {
             let k = 13;
             let mut int = |range: usize| rng.below(range) as f32 - (range / 2) as f32;
@@ -581,7 +557,7 @@ mod tests {
             }
             best
         };
-        let mut rng = SplitMix64(5);
+        let mut rng = SplitMix(5);
         for len in 0..40 {
             for _ in 0..50 {
                 let v: Vec<f32> = (0..len)

@@ -10,9 +10,28 @@ use super::file::{self, FileReader, FileWriter};
 use super::slots::SlotIds;
 use super::{Neighbor, TopK};
 use crate::distance::MetricDistance;
-use crate::error::Result;
-use crate::types::InternalId;
+use crate::error::{Error, Result};
+use crate::types::{Change, DocView, InternalId};
 use crate::vectors::VectorArena;
+
+/// What a committed change means for an index's stored vectors (see
+/// [`StoredVectors::classify`]).
+pub enum StoredChange {
+    /// Nothing to do: metadata or text changed (the slot's UUID was refreshed), or a document
+    /// the index does not hold was deleted.
+    Unchanged,
+    /// A document the index does not hold, with its vector prepared for the metric.
+    Insert(Vec<f32>),
+    /// A new vector for the document held in `slot`.
+    Replace {
+        /// The slot of the old version.
+        slot: usize,
+        /// The new vector, prepared for the metric.
+        vector: Vec<f32>,
+    },
+    /// The document held in this slot was deleted.
+    Delete(usize),
+}
 
 /// Vectors by slot (prepared for the metric) and the documents they belong to.
 pub struct StoredVectors {
@@ -47,6 +66,34 @@ impl StoredVectors {
     pub fn push(&mut self, id: InternalId, uuid: Uuid, vector: &[f32]) -> usize {
         self.slots.push(id, uuid);
         self.vectors.push(vector)
+    }
+
+    /// Classifies a change for an index holding these vectors: `doc` is the document after it
+    /// (`None` if deleted). A vector that cannot be prepared (wrong length, zero under cosine)
+    /// is an internal error: the write path validated it.
+    pub fn classify(
+        &mut self,
+        distance: &MetricDistance,
+        change: &Change,
+        doc: Option<DocView<'_>>,
+    ) -> Result<StoredChange> {
+        let current = self.slots.slot(change.id);
+        let Some(doc) = doc else {
+            return Ok(current.map_or(StoredChange::Unchanged, StoredChange::Delete));
+        };
+        let dim = self.vectors.dim();
+        let vector = distance
+            .prepare(doc.vector)
+            .filter(|v| v.len() == dim)
+            .ok_or_else(|| Error::Internal(format!("unusable vector for document {}", doc.id)))?;
+        Ok(match current {
+            Some(slot) if self.vectors.get(slot) == vector.as_slice() => {
+                self.slots.set_uuid(slot, doc.id);
+                StoredChange::Unchanged
+            }
+            Some(slot) => StoredChange::Replace { slot, vector },
+            None => StoredChange::Insert(vector),
+        })
     }
 
     /// The `k` nearest occupied slots of `range` to the prepared query `q`.

@@ -35,7 +35,7 @@ use roaring::RoaringBitmap;
 use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
 use self::visited::VisitedPool;
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
-use super::stored::StoredVectors;
+use super::stored::{StoredChange, StoredVectors};
 use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, VectorIndexRead};
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
@@ -461,34 +461,17 @@ impl DerivedIndex for HnswIndex {
     }
 
     fn apply(&mut self, change: &Change, doc: Option<DocView<'_>>) -> Result<()> {
-        let current = self.stored.slots.slot(change.id);
-        match doc {
-            Some(doc) => {
-                let vector = self
-                    .distance
-                    .prepare(doc.vector)
-                    .filter(|v| v.len() == self.dim)
-                    .ok_or_else(|| {
-                        Error::Internal(format!("unusable vector for document {}", doc.id))
-                    })?;
-                match current {
-                    // Metadata or text changed, not the vector: the graph stays as it is.
-                    Some(slot) if self.stored.vectors.get(slot) == vector.as_slice() => {
-                        self.stored.slots.set_uuid(slot, doc.id);
-                    }
-                    Some(slot) => {
-                        // The old version stays visible until this batch is published.
-                        self.replaced.push(slot);
-                        self.add(change.id, doc.id, &vector);
-                    }
-                    None => self.add(change.id, doc.id, &vector),
-                }
+        let uuid = doc.map(|d| d.id).unwrap_or_default();
+        match self.stored.classify(&self.distance, change, doc)? {
+            // Metadata or text changed, not the vector: the graph stays as it is.
+            StoredChange::Unchanged => {}
+            StoredChange::Insert(vector) => self.add(change.id, uuid, &vector),
+            StoredChange::Replace { slot, vector } => {
+                // The old version stays visible until this batch is published.
+                self.replaced.push(slot);
+                self.add(change.id, uuid, &vector);
             }
-            None => {
-                if let Some(slot) = current {
-                    self.stored.slots.vacate(slot);
-                }
-            }
+            StoredChange::Delete(slot) => self.stored.slots.vacate(slot),
         }
         self.watermark = self.watermark.max(change.seq);
         Ok(())

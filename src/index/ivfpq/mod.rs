@@ -40,7 +40,7 @@ use uuid::Uuid;
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::kmeans::{self, KMeansParams};
 use super::pq::ProductQuantizer;
-use super::stored::StoredVectors;
+use super::stored::{StoredChange, StoredVectors};
 use super::DerivedIndex;
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
@@ -82,11 +82,20 @@ struct InvList {
     codes: Vec<u8>,
 }
 
+/// Largest precomputed L2 table kept, in floats (`nlist × m × 256`); beyond it, each probed
+/// list's table is computed per query instead.
+const MAX_PRECOMPUTED_FLOATS: usize = 64 << 20;
+
 /// The trained quantisers and the lists they fill.
 struct Trained {
     centroids: Vec<f32>,
     pq: ProductQuantizer,
     lists: Vec<InvList>,
+    /// L2 only: per list `l`, sub-space `j`, code `c`: `‖r‖² + 2⟨c_l, r⟩` for the residual
+    /// codeword `r` — so that a probed list's ADC table is this plus the query's one
+    /// `−2⟨q, r⟩` table, with no per-list table computation (Jégou et al. §4.2). Derived from
+    /// the centroids and codebooks; not stored in checkpoints.
+    precomputed: Option<Vec<f32>>,
     /// Live vectors when the quantisers were trained.
     trained_on: usize,
     /// Slots below this are in the lists (or vacant); later ones wait to be encoded.
@@ -94,6 +103,56 @@ struct Trained {
 }
 
 impl Trained {
+    /// Assembles a trained state, precomputing the L2 tables when the metric is L2 and they fit.
+    fn new(
+        centroids: Vec<f32>,
+        pq: ProductQuantizer,
+        lists: Vec<InvList>,
+        trained_on: usize,
+        indexed: usize,
+        metric: Metric,
+    ) -> Trained {
+        let mut trained = Trained {
+            centroids,
+            pq,
+            lists,
+            precomputed: None,
+            trained_on,
+            indexed,
+        };
+        let floats = trained.nlist() * trained.pq.table_len();
+        if metric == Metric::L2 && floats <= MAX_PRECOMPUTED_FLOATS {
+            trained.precomputed = Some(trained.precompute_l2_tables());
+        }
+        trained
+    }
+
+    /// `‖r‖² + 2⟨c_l, r⟩` for every list, sub-space and codeword (see `precomputed`).
+    fn precompute_l2_tables(&self) -> Vec<f32> {
+        let (m, dsub) = (self.pq.m(), self.pq.dsub());
+        let dim = m * dsub;
+        let codebooks = self.pq.codebooks();
+        let norms: Vec<f32> = codebooks
+            .chunks_exact(dsub)
+            .map(|r| r.iter().map(|x| x * x).sum())
+            .collect();
+        let mut tables = vec![0f32; self.nlist() * m * 256];
+        tables
+            .par_chunks_mut(m * 256)
+            .zip(self.centroids.par_chunks(dim))
+            .for_each(|(table, centroid)| {
+                for j in 0..m {
+                    let c = &centroid[j * dsub..(j + 1) * dsub];
+                    for t in 0..256 {
+                        let r = &codebooks[(j * 256 + t) * dsub..(j * 256 + t + 1) * dsub];
+                        let cross: f32 = c.iter().zip(r).map(|(a, b)| a * b).sum();
+                        table[j * 256 + t] = norms[j * 256 + t] + 2.0 * cross;
+                    }
+                }
+            });
+        tables
+    }
+
     fn nlist(&self) -> usize {
         self.lists.len()
     }
@@ -101,6 +160,7 @@ impl Trained {
     fn memory_bytes(&self) -> usize {
         self.centroids.len() * 4
             + self.pq.memory_bytes()
+            + self.precomputed.as_ref().map_or(0, |t| t.len() * 4)
             + self
                 .lists
                 .iter()
@@ -288,13 +348,7 @@ impl IvfPqIndex {
         };
         Ok((
             stored,
-            Trained {
-                centroids,
-                pq,
-                lists,
-                trained_on,
-                indexed: n,
-            },
+            Trained::new(centroids, pq, lists, trained_on, n, self.metric),
         ))
     }
 
@@ -448,13 +502,14 @@ impl IvfPqIndex {
         }
         Ok((
             stored,
-            Some(Trained {
+            Some(Trained::new(
                 centroids,
                 pq,
                 lists,
                 trained_on,
                 indexed,
-            }),
+                self.metric,
+            )),
         ))
     }
 
@@ -486,36 +541,18 @@ impl DerivedIndex for IvfPqIndex {
     }
 
     fn apply(&mut self, change: &Change, doc: Option<DocView<'_>>) -> Result<()> {
-        let current = self.stored.slots.slot(change.id);
-        match doc {
-            Some(doc) => {
-                let vector = self
-                    .distance
-                    .prepare(doc.vector)
-                    .filter(|v| v.len() == self.dim)
-                    .ok_or_else(|| {
-                        Error::Internal(format!("unusable vector for document {}", doc.id))
-                    })?;
-                match current {
-                    // Metadata or text changed, not the vector.
-                    Some(slot) if self.stored.vectors.get(slot) == vector.as_slice() => {
-                        self.stored.slots.set_uuid(slot, doc.id);
-                    }
-                    Some(slot) => {
-                        // The new version is scanned exactly until its batch is encoded.
-                        self.stored.slots.vacate(slot);
-                        self.stored.push(change.id, doc.id, &vector);
-                    }
-                    None => {
-                        self.stored.push(change.id, doc.id, &vector);
-                    }
-                }
+        let uuid = doc.map(|d| d.id).unwrap_or_default();
+        match self.stored.classify(&self.distance, change, doc)? {
+            StoredChange::Unchanged => {}
+            StoredChange::Insert(vector) => {
+                self.stored.push(change.id, uuid, &vector);
             }
-            None => {
-                if let Some(slot) = current {
-                    self.stored.slots.vacate(slot);
-                }
+            StoredChange::Replace { slot, vector } => {
+                // The new version is scanned exactly until its batch is encoded.
+                self.stored.slots.vacate(slot);
+                self.stored.push(change.id, uuid, &vector);
             }
+            StoredChange::Delete(slot) => self.stored.slots.vacate(slot),
         }
         self.watermark = self.watermark.max(change.seq);
         Ok(())

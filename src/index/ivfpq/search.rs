@@ -16,6 +16,46 @@ pub const DEFAULT_REFINE: usize = 4;
 /// A scanned entry: approximate (or, for the tail, exact) distance and slot.
 type Candidate = (f32, u32);
 
+/// The lists in order of their centroid's (squared L2) distance to the query: the first
+/// `nprobe` selected at once, the rest sorted only if the search needs them.
+struct ProbeOrder {
+    lists: Vec<(f32, u32)>,
+    sorted: usize,
+    next: usize,
+}
+
+impl ProbeOrder {
+    fn new(q: &[f32], centroids: &[f32], dim: usize, nprobe: usize) -> ProbeOrder {
+        let mut lists: Vec<(f32, u32)> = centroids
+            .chunks_exact(dim.max(1))
+            .enumerate()
+            .map(|(l, c)| (distance::l2_squared(q, c), l as u32))
+            .collect();
+        let first = nprobe.min(lists.len());
+        let by_distance = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        if first < lists.len() {
+            lists.select_nth_unstable_by(first, by_distance);
+        }
+        lists[..first].sort_unstable_by(by_distance);
+        ProbeOrder {
+            lists,
+            sorted: first,
+            next: 0,
+        }
+    }
+
+    /// The next nearest list and its centroid's distance.
+    fn next(&mut self) -> Option<(u32, f32)> {
+        if self.next == self.sorted && self.sorted < self.lists.len() {
+            self.lists[self.sorted..].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            self.sorted = self.lists.len();
+        }
+        let &(d, list) = self.lists.get(self.next)?;
+        self.next += 1;
+        Some((list, d))
+    }
+}
+
 impl IvfPqIndex {
     /// Lists probed when the request does not say: 1/32 of the lists, at least 8 (at most all).
     fn default_nprobe(nlist: usize) -> usize {
@@ -43,37 +83,52 @@ impl IvfPqIndex {
         keep: &dyn Fn(InternalId) -> bool,
     ) -> (Vec<Candidate>, usize) {
         let m = t.pq.code_size();
-        let mut table = vec![0f32; m * 256];
         let inner_product = self.uses_inner_product();
-        if inner_product {
-            t.pq.dot_table(q, &mut table);
+        // The query's own table: ⟨q, r⟩ for inner products; for L2 with precomputed tables,
+        // −2⟨q, r⟩ (each list then adds its precomputed part).
+        let mut query_table = vec![0f32; m * 256];
+        if inner_product || t.precomputed.is_some() {
+            t.pq.dot_table(q, &mut query_table);
         }
+        if !inner_product {
+            query_table.iter_mut().for_each(|x| *x *= -2.0);
+        }
+        let mut table = vec![0f32; m * 256];
         let mut candidates = Vec::new();
         let mut scanned = 0;
         let mut adc_out = Vec::new();
         let mut residual = vec![0f32; self.dim];
-        let order = crate::index::kmeans::nearest(q, &t.centroids, self.dim, t.nlist());
-        for (probed, &(list, _)) in order.iter().enumerate() {
+        let mut order = ProbeOrder::new(q, &t.centroids, self.dim, nprobe);
+        let mut probed = 0;
+        while let Some((list, centroid_distance)) = order.next() {
             if probed >= nprobe && candidates.len() >= k {
                 break;
             }
+            probed += 1;
             let list_index = list as usize;
             let Some(entries) = t.lists.get(list_index) else {
                 continue;
             };
             let centroid = &t.centroids[list_index * self.dim..(list_index + 1) * self.dim];
-            let base = if inner_product {
-                distance::dot(q, centroid)
+            let (base, table) = if inner_product {
+                (distance::dot(q, centroid), &query_table)
+            } else if let Some(precomputed) = &t.precomputed {
+                let list_part = &precomputed[list_index * m * 256..(list_index + 1) * m * 256];
+                table
+                    .iter_mut()
+                    .zip(list_part.iter().zip(&query_table))
+                    .for_each(|(out, (a, b))| *out = a + b);
+                (centroid_distance, &table)
             } else {
                 residual
                     .iter_mut()
                     .zip(q.iter().zip(centroid))
                     .for_each(|(r, (x, c))| *r = x - c);
                 t.pq.l2_table(&residual, &mut table);
-                0.0
+                (0.0, &table)
             };
             adc_out.resize(entries.slots.len(), 0.0);
-            adc::adc_scan(&table, m, &entries.codes, &mut adc_out);
+            adc::adc_scan(table, m, &entries.codes, &mut adc_out);
             scanned += entries.slots.len();
             for (&slot, &value) in entries.slots.iter().zip(&adc_out) {
                 match self.stored.slots.id(slot as usize) {
@@ -81,7 +136,7 @@ impl IvfPqIndex {
                         let d = if inner_product {
                             self.distance_of_inner_product(base + value)
                         } else {
-                            value
+                            base + value
                         };
                         candidates.push((d, slot));
                     }
