@@ -16,12 +16,12 @@ use uuid::Uuid;
 
 use super::{latency_summary, Latencies};
 use crate::collection::Collection;
-use crate::rng::SplitMix;
 use crate::distance::MetricDistance;
 use crate::error::Result;
 use crate::filter::Filter;
 use crate::index::{Neighbor, TopK};
 use crate::query::SearchRequest;
+use crate::rng::SplitMix;
 use crate::types::Metric;
 use crate::vecs::read_fvecs_record;
 

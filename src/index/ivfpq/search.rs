@@ -47,7 +47,8 @@ impl ProbeOrder {
     /// The next nearest list and its centroid's distance.
     fn next(&mut self) -> Option<(u32, f32)> {
         if self.next == self.sorted && self.sorted < self.lists.len() {
-            self.lists[self.sorted..].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            self.lists[self.sorted..]
+                .sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             self.sorted = self.lists.len();
         }
         let &(d, list) = self.lists.get(self.next)?;
