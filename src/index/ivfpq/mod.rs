@@ -89,6 +89,8 @@ const MAX_PRECOMPUTED_FLOATS: usize = 64 << 20;
 /// The trained quantisers and the lists they fill.
 struct Trained {
     centroids: Vec<f32>,
+    /// The centroids dimension-major (`dim × nlist`), for one-call distances to all of them.
+    centroids_t: Vec<f32>,
     pq: ProductQuantizer,
     lists: Vec<InvList>,
     /// L2 only: per list `l`, sub-space `j`, code `c`: `‖r‖² + 2⟨c_l, r⟩` for the residual
@@ -112,8 +114,17 @@ impl Trained {
         indexed: usize,
         metric: Metric,
     ) -> Trained {
+        let nlist = lists.len();
+        let dim = pq.dim();
+        let mut centroids_t = vec![0f32; centroids.len()];
+        for (l, centroid) in centroids.chunks_exact(dim.max(1)).enumerate() {
+            for (d, &x) in centroid.iter().enumerate() {
+                centroids_t[d * nlist + l] = x;
+            }
+        }
         let mut trained = Trained {
             centroids,
+            centroids_t,
             pq,
             lists,
             precomputed: None,
@@ -158,7 +169,7 @@ impl Trained {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.centroids.len() * 4
+        self.centroids.len() * 8
             + self.pq.memory_bytes()
             + self.precomputed.as_ref().map_or(0, |t| t.len() * 4)
             + self

@@ -25,11 +25,13 @@ struct ProbeOrder {
 }
 
 impl ProbeOrder {
-    fn new(q: &[f32], centroids: &[f32], dim: usize, nprobe: usize) -> ProbeOrder {
-        let mut lists: Vec<(f32, u32)> = centroids
-            .chunks_exact(dim.max(1))
+    fn new(q: &[f32], t: &Trained, nprobe: usize) -> ProbeOrder {
+        let mut distances = vec![0f32; t.nlist()];
+        adc::l2_squared_transposed(q, &t.centroids_t, &mut distances);
+        let mut lists: Vec<(f32, u32)> = distances
+            .into_iter()
             .enumerate()
-            .map(|(l, c)| (distance::l2_squared(q, c), l as u32))
+            .map(|(l, d)| (d, l as u32))
             .collect();
         let first = nprobe.min(lists.len());
         let by_distance = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
@@ -99,7 +101,7 @@ impl IvfPqIndex {
         let mut scanned = 0;
         let mut adc_out = Vec::new();
         let mut residual = vec![0f32; self.dim];
-        let mut order = ProbeOrder::new(q, &t.centroids, self.dim, nprobe);
+        let mut order = ProbeOrder::new(q, t, nprobe);
         let mut probed = 0;
         while let Some((list, centroid_distance)) = order.next() {
             if probed >= nprobe && candidates.len() >= k {
