@@ -271,7 +271,7 @@ fn print_search(
         .map_or(String::new(), |m| format!("{m} documents match, "));
     writeln!(
         out,
-        "{label} -> {} hits in {:.2} ms ({matched}{}, exhaustive: {}, {} vectors examined)",
+        "{label} -> {} hits in {:.2} ms ({matched}{}, exhaustive: {}, {} examined)",
         response.hits.len(),
         started.elapsed().as_secs_f64() * 1e3,
         response.strategy,
