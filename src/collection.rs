@@ -174,6 +174,9 @@ pub struct IndexStatus {
     pub watermark: u64,
     /// How it was restored when the collection was opened.
     pub recovery: Recovery,
+    /// For quantising indexes (IVF-PQ): training state, code size, reconstruction error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<crate::index::QuantizationStatus>,
 }
 
 impl Collection {
@@ -828,6 +831,7 @@ impl Collection {
                 memory_bytes: index.memory_bytes(),
                 watermark: index.watermark(),
                 recovery: self.inner.recovery.clone(),
+                quantization: index.quantization(),
             },
         })
     }

@@ -133,6 +133,9 @@ pub struct BenchReport {
     pub index_bytes: u64,
     /// Bytes of memory the index holds (vectors, links, id maps), as it reports them.
     pub index_memory_bytes: usize,
+    /// Quantising indexes (IVF-PQ): training state, code bytes, reconstruction error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<crate::index::QuantizationStatus>,
     /// Operating points.
     pub points: Vec<BenchPoint>,
     /// Filtered operating points (with `--filter-selectivity`).
@@ -232,7 +235,9 @@ fn measure(
     let build_s = started.elapsed().as_secs_f64();
     collection.checkpoint()?;
     let index_bytes = folder_bytes(dir)?;
-    let index_memory_bytes = collection.info()?.vector_index.memory_bytes;
+    let status = collection.info()?.vector_index;
+    let index_memory_bytes = status.memory_bytes;
+    let quantization = status.quantization;
 
     let settings = operating_points(options);
     let mut points = Vec::with_capacity(settings.len());
@@ -275,6 +280,7 @@ fn measure(
         build_rss_growth_bytes: peak_rss_bytes().saturating_sub(rss_before),
         index_bytes,
         index_memory_bytes,
+        quantization,
         points,
         filtered: filtered_points,
         delete_where,

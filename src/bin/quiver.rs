@@ -694,6 +694,18 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
         report.index_memory_bytes as f64 / 1048576.0,
         report.index_bytes as f64 / 1048576.0
     )?;
+    if let Some(q) = &report.quantization {
+        writeln!(
+            out,
+            "  quantisation: trained {}, nlist {:?}, {:?} bytes per code, codes and list entries {:.1} MiB, reconstruction MSE {:.4} ({:.2}% of the mean squared norm)",
+            q.trained,
+            q.nlist,
+            q.code_bytes,
+            q.code_memory_bytes as f64 / 1048576.0,
+            q.reconstruction_mse.unwrap_or(f64::NAN),
+            100.0 * q.relative_reconstruction_error.unwrap_or(f64::NAN)
+        )?;
+    }
     for point in &report.points {
         let knobs = point.knobs.label();
         writeln!(

@@ -151,10 +151,39 @@ pub trait VectorIndexRead: Send + Sync {
     fn document_id(&self, id: InternalId) -> Option<Uuid>;
     /// Approximate bytes of memory the index holds (vectors, links, id maps).
     fn memory_bytes(&self) -> usize;
+    /// The state of a quantising index (IVF-PQ); `None` for the others.
+    fn quantization(&self) -> Option<QuantizationStatus> {
+        None
+    }
     /// True when the index holds no vector.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The state of a quantising index, as `info` reports it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QuantizationStatus {
+    /// Whether the quantisers are trained (before that, searches are exact).
+    pub trained: bool,
+    /// Inverted lists (when trained).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nlist: Option<usize>,
+    /// Bytes per code (when trained).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_bytes: Option<usize>,
+    /// Live vectors when the quantisers were trained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trained_on: Option<usize>,
+    /// Bytes of the codes and list entries (without the full vectors).
+    pub code_memory_bytes: usize,
+    /// Mean squared error of the reconstructed vectors (centroid + decoded residual), over a
+    /// sample of up to 1,000 live vectors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconstruction_mse: Option<f64>,
+    /// The same relative to the vectors' mean squared norm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relative_reconstruction_error: Option<f64>,
 }
 
 /// A vector index: derived (kept in sync) and searchable.

@@ -123,6 +123,8 @@ fn below_the_training_size_searches_are_exact() {
     let db = Database::open(dir.path()).unwrap();
     let c = collection(&db, 16, Metric::L2, None);
     let live = upsert(&c, &clustered(&mut rng, 800, 16), 0);
+    let quantization = c.info().unwrap().vector_index.quantization.unwrap();
+    assert!(!quantization.trained);
     for _ in 0..5 {
         let query = rng.vector(16);
         let response = c.search(&SearchRequest::new(query.clone(), K)).unwrap();
@@ -194,6 +196,15 @@ fn manual_training_on_every_metric() {
             .search(&SearchRequest::new(queries[0].clone(), K))
             .unwrap();
         assert_eq!(response.strategy, "ivfpq_refined", "{metric:?}: trained");
+        let q = c.info().unwrap().vector_index.quantization.unwrap();
+        assert!(q.trained && q.nlist == Some(16) && q.code_bytes == Some(12));
+        // Codes (12 bytes) and list entries (4 bytes) per vector: 1/6 of the raw 96 bytes.
+        assert_eq!(q.code_memory_bytes, 3_000 * 16);
+        let relative = q.relative_reconstruction_error.unwrap();
+        assert!(
+            relative > 0.0 && relative < 0.2,
+            "{metric:?}: relative error {relative}"
+        );
         let got = recall(
             &c,
             metric,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{uuid_of, IvfPqIndex, Trained};
 use crate::distance::{self, adc};
-use crate::index::{IndexSearch, Neighbor, SearchKnobs, TopK, VectorIndexRead};
+use crate::index::{IndexSearch, Neighbor, QuantizationStatus, SearchKnobs, TopK, VectorIndexRead};
 use crate::types::{InternalId, Metric};
 
 /// Candidates re-ranked per requested hit when the request does not say.
@@ -206,6 +206,37 @@ impl IvfPqIndex {
         top.into_sorted()
     }
 
+    /// Mean squared error of `centroid + decode(encode(residual))` against the stored vectors,
+    /// over up to `sample` evenly spread live vectors, and the same relative to their mean
+    /// squared norm.
+    fn reconstruction_error(&self, t: &Trained, sample: usize) -> (f64, f64) {
+        let slots = self.stored.slots.slots();
+        let step = slots.div_ceil(sample.max(1)).max(1);
+        let (mut error, mut norm, mut n) = (0f64, 0f64, 0usize);
+        let mut decoded = vec![0f32; self.dim];
+        for slot in (0..slots).step_by(step) {
+            if self.stored.slots.id(slot).is_none() {
+                continue;
+            }
+            let x = self.stored.vectors.get(slot);
+            let (list, code) = self.encode(&t.centroids, &t.pq, x);
+            t.pq.decode(&code, &mut decoded);
+            let c = &t.centroids[list as usize * self.dim..(list as usize + 1) * self.dim];
+            for ((&xi, &ri), &ci) in x.iter().zip(&decoded).zip(c) {
+                error += f64::from(xi - (ci + ri)).powi(2);
+                norm += f64::from(xi).powi(2);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return (0.0, 0.0);
+        }
+        (
+            error / n as f64,
+            if norm > 0.0 { error / norm } else { 0.0 },
+        )
+    }
+
     fn knobs(t: &Trained, knobs: &SearchKnobs) -> (usize, usize) {
         let nprobe = knobs
             .nprobe
@@ -303,5 +334,33 @@ impl VectorIndexRead for IvfPqIndex {
 
     fn memory_bytes(&self) -> usize {
         self.stored.memory_bytes() + self.trained.as_ref().map_or(0, Trained::memory_bytes)
+    }
+
+    fn quantization(&self) -> Option<QuantizationStatus> {
+        let Some(t) = &self.trained else {
+            return Some(QuantizationStatus {
+                trained: false,
+                nlist: None,
+                code_bytes: None,
+                trained_on: None,
+                code_memory_bytes: 0,
+                reconstruction_mse: None,
+                relative_reconstruction_error: None,
+            });
+        };
+        let (mse, relative) = self.reconstruction_error(t, 1_000);
+        Some(QuantizationStatus {
+            trained: true,
+            nlist: Some(t.nlist()),
+            code_bytes: Some(t.pq.code_size()),
+            trained_on: Some(t.trained_on),
+            code_memory_bytes: t
+                .lists
+                .iter()
+                .map(|l| l.slots.len() * 4 + l.codes.len())
+                .sum(),
+            reconstruction_mse: Some(mse),
+            relative_reconstruction_error: Some(relative),
+        })
     }
 }
