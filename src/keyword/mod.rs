@@ -40,6 +40,8 @@ pub use analyzer::{terms, MAX_QUERY_TERMS};
 const FOLDER: &str = "keyword";
 /// Identifies our commit payload (format and version).
 const PAYLOAD_FORMAT: &str = "quiver-keyword/1";
+/// More committed segments than this are merged (the smallest ones) after a commit.
+const MAX_SEGMENTS: usize = 8;
 /// Indexing memory of tantivy's writer (its minimum is 15 MB per thread).
 const WRITER_MEMORY_BYTES: usize = 32 << 20;
 /// Schema field names.
@@ -160,6 +162,10 @@ impl KeywordIndex {
         let writer = index
             .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
             .map_err(tantivy_error)?;
+        // No background merges: a merge racing deletes could lose a delete across a crash
+        // (seen in our kill -9 test). Segments are merged in `commit` instead, while no
+        // change can be applied.
+        writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -241,6 +247,7 @@ impl KeywordIndex {
         let mut prepared = writer.0.prepare_commit().map_err(failed)?;
         prepared.set_payload(&payload);
         prepared.commit().map_err(failed)?;
+        merge_small_segments(&mut writer.0).map_err(failed)?;
         open.reader.reload().map_err(tantivy_error)?;
         writer.1 = watermark;
         self.pending.store(false, Ordering::Release);
@@ -305,6 +312,24 @@ impl KeywordIndex {
             })
             .unwrap_or(0)
     }
+}
+
+/// Merges the smallest committed segments into one when there are more than
+/// [`MAX_SEGMENTS`]: each merge at least halves their number, so a stream of small commits
+/// costs logarithmic merge work per document. Runs with the writer held, so no delete races
+/// it.
+fn merge_small_segments(writer: &mut IndexWriter) -> tantivy::Result<()> {
+    let mut segments = writer.index().searchable_segment_metas()?;
+    if segments.len() <= MAX_SEGMENTS {
+        return Ok(());
+    }
+    segments.sort_by_key(|s| s.max_doc());
+    let smallest: Vec<_> = segments[..segments.len() / 2 + 1]
+        .iter()
+        .map(|s| s.id())
+        .collect();
+    writer.merge(&smallest).wait()?;
+    Ok(())
 }
 
 /// Files of the committed segments whose checksum fails (every file the segments name that

@@ -189,6 +189,8 @@ enum Prepared {
     },
     /// A (re)trained or compacted index.
     Replace(Box<(StoredVectors, Trained)>),
+    /// An untrained index's vectors without their vacant slots.
+    Compact(StoredVectors),
 }
 
 /// The IVF-PQ index of a collection.
@@ -304,16 +306,15 @@ impl IvfPqIndex {
         let m = self.params.pq_m.unwrap_or_else(|| default_pq_m(self.dim));
         let wanted = (SAMPLES_PER_LIST * nlist).max(PQ_TRAINING_SAMPLES);
         let sample = sample_rows(stored, wanted.min(MAX_TRAINING_SAMPLES), self.dim);
-        let rows = sample.len() / self.dim;
-        let coarse_rows = rows.min(SAMPLES_PER_LIST * nlist);
+        let coarse_sample = every_nth_row(&sample, self.dim, SAMPLES_PER_LIST * nlist);
         let centroids = kmeans::train(
-            &sample[..coarse_rows * self.dim],
+            &coarse_sample,
             self.dim,
             &KMeansParams::new(nlist, TRAINING_SEED),
         )?;
-        let pq_rows = rows.min(PQ_TRAINING_SAMPLES);
-        let assigned = kmeans::assign(&sample[..pq_rows * self.dim], self.dim, &centroids);
-        let mut residuals = sample[..pq_rows * self.dim].to_vec();
+        let pq_sample = every_nth_row(&sample, self.dim, PQ_TRAINING_SAMPLES);
+        let assigned = kmeans::assign(&pq_sample, self.dim, &centroids);
+        let mut residuals = pq_sample;
         for (row, &list) in residuals.chunks_exact_mut(self.dim).zip(&assigned) {
             let c = &centroids[list as usize * self.dim..(list as usize + 1) * self.dim];
             row.iter_mut().zip(c).for_each(|(x, c)| *x -= c);
@@ -363,22 +364,42 @@ impl IvfPqIndex {
         ))
     }
 
+    /// A retrained index, or `None` (logged) if training failed: searches then go on with the
+    /// current state (exact, or the old quantisers) rather than failing the write.
+    fn try_training(&self) -> Option<(StoredVectors, Trained)> {
+        match self.rebuild(true) {
+            Ok(rebuilt) => Some(rebuilt),
+            Err(e) => {
+                log::warn!("IVF-PQ training failed, keeping the current index: {e}");
+                None
+            }
+        }
+    }
+
     /// What the batch just applied calls for: training, retraining, compaction, or encoding the
     /// new slots.
     fn prepare(&self) -> Result<Option<Prepared>> {
         let live = self.stored.slots.live();
         let slots = self.stored.slots.slots();
+        let vacant = slots - live;
+        let compact = vacant as f64 > COMPACT_VACANT_FRACTION * slots as f64;
         let Some(trained) = &self.trained else {
             if live >= self.training_threshold() {
-                return Ok(Some(Prepared::Replace(Box::new(self.rebuild(true)?))));
+                if let Some(rebuilt) = self.try_training() {
+                    return Ok(Some(Prepared::Replace(Box::new(rebuilt))));
+                }
+            }
+            if compact {
+                return Ok(Some(Prepared::Compact(self.compacted_storage())));
             }
             return Ok(None);
         };
         if live >= RETRAIN_GROWTH * trained.trained_on.max(1) {
-            return Ok(Some(Prepared::Replace(Box::new(self.rebuild(true)?))));
+            if let Some(rebuilt) = self.try_training() {
+                return Ok(Some(Prepared::Replace(Box::new(rebuilt))));
+            }
         }
-        let vacant = slots - live;
-        if vacant as f64 > COMPACT_VACANT_FRACTION * slots as f64 {
+        if compact {
             return Ok(Some(Prepared::Replace(Box::new(self.rebuild(false)?))));
         }
         if trained.indexed >= slots {
@@ -405,6 +426,7 @@ impl IvfPqIndex {
     /// Installs what [`IvfPqIndex::prepare`] made.
     fn install(&mut self, prepared: Prepared) {
         match prepared {
+            Prepared::Compact(stored) => self.stored = stored,
             Prepared::Replace(parts) => {
                 let (stored, trained) = *parts;
                 self.stored = stored;
@@ -481,14 +503,18 @@ impl IvfPqIndex {
         }
         let centroid_floats = nlist.saturating_mul(self.dim);
         let codebook_floats = m.saturating_mul(256).saturating_mul(self.dim / m);
-        input.ensure_remaining((centroid_floats as u64 + codebook_floats as u64) * 4)?;
+        let quantiser_bytes = (centroid_floats as u64)
+            .checked_add(codebook_floats as u64)
+            .and_then(|floats| floats.checked_mul(4))
+            .ok_or_else(|| input.corrupted("absurd quantiser size"))?;
+        input.ensure_remaining(quantiser_bytes)?;
         let mut centroids = Vec::with_capacity(centroid_floats);
         input.read_f32s(centroid_floats, |x| centroids.push(x))?;
         let mut codebooks = Vec::with_capacity(codebook_floats);
         input.read_f32s(codebook_floats, |x| codebooks.push(x))?;
         let pq = ProductQuantizer::from_parts(self.dim, m, codebooks)
             .map_err(|e| input.corrupted(e.to_string()))?;
-        input.ensure_remaining(nlist as u64 * 8)?;
+        input.ensure_remaining((nlist as u64).saturating_mul(8))?;
         let mut lengths = Vec::with_capacity(nlist);
         for _ in 0..nlist {
             let mut word = [0u8; 8];
@@ -502,14 +528,22 @@ impl IvfPqIndex {
         let total: u64 = lengths.iter().map(|&l| l as u64).sum();
         input.ensure_remaining(total.saturating_mul(4 + m as u64))?;
         let mut lists = Vec::with_capacity(nlist);
+        let mut listed = vec![false; indexed];
         for len in lengths {
             let slots = input.read_u32s(len)?;
-            if slots.iter().any(|&s| s as usize >= indexed) {
-                return Err(input.corrupted("list entry beyond the indexed slots"));
+            for &slot in &slots {
+                match listed.get_mut(slot as usize) {
+                    Some(seen) if !*seen => *seen = true,
+                    Some(_) => return Err(input.corrupted("a slot is in two lists")),
+                    None => return Err(input.corrupted("list entry beyond the indexed slots")),
+                }
             }
             let mut codes = vec![0u8; len * m];
             input.read(&mut codes)?;
             lists.push(InvList { slots, codes });
+        }
+        if (0..indexed).any(|slot| stored.slots.id(slot).is_some() && !listed[slot]) {
+            return Err(input.corrupted("an indexed vector is in no list"));
         }
         Ok((
             stored,
@@ -530,6 +564,17 @@ impl IvfPqIndex {
         self.trained = None;
         *self.prepared.get_mut() = None;
     }
+}
+
+/// Up to `max_rows` rows of `rows` (row-major, `dim` wide), evenly spread.
+fn every_nth_row(rows: &[f32], dim: usize, max_rows: usize) -> Vec<f32> {
+    let n = rows.len() / dim.max(1);
+    let step = n.div_ceil(max_rows.max(1)).max(1);
+    rows.chunks_exact(dim.max(1))
+        .step_by(step)
+        .flatten()
+        .copied()
+        .collect()
 }
 
 /// Up to `max_rows` live vectors of `stored`, evenly spread over the slots (deterministic),

@@ -68,7 +68,7 @@ impl IvfPqIndex {
     /// The distance of an inner product under the collection's metric.
     fn distance_of_inner_product(&self, ip: f32) -> f32 {
         match self.metric {
-            Metric::Cosine => 1.0 - ip,
+            Metric::Cosine => (1.0 - ip).max(0.0),
             _ => -ip,
         }
     }
