@@ -98,12 +98,7 @@ pub fn check_keyword(collection: &Collection) -> Result<Option<IndexCheck>> {
             let mut problems = id_set_problems(&with_text, &held);
             problems.extend(index.verify());
             let last_seq = reader.last_seq()?;
-            if index.watermark() != last_seq {
-                problems.push(format!(
-                    "index watermark {} differs from the last logged change {last_seq}",
-                    index.watermark()
-                ));
-            }
+            problems.extend(watermark_problem(index.watermark(), last_seq));
             Ok(IndexCheck {
                 collection: collection.name().to_string(),
                 index: index.name().to_string(),
@@ -116,6 +111,13 @@ pub fn check_keyword(collection: &Collection) -> Result<Option<IndexCheck>> {
             })
         })
         .transpose()
+}
+
+/// The problem of an index whose watermark is not the last logged change, if it is not.
+fn watermark_problem(watermark: u64, last_seq: u64) -> Option<String> {
+    (watermark != last_seq).then(|| {
+        format!("index watermark {watermark} differs from the last logged change {last_seq}")
+    })
 }
 
 /// Problems of an index that should hold exactly `expected` (sorted) but holds `held` (sorted).
@@ -178,12 +180,7 @@ pub fn check_collection(collection: &Collection) -> Result<IndexCheck> {
         }
         problems.extend(index.verify());
         let last_seq = reader.last_seq()?;
-        if index.watermark() != last_seq {
-            problems.push(format!(
-                "index watermark {} differs from the last logged change {last_seq}",
-                index.watermark()
-            ));
-        }
+        problems.extend(watermark_problem(index.watermark(), last_seq));
         let mut scratch = collection.new_vector_index();
         let checkpoint = match scratch.load_checkpoint(dir) {
             Ok(false) => "none".to_string(),

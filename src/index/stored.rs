@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::file::{self, FileReader, FileWriter};
 use super::slots::SlotIds;
-use super::{Neighbor, TopK};
+use super::{IndexSearch, Neighbor, TopK};
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
 use crate::types::{Change, DocView, InternalId};
@@ -153,6 +153,25 @@ impl StoredVectors {
             }
         }
         top
+    }
+
+    /// An exact answer among documents `ids` (every one scanned), each looked up with
+    /// `slot_of`, reported as served by `strategy`.
+    pub fn exact_among(
+        &self,
+        q: &[f32],
+        ids: &RoaringBitmap,
+        k: usize,
+        distance: &MetricDistance,
+        strategy: &'static str,
+        slot_of: impl Fn(InternalId) -> Option<usize>,
+    ) -> IndexSearch {
+        IndexSearch {
+            strategy,
+            neighbors: self.scan_ids(q, ids, k, distance, slot_of).into_sorted(),
+            examined: ids.len() as usize,
+            exhaustive: true,
+        }
     }
 
     #[inline]

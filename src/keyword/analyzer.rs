@@ -37,7 +37,12 @@ pub(super) fn analyzer(tokenizer: TextTokenizer) -> TextAnalyzer {
 /// The distinct terms of `text` under `tokenizer`, in order of first appearance (at most
 /// [`MAX_QUERY_TERMS`]).
 pub fn terms(tokenizer: TextTokenizer, text: &str) -> Vec<String> {
-    let mut analyzer = analyzer(tokenizer);
+    terms_with(&analyzer(tokenizer), text)
+}
+
+/// The distinct terms of `text` under a built analyzer (see [`terms`]).
+pub(super) fn terms_with(analyzer: &TextAnalyzer, text: &str) -> Vec<String> {
+    let mut analyzer = analyzer.clone();
     let mut stream = analyzer.token_stream(text);
     let mut seen = std::collections::HashSet::new();
     let mut terms = Vec::new();

@@ -95,6 +95,8 @@ pub struct KeywordIndex {
 
 /// An open tantivy index with its single writer and a manually reloaded reader.
 struct OpenIndex {
+    /// The collection's analyzer, built once (queries clone it).
+    analyzer: tantivy::tokenizer::TextAnalyzer,
     id: Field,
     text: Field,
     /// The writer and the watermark of its last commit.
@@ -172,6 +174,7 @@ impl KeywordIndex {
             .try_into()
             .map_err(tantivy_error)?;
         Ok(OpenIndex {
+            analyzer: analyzer::analyzer(self.tokenizer),
             id,
             text,
             writer: Mutex::new((writer, watermark)),
@@ -266,7 +269,7 @@ impl KeywordIndex {
         if self.pending.load(Ordering::Acquire) {
             self.commit()?;
         }
-        let clauses: Vec<(Occur, Box<dyn Query>)> = terms(self.tokenizer, text)
+        let clauses: Vec<(Occur, Box<dyn Query>)> = analyzer::terms_with(&open.analyzer, text)
             .into_iter()
             .map(|term| {
                 let query = TermQuery::new(

@@ -360,15 +360,10 @@ impl HnswIndex {
         allowed: &RoaringBitmap,
         strategy: &'static str,
     ) -> IndexSearch {
-        let top = self
-            .stored
-            .scan_ids(q, allowed, k, &self.distance, |id| self.visible_slot(id));
-        IndexSearch {
-            strategy,
-            neighbors: top.into_sorted(),
-            examined: allowed.len() as usize,
-            exhaustive: true,
-        }
+        self.stored
+            .exact_among(q, allowed, k, &self.distance, strategy, |id| {
+                self.visible_slot(id)
+            })
     }
 }
 

@@ -98,6 +98,9 @@ struct Trained {
     /// `−2⟨q, r⟩` table, with no per-list table computation (Jégou et al. §4.2). Derived from
     /// the centroids and codebooks; not stored in checkpoints.
     precomputed: Option<Vec<f32>>,
+    /// The reconstruction error `(mse, relative)` over a sample, computed on first request
+    /// (the quantisers never change after training, so it stays valid).
+    reconstruction: std::sync::OnceLock<(f64, f64)>,
     /// Live vectors when the quantisers were trained.
     trained_on: usize,
     /// Slots below this are in the lists (or vacant); later ones wait to be encoded.
@@ -128,6 +131,7 @@ impl Trained {
             pq,
             lists,
             precomputed: None,
+            reconstruction: std::sync::OnceLock::new(),
             trained_on,
             indexed,
         };

@@ -283,16 +283,15 @@ impl VectorIndexRead for IvfPqIndex {
         let Some(q) = self.distance.prepare(query) else {
             return IndexSearch::default();
         };
-        let exact_scan = || IndexSearch {
-            strategy: "filtered_exact_scan",
-            neighbors: self
-                .stored
-                .scan_ids(&q, allowed, k, &self.distance, |id| {
-                    self.stored.slots.slot(id)
-                })
-                .into_sorted(),
-            examined: allowed.len() as usize,
-            exhaustive: true,
+        let exact_scan = || {
+            self.stored.exact_among(
+                &q,
+                allowed,
+                k,
+                &self.distance,
+                "filtered_exact_scan",
+                |id| self.stored.slots.slot(id),
+            )
         };
         let Some(t) = &self.trained else {
             return exact_scan();
@@ -348,7 +347,9 @@ impl VectorIndexRead for IvfPqIndex {
                 relative_reconstruction_error: None,
             });
         };
-        let (mse, relative) = self.reconstruction_error(t, 1_000);
+        let (mse, relative) = *t
+            .reconstruction
+            .get_or_init(|| self.reconstruction_error(t, 1_000));
         Some(QuantizationStatus {
             trained: true,
             nlist: Some(t.nlist()),
