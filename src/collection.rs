@@ -1,7 +1,7 @@
 //! A collection handle and its write path: validate, one redb transaction, then apply the
 //! committed changes to every derived index before returning.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::config::{CollectionConfig, PayloadField};
 use crate::error::{Error, Result};
 use crate::filter::{FieldPath, Filter};
+use crate::index::io::IndexDir;
 use crate::index::{new_vector_index, DerivedIndex, IndexSearch, SearchKnobs, VectorIndex};
 use crate::keyword::{KeywordIndex, KeywordSearch};
 use crate::payload::{PayloadIndex, PayloadSchema};
@@ -52,7 +53,7 @@ struct CollectionInner {
     payload: RwLock<Payload>,
     store: Arc<Store>,
     /// Folder of the derived index files.
-    dir: PathBuf,
+    dir: IndexDir,
     /// One writer at a time: transaction + index application happen under it.
     write_lock: Mutex<()>,
     vector_index: RwLock<Box<dyn VectorIndex>>,
@@ -184,15 +185,18 @@ impl Collection {
     pub(crate) fn open(
         record: CollectionRecord,
         store: Arc<Store>,
-        dir: PathBuf,
+        dir: IndexDir,
         created: bool,
     ) -> Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir.path())?;
         let mut index = new_vector_index(&record.config, record.instance);
-        let mut keyword = record
-            .config
-            .text_indexed
-            .then(|| Box::new(KeywordIndex::new(&dir, &record.config, record.instance)));
+        let mut keyword = record.config.text_indexed.then(|| {
+            Box::new(KeywordIndex::new(
+                dir.path(),
+                &record.config,
+                record.instance,
+            ))
+        });
         let reader = if created {
             None
         } else {
@@ -266,7 +270,7 @@ impl Collection {
     }
 
     pub(crate) fn dir(&self) -> &Path {
-        &self.inner.dir
+        self.inner.dir.path()
     }
 
     fn ensure_live(&self) -> Result<()> {
@@ -943,7 +947,7 @@ impl Collection {
         self.ensure_live()?;
         let reader = self.inner.store.read(self.inner.record.id)?;
         let index = self.inner.vector_index.read();
-        f(index.as_ref(), &reader, &self.inner.dir)
+        f(index.as_ref(), &reader, self.inner.dir.path())
     }
 }
 

@@ -17,7 +17,9 @@ use crate::check::{check_collection, check_keyword, check_payload, CheckReport};
 use crate::collection::Collection;
 use crate::config::{validate_collection_name, CollectionConfig};
 use crate::error::{Error, Result};
+use crate::faults::StorageFaults;
 use crate::index::file::sync_dir;
+use crate::index::io::{IndexDir, IndexIo, OsIo};
 use crate::storage::{store_path, Store};
 use crate::sync::CheckpointPolicy;
 
@@ -25,6 +27,49 @@ use crate::sync::CheckpointPolicy;
 const COLLECTIONS_DIR: &str = "collections";
 
 type Registry = Arc<RwLock<BTreeMap<String, Collection>>>;
+
+/// How [`Database::open_with`] opens a database.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    checkpoint_policy: CheckpointPolicy,
+    storage_faults: Option<Arc<StorageFaults>>,
+    index_io: Arc<dyn IndexIo>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            checkpoint_policy: CheckpointPolicy::default(),
+            storage_faults: None,
+            index_io: Arc::new(OsIo),
+        }
+    }
+}
+
+impl OpenOptions {
+    /// The defaults: [`CheckpointPolicy::default`], the operating system's I/O.
+    pub fn new() -> Self {
+        OpenOptions::default()
+    }
+
+    /// When indexes checkpoint in the background.
+    pub fn checkpoint_policy(mut self, policy: CheckpointPolicy) -> Self {
+        self.checkpoint_policy = policy;
+        self
+    }
+
+    /// Sends the store's writes and syncs through `faults` (fault-injection tests).
+    pub fn storage_faults(mut self, faults: Arc<StorageFaults>) -> Self {
+        self.storage_faults = Some(faults);
+        self
+    }
+
+    /// Writes index checkpoints through `io` (fault-injection tests).
+    pub fn index_io(mut self, io: Arc<dyn IndexIo>) -> Self {
+        self.index_io = io;
+        self
+    }
+}
 
 /// A cheap, clonable, thread-safe handle to an open database.
 #[derive(Clone)]
@@ -35,6 +80,8 @@ pub struct Database {
 struct DbInner {
     dir: PathBuf,
     store: Arc<Store>,
+    /// The I/O index checkpoints are written through.
+    index_io: Arc<dyn IndexIo>,
     collections: Registry,
     checkpointer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
@@ -50,10 +97,18 @@ impl Database {
 
     /// Opens the database in `dir` with a custom checkpoint policy.
     pub fn open_with_policy(dir: impl AsRef<Path>, policy: CheckpointPolicy) -> Result<Database> {
+        Database::open_with(dir, OpenOptions::new().checkpoint_policy(policy))
+    }
+
+    /// Opens the database in `dir` with these options.
+    pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Database> {
         let dir = dir.as_ref().to_path_buf();
         let new = !store_path(&dir).exists();
         std::fs::create_dir_all(&dir)?;
-        let store = Arc::new(Store::open(&store_path(&dir))?);
+        let store = Arc::new(Store::open(
+            &store_path(&dir),
+            options.storage_faults.as_ref(),
+        )?);
         let collections_dir = dir.join(COLLECTIONS_DIR);
         std::fs::create_dir_all(&collections_dir)?;
         if new {
@@ -66,7 +121,10 @@ impl Database {
         }
         let mut registry = BTreeMap::new();
         for record in store.collections()? {
-            let folder = collection_dir(&collections_dir, record.id);
+            let folder = IndexDir::new(
+                collection_dir(&collections_dir, record.id),
+                options.index_io.clone(),
+            );
             let name = record.name.clone();
             registry.insert(
                 name,
@@ -75,11 +133,12 @@ impl Database {
         }
         remove_orphan_folders(&collections_dir, &registry)?;
         let collections: Registry = Arc::new(RwLock::new(registry));
-        let checkpointer = spawn_checkpointer(collections.clone(), policy)?;
+        let checkpointer = spawn_checkpointer(collections.clone(), options.checkpoint_policy)?;
         Ok(Database {
             inner: Arc::new(DbInner {
                 dir,
                 store,
+                index_io: options.index_io,
                 collections,
                 checkpointer: Mutex::new(Some(checkpointer)),
             }),
@@ -105,18 +164,18 @@ impl Database {
         if folder.exists() {
             std::fs::remove_dir_all(&folder)?;
         }
-        let collection =
-            match Collection::open(record, self.inner.store.clone(), folder.clone(), true) {
-                Ok(collection) => collection,
-                Err(e) => {
-                    // Leave no half-created collection behind (e.g. the disk refused the folder).
-                    if let Err(undo) = self.inner.store.drop_collection(name) {
-                        log::error!("could not undo the creation of {name:?}: {undo}");
-                    }
-                    std::fs::remove_dir_all(&folder).ok();
-                    return Err(e);
+        let index_dir = IndexDir::new(folder.clone(), self.inner.index_io.clone());
+        let collection = match Collection::open(record, self.inner.store.clone(), index_dir, true) {
+            Ok(collection) => collection,
+            Err(e) => {
+                // Leave no half-created collection behind (e.g. the disk refused the folder).
+                if let Err(undo) = self.inner.store.drop_collection(name) {
+                    log::error!("could not undo the creation of {name:?}: {undo}");
                 }
-            };
+                std::fs::remove_dir_all(&folder).ok();
+                return Err(e);
+            }
+        };
         collections.insert(name.to_string(), collection.clone());
         Ok(collection)
     }

@@ -20,8 +20,11 @@
 //! the old file, and the directory is fsynced: a crash leaves the old file or the new one.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::io::{IndexDir, IndexIo, OsIo};
 
 use crate::error::{Error, Result};
 use crate::types::{Metric, Seq};
@@ -103,10 +106,13 @@ fn le_u64(b: &[u8]) -> u64 {
 
 /// Streams a payload into a new index file. Nothing replaces the old file until
 /// [`FileWriter::finish`], which fsyncs, renames over it and fsyncs the directory; a writer
-/// dropped before that removes its temporary file.
+/// dropped before that removes its temporary file. Every operation goes through the
+/// directory's [`IndexIo`].
 pub struct FileWriter {
     /// `None` once finished.
-    file: Option<BufWriter<File>>,
+    file: Option<File>,
+    io: Arc<dyn IndexIo>,
+    buffer: Vec<u8>,
     tmp: PathBuf,
     path: PathBuf,
     header: FileHeader,
@@ -114,30 +120,47 @@ pub struct FileWriter {
     crc: u32,
 }
 
+/// Bytes buffered before a write is issued.
+const WRITE_BUFFER: usize = 1 << 20;
+
 impl FileWriter {
-    /// Starts writing `path` (through a temporary file) with this header.
-    pub fn create(path: &Path, header: FileHeader) -> Result<Self> {
-        let tmp = temp_path(path);
-        let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        file.write_all(&[0u8; HEADER_LEN])?;
-        Ok(FileWriter {
+    /// Starts writing the file `name` of `dir` (through a temporary file) with this header.
+    pub fn create(dir: &IndexDir, name: &str, header: FileHeader) -> Result<Self> {
+        let path = dir.path().join(name);
+        let tmp = temp_path(&path);
+        let file = dir.io().create(&tmp)?;
+        let mut writer = FileWriter {
             file: Some(file),
+            io: dir.io_handle(),
+            buffer: Vec::with_capacity(WRITE_BUFFER),
             tmp,
-            path: path.to_path_buf(),
+            path,
             header,
             len: 0,
             crc: 0,
-        })
+        };
+        // Room for the header, written last.
+        writer.buffer.extend_from_slice(&[0u8; HEADER_LEN]);
+        Ok(writer)
     }
 
     /// Appends bytes to the payload.
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.len += bytes.len() as u64;
-        match self.file.as_mut() {
-            Some(file) => file.write_all(bytes)?,
-            None => return Err(Error::Internal("write after finish".into())),
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= WRITE_BUFFER {
+            self.flush()?;
         }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(Error::Internal("write after finish".into()));
+        };
+        self.io.write_all(file, &self.buffer)?;
+        self.buffer.clear();
         Ok(())
     }
 
@@ -165,23 +188,26 @@ impl FileWriter {
 
     /// Writes the header, makes the file durable and atomically replaces the old one.
     pub fn finish(mut self) -> Result<()> {
-        let Some(file) = self.file.take() else {
-            return Err(Error::Internal("index file finished twice".into()));
-        };
         let durable = (|| -> Result<()> {
-            let mut file = file.into_inner().map_err(|e| Error::Io(e.into_error()))?;
-            file.seek(SeekFrom::Start(0))?;
-            file.write_all(&self.header.encode(self.len, self.crc))?;
-            file.sync_all()?;
+            self.flush()?;
+            let mut file = self
+                .file
+                .take()
+                .ok_or_else(|| Error::Internal("index file finished twice".into()))?;
+            let header = self.header.encode(self.len, self.crc);
+            self.io.write_all_at(&mut file, 0, &header)?;
+            self.io.sync(&file)?;
             drop(file);
-            fs::rename(&self.tmp, &self.path)?;
+            self.io.rename(&self.tmp, &self.path)?;
             Ok(())
         })();
         if let Err(e) = durable {
             fs::remove_file(&self.tmp).ok();
             return Err(e);
         }
-        sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+        self.io
+            .sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        Ok(())
     }
 }
 
@@ -391,7 +417,7 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Fsyncs a directory so that a rename or file creation inside it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)?.sync_all()?;
+    OsIo.sync_dir(dir)?;
     Ok(())
 }
 
@@ -410,8 +436,15 @@ mod tests {
         }
     }
 
+    /// Starts a writer for `path` (in its folder, through the operating system).
+    fn writer(path: &Path) -> FileWriter {
+        let dir = IndexDir::os(path.parent().unwrap().to_path_buf());
+        let name = path.file_name().unwrap().to_str().unwrap();
+        FileWriter::create(&dir, name, header()).unwrap()
+    }
+
     fn write(path: &Path, payload: &[u8]) {
-        let mut w = FileWriter::create(path, header()).unwrap();
+        let mut w = writer(path);
         w.write(payload).unwrap();
         w.finish().unwrap();
     }
@@ -431,7 +464,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.qvi");
         assert!(read_all(&path, &header()).unwrap().is_none());
-        let mut w = FileWriter::create(&path, header()).unwrap();
+        let mut w = writer(&path);
         w.write(b"ab").unwrap();
         w.write_u32s([1, 2]).unwrap();
         w.write_f32s(&[1.5]).unwrap();

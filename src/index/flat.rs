@@ -20,6 +20,7 @@ use roaring::RoaringBitmap;
 use uuid::Uuid;
 
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
+use super::io::IndexDir;
 use super::stored::StoredVectors;
 use super::{DerivedIndex, IndexSearch, SearchKnobs, TopK, VectorIndexRead};
 use crate::config::CollectionConfig;
@@ -270,8 +271,8 @@ impl DerivedIndex for FlatIndex {
         self.watermark = watermark;
     }
 
-    fn checkpoint(&self, dir: &Path) -> Result<Seq> {
-        let mut out = FileWriter::create(&Self::path(dir), self.header())?;
+    fn checkpoint(&self, dir: &IndexDir) -> Result<Seq> {
+        let mut out = FileWriter::create(dir, FILE_NAME, self.header())?;
         let mut head = [0u8; 64];
         head[..8].copy_from_slice(&(self.stored.vectors.len() as u64).to_le_bytes());
         out.write(&head)?;

@@ -7,6 +7,7 @@
 pub mod file;
 pub mod flat;
 pub mod hnsw;
+pub mod io;
 pub mod ivfpq;
 pub mod kmeans;
 pub mod pq;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use crate::config::{CollectionConfig, IndexConfig};
 use crate::error::Result;
 use crate::types::{Change, DocView, InternalId, Seq};
+use io::IndexDir;
 
 pub use topk::TopK;
 
@@ -57,8 +59,9 @@ pub trait DerivedIndex: Send + Sync {
     fn watermark(&self) -> Seq;
     /// Empties the index and sets its watermark, before a rebuild from the store.
     fn reset(&mut self, watermark: Seq);
-    /// Writes a checkpoint into `dir` atomically; returns the watermark it records.
-    fn checkpoint(&self, dir: &Path) -> Result<Seq>;
+    /// Writes a checkpoint into `dir` atomically (through its I/O); returns the watermark it
+    /// records.
+    fn checkpoint(&self, dir: &IndexDir) -> Result<Seq>;
     /// Replaces the in-memory state with the checkpoint in `dir`. `Ok(false)` if there is none;
     /// [`crate::Error::Corrupted`] if it is damaged, foreign or of another version.
     fn load_checkpoint(&mut self, dir: &Path) -> Result<bool>;

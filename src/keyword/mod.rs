@@ -31,6 +31,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 
 use crate::config::{CollectionConfig, TextTokenizer};
 use crate::error::{Error, Result};
+use crate::index::io::IndexDir;
 use crate::index::DerivedIndex;
 use crate::types::{Change, DocView, InternalId, Seq};
 
@@ -411,7 +412,7 @@ impl DerivedIndex for KeywordIndex {
         Ok(())
     }
 
-    fn checkpoint(&self, _dir: &Path) -> Result<Seq> {
+    fn checkpoint(&self, _dir: &IndexDir) -> Result<Seq> {
         self.commit()
     }
 
@@ -505,12 +506,19 @@ mod tests {
         keyword.reset(5);
         upsert(&mut keyword, 5, 1, "alpha");
         assert!(
-            keyword.checkpoint(dir.path()).is_err(),
+            keyword
+                .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
+                .is_err(),
             "rebuild not finished"
         );
         assert!(keyword.search("alpha", 3, None).is_err());
         keyword.finish_batch().unwrap();
-        assert_eq!(keyword.checkpoint(dir.path()).unwrap(), 5);
+        assert_eq!(
+            keyword
+                .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
+                .unwrap(),
+            5
+        );
         assert_eq!(keyword.search("alpha", 3, None).unwrap().hits.len(), 1);
     }
 
@@ -522,7 +530,12 @@ mod tests {
         keyword.finish_batch().unwrap();
         upsert(&mut keyword, 1, 1, "alpha beta");
         upsert(&mut keyword, 2, 2, "beta");
-        assert_eq!(keyword.checkpoint(dir.path()).unwrap(), 2);
+        assert_eq!(
+            keyword
+                .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
+                .unwrap(),
+            2
+        );
         drop(keyword);
         let mut reopened = index(dir.path());
         assert!(reopened.load_checkpoint(dir.path()).unwrap());

@@ -12,6 +12,7 @@ mod schema;
 mod tables;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{
@@ -23,6 +24,8 @@ use uuid::Uuid;
 
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
+use crate::faults::{FaultyStorage, StorageFaults};
+use crate::index::io::{IndexIo, OsIo};
 use crate::payload::PayloadSchema;
 use crate::types::{Change, ChangeOp, Document, InternalId, Seq};
 use tables::{CollectionTables, COLLECTIONS, META, META_NEXT_COLLECTION_ID};
@@ -79,13 +82,49 @@ pub struct Store {
 impl Store {
     /// Opens or creates the store at `path`, stamping or checking the schema version.
     /// A store held open elsewhere gives [`Error::DatabaseLocked`] at once.
-    pub fn open(path: &Path) -> Result<Store> {
+    /// With `faults`, every write and sync goes through them (tests only).
+    pub fn open(path: &Path, faults: Option<&Arc<StorageFaults>>) -> Result<Store> {
+        if !path.exists() {
+            Store::create_atomically(path, faults)?;
+        }
+        Store::open_file(path, faults)
+    }
+
+    /// Builds a new, initialised store under a temporary name and renames it into place, so
+    /// that a crash during creation never leaves a half-written store file behind (redb cannot
+    /// open one); a leftover temporary file is replaced by the next attempt.
+    fn create_atomically(path: &Path, faults: Option<&Arc<StorageFaults>>) -> Result<()> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".new");
+        let tmp = path.with_file_name(name);
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        drop(Store::open_file(&tmp, faults)?);
+        std::fs::rename(&tmp, path)?;
+        OsIo.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(())
+    }
+
+    fn open_file(path: &Path, faults: Option<&Arc<StorageFaults>>) -> Result<Store> {
         // Indexes keep their own copies of vectors, and reads of the store are point lookups:
         // a small page cache is enough (redb's default of 1 GiB would double RSS on big loads).
-        let db = match redb::Builder::new()
-            .set_cache_size(STORE_CACHE_BYTES)
-            .create(path)
-        {
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(STORE_CACHE_BYTES);
+        let opened = match faults {
+            None => builder.create(path),
+            Some(faults) => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(redb::DatabaseError::from)
+                .and_then(|file| FaultyStorage::new(file, faults.clone()))
+                .and_then(|backend| builder.create_with_backend(backend)),
+        };
+        let db = match opened {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::DatabaseLocked(

@@ -8,10 +8,10 @@
 //! - Checkpoints: written every [`CheckpointPolicy`] and on close; afterwards the change log is
 //!   trimmed up to the smallest checkpointed watermark.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::index::io::IndexDir;
 use crate::index::DerivedIndex;
 use crate::storage::CollectionReader;
 use crate::types::{Change, ChangeOp, DocView, Document};
@@ -83,11 +83,11 @@ fn finish_exclusive<I: DerivedIndex + ?Sized>(index: &mut I) -> Result<()> {
 /// Brings `index` up to date with the store: checkpoint + replay, or rebuild.
 pub(crate) fn recover<I: DerivedIndex + ?Sized>(
     index: &mut I,
-    dir: &Path,
+    dir: &IndexDir,
     reader: &CollectionReader,
 ) -> Result<Recovery> {
     let last_seq = reader.last_seq()?;
-    let reason = match index.load_checkpoint(dir) {
+    let reason = match index.load_checkpoint(dir.path()) {
         Ok(false) => "no checkpoint file".to_string(),
         Err(Error::Corrupted { file, detail }) => format!("{}: {detail}", file.display()),
         Err(other) => format!("checkpoint unreadable: {other}"),

@@ -3,6 +3,7 @@ mod cli;
 mod common;
 mod crash;
 mod errors;
+mod faults;
 mod filters;
 mod hnsw;
 mod ivfpq;

@@ -35,6 +35,7 @@ use roaring::RoaringBitmap;
 use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
 use self::visited::VisitedPool;
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
+use super::io::IndexDir;
 use super::stored::{StoredChange, StoredVectors};
 use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, VectorIndexRead};
 use crate::config::CollectionConfig;
@@ -510,14 +511,14 @@ impl DerivedIndex for HnswIndex {
         self.watermark = watermark;
     }
 
-    fn checkpoint(&self, dir: &Path) -> Result<Seq> {
+    fn checkpoint(&self, dir: &IndexDir) -> Result<Seq> {
         if !self.replaced.is_empty() {
             return Err(Error::Internal(
                 "checkpoint of an unpublished HNSW batch".into(),
             ));
         }
         self.link_pending();
-        let mut out = FileWriter::create(&Self::path(dir), self.header())?;
+        let mut out = FileWriter::create(dir, FILE_NAME, self.header())?;
         self.write_checkpoint(&mut out)?;
         out.finish()?;
         Ok(self.watermark)

@@ -38,6 +38,7 @@ use rayon::prelude::*;
 use uuid::Uuid;
 
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
+use super::io::IndexDir;
 use super::kmeans::{self, KMeansParams};
 use super::pq::ProductQuantizer;
 use super::stored::{StoredChange, StoredVectors};
@@ -644,13 +645,13 @@ impl DerivedIndex for IvfPqIndex {
         self.watermark = watermark;
     }
 
-    fn checkpoint(&self, dir: &Path) -> Result<Seq> {
+    fn checkpoint(&self, dir: &IndexDir) -> Result<Seq> {
         if self.prepared.lock().is_some() {
             return Err(Error::Internal(
                 "checkpoint of an unpublished IVF-PQ batch".into(),
             ));
         }
-        let mut out = FileWriter::create(&Self::path(dir), self.header())?;
+        let mut out = FileWriter::create(dir, FILE_NAME, self.header())?;
         self.write_checkpoint(&mut out)?;
         out.finish()?;
         Ok(self.watermark)

@@ -1,0 +1,86 @@
+//! The small I/O layer index checkpoints are written through.
+//!
+//! Production code uses [`OsIo`], the operating system's calls. Tests substitute an
+//! implementation that fails on demand ([`crate::faults::FaultyIndexIo`]) to prove that a failed
+//! checkpoint never damages the previous one nor loses an acknowledged write.
+
+use std::fmt::Debug;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The file operations a checkpoint needs. Every method has the operating system's behaviour
+/// as its default, so an implementation overrides only what it wants to intercept.
+pub trait IndexIo: Debug + Send + Sync {
+    /// Creates (or truncates) a file for writing.
+    fn create(&self, path: &Path) -> io::Result<File> {
+        File::create(path)
+    }
+
+    /// Writes all of `bytes` at the file's current position.
+    fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        file.write_all(bytes)
+    }
+
+    /// Writes all of `bytes` at `offset` (used to fill in a header last).
+    fn write_all_at(&self, file: &mut File, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(bytes)
+    }
+
+    /// Makes a file's contents durable.
+    fn sync(&self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
+
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    /// Makes a directory's entries (a rename, a new file) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// The operating system's file operations.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsIo;
+
+impl IndexIo for OsIo {}
+
+/// The folder of a collection's index files, with the I/O its checkpoints are written through.
+#[derive(Clone, Debug)]
+pub struct IndexDir {
+    path: PathBuf,
+    io: Arc<dyn IndexIo>,
+}
+
+impl IndexDir {
+    /// `path`, written through `io`.
+    pub fn new(path: PathBuf, io: Arc<dyn IndexIo>) -> Self {
+        IndexDir { path, io }
+    }
+
+    /// `path`, written through the operating system's calls.
+    pub fn os(path: PathBuf) -> Self {
+        IndexDir::new(path, Arc::new(OsIo))
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The I/O checkpoints are written through.
+    pub fn io(&self) -> &dyn IndexIo {
+        self.io.as_ref()
+    }
+
+    /// A shared handle to the same I/O, for writers that outlive the borrow.
+    pub(crate) fn io_handle(&self) -> Arc<dyn IndexIo> {
+        self.io.clone()
+    }
+}
