@@ -1,7 +1,6 @@
 //! Integration tests: one binary, one module per area.
 mod cli;
 mod common;
-mod crash;
 mod errors;
 mod faults;
 mod filters;
