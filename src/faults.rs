@@ -113,16 +113,22 @@ impl FaultPlan {
 #[derive(Debug)]
 pub struct StorageFaults {
     plan: FaultPlan,
-    journal: Mutex<Journal>,
+    journal: Mutex<Vec<Unsynced>>,
 }
 
-/// What changed in the store file since its last successful sync.
-#[derive(Debug, Default)]
-struct Journal {
-    /// (offset, bytes there before the write), oldest first.
-    undo: Vec<(u64, Vec<u8>)>,
-    /// The file's length at the last sync, if it changed since.
-    synced_len: Option<u64>,
+/// One change to the store file since its last successful sync.
+#[derive(Debug)]
+enum Unsynced {
+    /// `after` was written at `offset` over `before` (the part inside the file then, whose
+    /// length was `len_before`).
+    Write {
+        offset: u64,
+        len_before: u64,
+        before: Vec<u8>,
+        after: Vec<u8>,
+    },
+    /// The length changed from `from` to `to`; `tail` holds the bytes a shrink cut off.
+    SetLen { from: u64, to: u64, tail: Vec<u8> },
 }
 
 impl StorageFaults {
@@ -130,7 +136,7 @@ impl StorageFaults {
     pub fn new(plan: FaultPlan) -> Self {
         StorageFaults {
             plan,
-            journal: Mutex::new(Journal::default()),
+            journal: Mutex::new(Vec::new()),
         }
     }
 
@@ -140,21 +146,67 @@ impl StorageFaults {
     }
 
     /// Puts the store file of the database in `db_dir` back to its state at the last successful
-    /// sync, as a power cut would: every later write is undone and the length restored. Call it
-    /// once the database is closed; returns how many writes were undone.
+    /// sync, as a power cut that lost every unsynced write would leave it. Call it once the
+    /// database is closed; returns how many writes were lost.
     pub fn lose_unsynced_writes(&self, db_dir: &Path) -> io::Result<usize> {
+        self.power_cut(db_dir, |_| false)
+    }
+
+    /// A power cut that tears the unsynced writes: each one independently reached the disk or
+    /// not (a seeded coin), in any order, as a disk that reorders its write cache would leave
+    /// them. Length changes are kept. Returns how many writes were lost.
+    pub fn tear_unsynced_writes(&self, db_dir: &Path, seed: u64) -> io::Result<usize> {
+        let mut coin = crate::rng::SplitMix(seed);
+        self.power_cut(db_dir, move |_| coin.next() & 1 == 1)
+    }
+
+    /// Rebuilds the file from its synced image plus the unsynced writes `keep` accepts.
+    fn power_cut(&self, db_dir: &Path, mut keep: impl FnMut(usize) -> bool) -> io::Result<usize> {
         let path = crate::storage::store_path(db_dir);
-        let mut file = OpenOptions::new().write(true).open(path)?;
+        let mut image = std::fs::read(&path)?;
         let mut journal = self.journal.lock();
-        let undone = journal.undo.len();
-        for (offset, before) in journal.undo.drain(..).rev() {
-            OsIo.write_all_at(&mut file, offset, &before)?;
+        // Back to the last sync...
+        for change in journal.iter().rev() {
+            match change {
+                Unsynced::Write {
+                    offset,
+                    len_before,
+                    before,
+                    after,
+                } => {
+                    let at = *offset as usize;
+                    image[at..at + before.len()].copy_from_slice(before);
+                    if offset + after.len() as u64 > *len_before {
+                        image.truncate(*len_before as usize);
+                    }
+                }
+                Unsynced::SetLen { from, to, tail } => {
+                    image.resize(*from as usize, 0);
+                    let at = *to as usize;
+                    image[at..at + tail.len()].copy_from_slice(tail);
+                }
+            }
         }
-        if let Some(len) = journal.synced_len.take() {
-            file.set_len(len)?;
+        // ...then forward with the survivors.
+        let mut lost = 0;
+        for (i, change) in journal.iter().enumerate() {
+            match change {
+                Unsynced::Write { offset, after, .. } if keep(i) => {
+                    let at = *offset as usize;
+                    if image.len() < at + after.len() {
+                        image.resize(at + after.len(), 0);
+                    }
+                    image[at..at + after.len()].copy_from_slice(after);
+                }
+                Unsynced::Write { .. } => lost += 1,
+                Unsynced::SetLen { to, .. } => image.resize(*to as usize, 0),
+            }
         }
+        journal.clear();
+        let mut file = OpenOptions::new().write(true).truncate(true).open(&path)?;
+        OsIo.write_all(&mut file, &image)?;
         file.sync_all()?;
-        Ok(undone)
+        Ok(lost)
     }
 }
 
@@ -171,7 +223,7 @@ impl FaultyStorage {
         file: File,
         faults: std::sync::Arc<StorageFaults>,
     ) -> Result<Self, redb::DatabaseError> {
-        *faults.journal.lock() = Journal::default();
+        faults.journal.lock().clear();
         Ok(FaultyStorage {
             inner: FileBackend::new(file)?,
             faults,
@@ -190,42 +242,43 @@ impl StorageBackend for FaultyStorage {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.faults.plan.on_write()?;
-        let current = self.inner.len()?;
-        let mut journal = self.faults.journal.lock();
-        if len < current {
-            // Shrinking drops bytes a power cut could bring back: keep them.
-            let mut tail = vec![0u8; (current - len) as usize];
+        let from = self.inner.len()?;
+        let mut tail = vec![0u8; from.saturating_sub(len) as usize];
+        if !tail.is_empty() {
             self.inner.read(len, &mut tail)?;
-            journal.undo.push((len, tail));
         }
-        journal.synced_len.get_or_insert(current);
-        self.inner.set_len(len)
+        self.inner.set_len(len)?;
+        self.faults.journal.lock().push(Unsynced::SetLen {
+            from,
+            to: len,
+            tail,
+        });
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
         self.faults.plan.on_sync()?;
         self.inner.sync_data()?;
-        let mut journal = self.faults.journal.lock();
-        journal.undo.clear();
-        journal.synced_len = None;
+        self.faults.journal.lock().clear();
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.faults.plan.on_write()?;
         let len = self.inner.len()?;
-        let kept = len.saturating_sub(offset).min(data.len() as u64) as usize;
-        let mut before = vec![0u8; kept];
-        if kept > 0 {
+        let inside = len.saturating_sub(offset).min(data.len() as u64) as usize;
+        let mut before = vec![0u8; inside];
+        if inside > 0 {
             self.inner.read(offset, &mut before)?;
         }
-        let mut journal = self.faults.journal.lock();
-        journal.undo.push((offset, before));
-        if offset + data.len() as u64 > len {
-            journal.synced_len.get_or_insert(len);
-        }
-        drop(journal);
-        self.inner.write(offset, data)
+        self.inner.write(offset, data)?;
+        self.faults.journal.lock().push(Unsynced::Write {
+            offset,
+            len_before: len,
+            before,
+            after: data.to_vec(),
+        });
+        Ok(())
     }
 
     fn close(&self) -> io::Result<()> {

@@ -320,14 +320,25 @@ impl Outcomes {
 /// nothing else, except that the failed operation may be there whole.
 #[test]
 fn store_faults_then_power_loss_keep_the_acknowledged_state() {
-    let ops = workload(90, 14, false);
+    store_faults_then_power_cut(90, false);
+}
+
+/// As above, but the power cut tears the unsynced writes: each reached the disk or not, at
+/// random (redb's checksums must reject a torn commit).
+#[test]
+fn store_faults_then_torn_writes_keep_the_acknowledged_state() {
+    store_faults_then_power_cut(93, true);
+}
+
+fn store_faults_then_power_cut(seed: u64, torn: bool) {
+    let ops = workload(seed, 14, false);
     let (writes, syncs) = count_store_operations(&ops);
-    let mut undone_total = 0;
+    let mut lost_total = 0;
     let mut outcomes = Outcomes::default();
     let triggers = (1..=writes)
         .map(Trigger::NthWrite)
         .chain((1..=syncs).map(Trigger::NthSync));
-    for trigger in triggers {
+    for (k, trigger) in triggers.enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let faults = Arc::new(StorageFaults::new(FaultPlan::new(
             trigger,
@@ -343,13 +354,18 @@ fn store_faults_then_power_loss_keep_the_acknowledged_state() {
         // The last fault points fall in the close, after every operation was acknowledged.
         assert!(run.failed <= 1, "{trigger:?}: stopped at the first failure");
         if dir.path().join("quiver.redb").exists() {
-            undone_total += faults.lose_unsynced_writes(dir.path()).unwrap();
+            lost_total += if torn {
+                faults.tear_unsynced_writes(dir.path(), k as u64).unwrap()
+            } else {
+                faults.lose_unsynced_writes(dir.path()).unwrap()
+            };
         }
-        outcomes.check(dir.path(), &run, &ops, &format!("{trigger:?} + power loss"));
+        let ctx = format!("{trigger:?} + power cut (torn: {torn})");
+        outcomes.check(dir.path(), &run, &ops, &ctx);
     }
     eprintln!(
-        "store faults + power loss: {} runs ({writes} write and {syncs} sync fault points), {} \
-         failed operations absent, {} whole, {undone_total} unsynced writes dropped",
+        "store faults + power cut (torn: {torn}): {} runs ({writes} write and {syncs} sync fault \
+         points), {} failed operations absent, {} whole, {lost_total} unsynced writes lost",
         outcomes.runs, outcomes.absent, outcomes.whole
     );
 }
