@@ -49,13 +49,21 @@ fn killed_ivfpq_writers_lose_no_acknowledged_write() {
     killed_writers("ivfpq", kills_per_kind(16), 2026);
 }
 
-/// Runs `kills` rounds on one database: start a writer, kill it, verify.
+/// Kill rounds sharing one database; a soak starts a fresh one after this many, so that
+/// verification time stays flat however long it runs.
+const ROUNDS_PER_DATABASE: u64 = 64;
+
+/// Runs `kills` rounds: start a writer, kill it, verify.
 fn killed_writers(kind: &str, kills: u64, seed: u64) {
-    let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(seed);
     let mut verifier = Verifier::new(kind, seed);
+    let mut dir = tempfile::tempdir().unwrap();
     for round in 0..kills {
+        if round > 0 && round % ROUNDS_PER_DATABASE == 0 {
+            dir = tempfile::tempdir().unwrap();
+            verifier.start_new_database();
+        }
         let mut child = Command::new(&exe)
             .args([
                 "--exact",

@@ -59,6 +59,8 @@ pub struct Verifier {
     patched: u64,
     acks: usize,
     rebuilds: usize,
+    /// Rounds whose reopened index was trained (IVF-PQ).
+    trained: usize,
 }
 
 impl Verifier {
@@ -76,7 +78,14 @@ impl Verifier {
             patched: 0,
             acks: 0,
             rebuilds: 0,
+            trained: 0,
         }
+    }
+
+    /// Forgets the documents of the previous database (a soak moved to a fresh one).
+    pub fn start_new_database(&mut self) {
+        self.expected.clear();
+        self.patched = 0;
     }
 
     /// Reopens the database after round `round`'s kill and checks it.
@@ -168,6 +177,7 @@ impl Verifier {
             info.vector_index.recovery,
             Recovery::Rebuilt { .. }
         ));
+        self.trained += usize::from(info.vector_index.quantization.is_some_and(|q| q.trained));
         let report = db.check(None).unwrap();
         assert!(report.ok(), "{ctx}: {report:?}");
         for index in ["payload", "keyword"] {
@@ -219,12 +229,16 @@ impl Verifier {
     pub fn report(&self, kills: u64) {
         eprintln!(
             "crash test ({}): {kills} kills survived, {} acknowledged writes verified, {} \
-             documents at the end, {} index rebuilds on reopen",
+             documents in the last database, {} index rebuilds on reopen, {} trained",
             self.kind,
             self.acks,
             self.expected.len(),
-            self.rebuilds
+            self.rebuilds,
+            self.trained
         );
+        if self.kind == "ivfpq" && kills > 4 {
+            assert!(self.trained > 0, "no kill hit a trained IVF-PQ index");
+        }
         assert!(
             self.acks > kills as usize,
             "the children barely wrote anything ({} acks)",

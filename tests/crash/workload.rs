@@ -22,7 +22,7 @@ const DELETE_EVERY: u64 = 4;
 /// (one transaction) at a time.
 const PATCH_EVERY: u64 = 3;
 /// IVF-PQ children train their index after this batch (so kills hit trained states too).
-const IVFPQ_TRAIN_AFTER: u64 = 12;
+const IVFPQ_TRAIN_AFTER: u64 = 2;
 
 /// The id of document `j` of batch `batch` written in `round`.
 pub fn doc_id(round: u64, batch: u64, j: usize) -> Uuid {
