@@ -61,9 +61,10 @@ struct CollectionInner {
     /// The keyword index, for collections created with a text index.
     keyword: Option<KeywordState>,
     dropped: AtomicBool,
-    /// Set when an index could not be brought back in line with the store (a failed rebuild):
-    /// searches and checkpoints then refuse to run until the database is reopened.
-    poisoned: AtomicBool,
+    /// Set (with what failed) when an index could not be brought back in line with the store
+    /// (a failed rebuild): searches and checkpoints then refuse to run until the database is
+    /// reopened.
+    poisoned: Mutex<Option<String>>,
     /// Changes applied since the last checkpoint.
     dirty_changes: AtomicU64,
     last_checkpoint: Mutex<Instant>,
@@ -190,13 +191,10 @@ impl Collection {
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.path())?;
         let mut index = new_vector_index(&record.config, record.instance);
-        let mut keyword = record.config.text_indexed.then(|| {
-            Box::new(KeywordIndex::new(
-                dir.path(),
-                &record.config,
-                record.instance,
-            ))
-        });
+        let mut keyword = record
+            .config
+            .text_indexed
+            .then(|| Box::new(KeywordIndex::new(&dir, &record.config, record.instance)));
         let reader = if created {
             None
         } else {
@@ -248,7 +246,7 @@ impl Collection {
                 keyword,
                 dropped: AtomicBool::new(false),
                 dirty_changes: AtomicU64::new(replayed as u64),
-                poisoned: AtomicBool::new(false),
+                poisoned: Mutex::new(None),
                 last_checkpoint: Mutex::new(Instant::now()),
             }),
         })
@@ -282,13 +280,13 @@ impl Collection {
 
     /// Fails if an index could not be kept in line with the store (see `poisoned`).
     fn ensure_index_sound(&self) -> Result<()> {
-        if self.inner.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Internal(format!(
-                "an index of {:?} disagrees with the store after a failed rebuild; reopen the database",
-                self.name()
-            )));
+        match self.inner.poisoned.lock().as_ref() {
+            Some(detail) => Err(Error::IndexUnavailable {
+                collection: self.name().to_string(),
+                detail: format!("{detail}; reopen the database to rebuild it"),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs `drop_store` under the writer lock (after any in-flight write) and, if it succeeds,
@@ -576,12 +574,15 @@ impl Collection {
             .read(self.inner.record.id)
             .and_then(|reader| sync::rebuild(index.as_mut(), &reader));
         if let Err(e) = rebuilt {
-            self.inner.poisoned.store(true, Ordering::Release);
-            return Err(Error::Internal(format!(
-                "the write committed, but the {} index could not be rebuilt ({e}); \
-                 searches fail until the database is reopened",
-                index.name()
-            )));
+            // The write is durable, so it is acknowledged; searches refuse to run on an index
+            // that disagrees with the store until a reopen rebuilds it.
+            log::error!(
+                "the {} index of {:?} could not be rebuilt ({e}); searches fail until the \
+                 database is reopened",
+                index.name(),
+                self.name()
+            );
+            *self.inner.poisoned.lock() = Some(format!("the {} index: {e}", index.name()));
         }
         Ok(())
     }

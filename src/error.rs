@@ -91,6 +91,15 @@ pub enum Error {
     /// The internal id space of a collection is exhausted (2³² − 1 documents ever inserted).
     #[error("the collection has used up its internal id space: {0}")]
     CapacityExhausted(String),
+    /// A derived index could not be kept in line with the store (its rebuild failed, e.g. the
+    /// disk refused its files): writes still commit, searches fail until a reopen rebuilds it.
+    #[error("an index of collection {collection:?} is unavailable: {detail}")]
+    IndexUnavailable {
+        /// The collection.
+        collection: String,
+        /// What failed.
+        detail: String,
+    },
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -142,6 +151,7 @@ impl Error {
             Error::UpgradeRequired { .. } => "upgrade_required",
             Error::Corrupted { .. } => "corrupted",
             Error::CapacityExhausted(_) => "capacity_exhausted",
+            Error::IndexUnavailable { .. } => "index_unavailable",
             Error::Io(_) => "io",
             Error::Storage(_) => "storage",
             Error::Internal(_) => "internal",

@@ -335,6 +335,11 @@ impl IndexIo for FaultyIndexIo {
         OsIo.create(path)
     }
 
+    fn create_new(&self, path: &Path) -> io::Result<File> {
+        self.plan.on_write()?;
+        OsIo.create_new(path)
+    }
+
     fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
         self.plan.on_write()?;
         OsIo.write_all(file, bytes)

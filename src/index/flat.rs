@@ -366,7 +366,9 @@ mod tests {
             );
         }
         apply(&mut index, 51, 7, None);
-        index.checkpoint(dir.path()).unwrap();
+        index
+            .checkpoint(&crate::index::io::IndexDir::os(dir.path().to_path_buf()))
+            .unwrap();
         let mut loaded = FlatIndex::new(&config, 1);
         assert!(loaded.load_checkpoint(dir.path()).unwrap());
         assert_eq!(loaded.watermark(), 51);

@@ -18,6 +18,14 @@ pub trait IndexIo: Debug + Send + Sync {
         File::create(path)
     }
 
+    /// Creates a file for writing that must not exist yet.
+    fn create_new(&self, path: &Path) -> io::Result<File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    }
+
     /// Writes all of `bytes` at the file's current position.
     fn write_all(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)

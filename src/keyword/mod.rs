@@ -14,6 +14,7 @@
 
 mod analyzer;
 mod collector;
+mod directory;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,13 +28,16 @@ use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, Term,
+};
 
 use crate::config::{CollectionConfig, TextTokenizer};
 use crate::error::{Error, Result};
-use crate::index::io::IndexDir;
+use crate::index::io::{IndexDir, IndexIo};
 use crate::index::DerivedIndex;
 use crate::types::{Change, DocView, InternalId, Seq};
+use directory::IoDirectory;
 
 pub use analyzer::{terms, MAX_QUERY_TERMS};
 
@@ -78,6 +82,8 @@ pub struct KeywordSearch {
 /// The keyword index of one collection.
 pub struct KeywordIndex {
     folder: PathBuf,
+    /// The I/O tantivy's files are written through.
+    io: Arc<dyn IndexIo>,
     tokenizer: TextTokenizer,
     fingerprint: u64,
     /// The open tantivy index; `None` until loaded or reset.
@@ -105,16 +111,31 @@ struct OpenIndex {
     reader: IndexReader,
 }
 
+/// tantivy's failures are environment errors ([`Error::Io`]): we build every query and the
+/// schema ourselves, so what tantivy reports comes from its files (I/O, locks, damage), often
+/// wrapped in its own error types.
 fn tantivy_error(e: tantivy::TantivyError) -> Error {
-    Error::Internal(format!("keyword index: {e}"))
+    let kind = match &e {
+        tantivy::TantivyError::IoError(io) => io.kind(),
+        _ => std::io::ErrorKind::Other,
+    };
+    Error::Io(std::io::Error::new(kind, format!("keyword index: {e}")))
+}
+
+/// The index cannot be used until a rebuild succeeds: an I/O problem, as far as callers know.
+fn unavailable(reason: impl std::fmt::Display) -> Error {
+    Error::Io(std::io::Error::other(format!(
+        "keyword index unavailable: {reason}"
+    )))
 }
 
 impl KeywordIndex {
     /// The keyword index of the collection whose folder is `collection_dir` (nothing is opened
     /// until [`DerivedIndex::load_checkpoint`] or [`DerivedIndex::reset`]).
-    pub fn new(collection_dir: &Path, config: &CollectionConfig, instance: u64) -> Self {
+    pub fn new(collection_dir: &IndexDir, config: &CollectionConfig, instance: u64) -> Self {
         KeywordIndex {
-            folder: collection_dir.join(FOLDER),
+            folder: collection_dir.path().join(FOLDER),
+            io: collection_dir.io_handle(),
             tokenizer: config.text_tokenizer,
             fingerprint: config.text_fingerprint(instance),
             open: None,
@@ -140,13 +161,11 @@ impl KeywordIndex {
 
     fn open_index(&self) -> Result<&OpenIndex> {
         if self.broken.load(Ordering::Acquire) {
-            return Err(Error::Internal(
-                "keyword index: a commit failed; it needs a rebuild".into(),
-            ));
+            return Err(unavailable("a commit failed; it needs a rebuild"));
         }
         self.open
             .as_ref()
-            .ok_or_else(|| Error::Internal("keyword index used before it was opened".into()))
+            .ok_or_else(|| unavailable("it could not be created or opened"))
     }
 
     /// Whether a failed commit left the index unusable until it is rebuilt.
@@ -192,7 +211,9 @@ impl KeywordIndex {
             file: self.folder.clone(),
             detail,
         };
-        let index = Index::open_in_dir(&self.folder).map_err(|e| corrupted(e.to_string()))?;
+        let index = IoDirectory::open(&self.folder, self.io.clone())
+            .and_then(Index::open)
+            .map_err(|e| corrupted(e.to_string()))?;
         let damaged = damaged_files(&index).map_err(|e| corrupted(e.to_string()))?;
         if !damaged.is_empty() {
             return Err(corrupted(format!("checksum mismatch in {damaged:?}")));
@@ -238,9 +259,7 @@ impl KeywordIndex {
         // again would record documents it silently dropped. Only a rebuild helps.
         let failed = |e: tantivy::TantivyError| {
             self.broken.store(true, Ordering::Release);
-            Error::Internal(format!(
-                "keyword index commit failed ({e}); it needs a rebuild"
-            ))
+            tantivy_error(e)
         };
         let payload = serde_json::to_string(&CommitPayload {
             format: PAYLOAD_FORMAT.to_string(),
@@ -392,7 +411,9 @@ impl DerivedIndex for KeywordIndex {
                 std::fs::remove_dir_all(&self.folder)?;
             }
             std::fs::create_dir_all(&self.folder)?;
-            let index = Index::create_in_dir(&self.folder, self.schema()).map_err(tantivy_error)?;
+            let index = IoDirectory::open(&self.folder, self.io.clone())
+                .and_then(|dir| Index::create(dir, self.schema(), IndexSettings::default()))
+                .map_err(tantivy_error)?;
             self.start(index, 0)
         })();
         match created {
@@ -480,7 +501,11 @@ mod tests {
 
     fn index(dir: &Path) -> KeywordIndex {
         let config = CollectionConfig::new(2, Metric::L2).with_text_index(true);
-        KeywordIndex::new(dir, &config, 7)
+        KeywordIndex::new(&os(dir), &config, 7)
+    }
+
+    fn os(dir: &Path) -> IndexDir {
+        IndexDir::os(dir.to_path_buf())
     }
 
     fn upsert(index: &mut KeywordIndex, seq: Seq, id: InternalId, text: &str) {
@@ -506,19 +531,12 @@ mod tests {
         keyword.reset(5);
         upsert(&mut keyword, 5, 1, "alpha");
         assert!(
-            keyword
-                .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
-                .is_err(),
+            keyword.checkpoint(&os(dir.path())).is_err(),
             "rebuild not finished"
         );
         assert!(keyword.search("alpha", 3, None).is_err());
         keyword.finish_batch().unwrap();
-        assert_eq!(
-            keyword
-                .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
-                .unwrap(),
-            5
-        );
+        assert_eq!(keyword.checkpoint(&os(dir.path())).unwrap(), 5);
         assert_eq!(keyword.search("alpha", 3, None).unwrap().hits.len(), 1);
     }
 
@@ -530,12 +548,7 @@ mod tests {
         keyword.finish_batch().unwrap();
         upsert(&mut keyword, 1, 1, "alpha beta");
         upsert(&mut keyword, 2, 2, "beta");
-        assert_eq!(
-            keyword
-                .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
-                .unwrap(),
-            2
-        );
+        assert_eq!(keyword.checkpoint(&os(dir.path())).unwrap(), 2);
         drop(keyword);
         let mut reopened = index(dir.path());
         assert!(reopened.load_checkpoint(dir.path()).unwrap());
@@ -546,13 +559,13 @@ mod tests {
         let config = CollectionConfig::new(2, Metric::L2)
             .with_text_index(true)
             .with_text_tokenizer(TextTokenizer::Whitespace);
-        let mut foreign = KeywordIndex::new(dir.path(), &config, 7);
+        let mut foreign = KeywordIndex::new(&os(dir.path()), &config, 7);
         assert!(matches!(
             foreign.load_checkpoint(dir.path()),
             Err(Error::Corrupted { .. })
         ));
         let mut other = KeywordIndex::new(
-            dir.path(),
+            &os(dir.path()),
             &config.with_text_tokenizer(TextTokenizer::English),
             8,
         );

@@ -53,7 +53,9 @@ fn status_of(error: &Error) -> StatusCode {
         Error::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::CollectionNotFound(_) | Error::DocumentNotFound(_) => StatusCode::NOT_FOUND,
         Error::CollectionExists(_) | Error::DocumentExists(_) => StatusCode::CONFLICT,
-        Error::DatabaseLocked(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::DatabaseLocked(_) | Error::IndexUnavailable { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
