@@ -34,6 +34,7 @@ pub struct OpenOptions {
     checkpoint_policy: CheckpointPolicy,
     storage_faults: Option<Arc<StorageFaults>>,
     index_io: Arc<dyn IndexIo>,
+    verify_store: bool,
 }
 
 impl Default for OpenOptions {
@@ -42,6 +43,7 @@ impl Default for OpenOptions {
             checkpoint_policy: CheckpointPolicy::default(),
             storage_faults: None,
             index_io: Arc::new(OsIo),
+            verify_store: false,
         }
     }
 }
@@ -55,6 +57,14 @@ impl OpenOptions {
     /// When indexes checkpoint in the background.
     pub fn checkpoint_policy(mut self, policy: CheckpointPolicy) -> Self {
         self.checkpoint_policy = policy;
+        self
+    }
+
+    /// Verifies the checksum of every page of the store before opening it (it reads the whole
+    /// file; `quiver check` does this). Damage redb can repair from an intact earlier commit is
+    /// repaired (and logged); damage it cannot gives [`Error::Corrupted`].
+    pub fn verify_store(mut self, verify: bool) -> Self {
+        self.verify_store = verify;
         self
     }
 
@@ -101,13 +111,35 @@ impl Database {
     }
 
     /// Opens the database in `dir` with these options.
+    ///
+    /// A store file damaged in a way redb does not detect as such can make redb panic while
+    /// decoding it (e.g. invalid UTF-8 in a key); that is reported as [`Error::Corrupted`].
     pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Database> {
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.as_ref();
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Database::open_unguarded(dir, options)
+        }));
+        opened.unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(Error::corrupted(
+                store_path(dir),
+                format!("the store could not be decoded: {detail}"),
+            ))
+        })
+    }
+
+    fn open_unguarded(dir: &Path, options: OpenOptions) -> Result<Database> {
+        let dir = dir.to_path_buf();
         let new = !store_path(&dir).exists();
         std::fs::create_dir_all(&dir)?;
         let store = Arc::new(Store::open(
             &store_path(&dir),
             options.storage_faults.as_ref(),
+            options.verify_store,
         )?);
         let collections_dir = dir.join(COLLECTIONS_DIR);
         std::fs::create_dir_all(&collections_dir)?;

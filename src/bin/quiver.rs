@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use quiverdb::bench;
 use quiverdb::import::{self, FvecsIds};
 use quiverdb::{
-    CollectionConfig, Database, Error, Filter, IndexConfig, Metric, PayloadField, SearchRequest,
+    CollectionConfig, Database, Error, Filter, IndexConfig, Metric, OpenOptions, PayloadField,
+    SearchRequest,
 };
 use uuid::Uuid;
 
@@ -129,7 +130,8 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
-    /// Verify every derived index against the store; exits non-zero on any disagreement.
+    /// Verify the store's page checksums and every derived index against the store; exits
+    /// non-zero on any damage or disagreement.
     Check {
         /// Only this collection.
         name: Option<String>,
@@ -359,7 +361,9 @@ fn run(cli: Cli) -> CliResult {
         )
         .into());
     }
-    let db = Database::open(&dir)?;
+    // `check` also verifies the checksum of every page of the store.
+    let verify_store = matches!(cli.command, Command::Check { .. });
+    let db = Database::open_with(&dir, OpenOptions::new().verify_store(verify_store))?;
     if let Command::Serve {
         addr,
         api_key,

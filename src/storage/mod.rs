@@ -82,12 +82,13 @@ pub struct Store {
 impl Store {
     /// Opens or creates the store at `path`, stamping or checking the schema version.
     /// A store held open elsewhere gives [`Error::DatabaseLocked`] at once.
-    /// With `faults`, every write and sync goes through them (tests only).
-    pub fn open(path: &Path, faults: Option<&Arc<StorageFaults>>) -> Result<Store> {
+    /// With `faults`, every write and sync goes through them (tests only). With `verify`, every
+    /// page's checksum is verified first (slow: it reads the whole file).
+    pub fn open(path: &Path, faults: Option<&Arc<StorageFaults>>, verify: bool) -> Result<Store> {
         if !path.exists() {
             Store::create_atomically(path, faults)?;
         }
-        Store::open_file(path, faults)
+        Store::open_file(path, faults, verify)
     }
 
     /// Builds a new, initialised store under a temporary name and renames it into place, so
@@ -101,13 +102,13 @@ impl Store {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
-        drop(Store::open_file(&tmp, faults)?);
+        drop(Store::open_file(&tmp, faults, false)?);
         std::fs::rename(&tmp, path)?;
         OsIo.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
         Ok(())
     }
 
-    fn open_file(path: &Path, faults: Option<&Arc<StorageFaults>>) -> Result<Store> {
+    fn open_file(path: &Path, faults: Option<&Arc<StorageFaults>>, verify: bool) -> Result<Store> {
         // Indexes keep their own copies of vectors, and reads of the store are point lookups:
         // a small page cache is enough (redb's default of 1 GiB would double RSS on big loads).
         let mut builder = redb::Builder::new();
@@ -124,7 +125,7 @@ impl Store {
                 .and_then(|file| FaultyStorage::new(file, faults.clone()))
                 .and_then(|backend| builder.create_with_backend(backend)),
         };
-        let db = match opened {
+        let mut db = match opened {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::DatabaseLocked(
@@ -133,6 +134,12 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        if verify && !db.check_integrity()? {
+            log::warn!(
+                "{}: damaged pages found; redb repaired the file from its last intact commit",
+                path.display()
+            );
+        }
         let txn = db.begin_write()?;
         schema::init_or_check(&txn)?;
         txn.open_table(COLLECTIONS)?;

@@ -52,7 +52,7 @@ mod tests {
     fn newer_schema_is_refused_with_upgrade_required() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quiver.redb");
-        drop(Store::open(&path, None).unwrap());
+        drop(Store::open(&path, None, false).unwrap());
         {
             let db = redb::Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
@@ -62,7 +62,7 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        match Store::open(&path, None) {
+        match Store::open(&path, None, false) {
             Err(Error::UpgradeRequired { found, supported }) => {
                 assert_eq!(found as u64, SCHEMA_VERSION + 1);
                 assert_eq!(supported as u64, SCHEMA_VERSION);
