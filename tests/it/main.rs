@@ -1,7 +1,9 @@
 //! Integration tests: one binary, one module per area.
 mod cli;
 mod common;
+mod concurrency;
 mod crash;
+mod damage;
 mod errors;
 mod filters;
 mod hnsw;
