@@ -219,6 +219,21 @@ impl KeywordIndex {
         Ok(Some((index, payload.watermark)))
     }
 
+    /// Opens the inverted index of both fields in every segment. Tantivy opens some files
+    /// lazily: a missing positions file reads as empty until a query needs it, then every
+    /// search fails. Found now, it is a damaged index, rebuilt from the store.
+    fn check_segments_readable(&self, open: &OpenIndex) -> Result<()> {
+        for segment in open.reader.searcher().segment_readers() {
+            for field in [open.id, open.text] {
+                segment.inverted_index(field).map_err(|e| Error::Corrupted {
+                    file: self.folder.clone(),
+                    detail: format!("segment {}: {e}", segment.segment_id().uuid_string()),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Commits what the writer holds (with the current watermark) and makes it searchable.
     /// Returns the committed watermark.
     fn commit(&self) -> Result<Seq> {
@@ -419,18 +434,24 @@ impl DerivedIndex for KeywordIndex {
         self.open = None;
         // Tantivy's readers are not hardened against every damaged byte: a panic while opening
         // is a damaged index like any other.
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.open_committed()))
-                .unwrap_or_else(|_| {
-                    Err(Error::Corrupted {
-                        file: self.folder.clone(),
-                        detail: "tantivy panicked while opening the index".into(),
-                    })
-                })?;
-        let Some((index, watermark)) = opened else {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some((index, watermark)) = self.open_committed()? else {
+                return Ok(None);
+            };
+            let open = self.start(index, watermark)?;
+            self.check_segments_readable(&open)?;
+            Ok(Some((open, watermark)))
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::Corrupted {
+                file: self.folder.clone(),
+                detail: "tantivy panicked while opening the index".into(),
+            })
+        })?;
+        let Some((open, watermark)) = opened else {
             return Ok(false);
         };
-        self.open = Some(self.start(index, watermark)?);
+        self.open = Some(open);
         self.applied.store(watermark, Ordering::Release);
         self.pending.store(false, Ordering::Release);
         Ok(true)
