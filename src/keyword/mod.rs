@@ -44,6 +44,8 @@ const PAYLOAD_FORMAT: &str = "quiver-keyword/1";
 const MAX_SEGMENTS: usize = 8;
 /// Indexing memory of tantivy's writer (its minimum is 15 MB per thread).
 const WRITER_MEMORY_BYTES: usize = 32 << 20;
+/// Our record of meta.json's checksum, next to it.
+const META_CHECKSUM_FILE: &str = "quiver-meta.crc32c";
 /// Schema field names.
 const ID_FIELD: &str = "id";
 const TEXT_FIELD: &str = "text";
@@ -191,6 +193,7 @@ impl KeywordIndex {
             file: self.folder.clone(),
             detail,
         };
+        check_meta_checksum(&self.folder).map_err(corrupted)?;
         let index = Index::open_in_dir(&self.folder).map_err(|e| corrupted(e.to_string()))?;
         let damaged = damaged_files(&index).map_err(|e| corrupted(e.to_string()))?;
         if !damaged.is_empty() {
@@ -266,6 +269,10 @@ impl KeywordIndex {
         prepared.set_payload(&payload);
         prepared.commit().map_err(failed)?;
         merge_small_segments(&mut writer.0).map_err(failed)?;
+        if let Err(e) = write_meta_checksum(&self.folder) {
+            // The next open then sees a mismatch and rebuilds: safe.
+            log::warn!("keyword index: could not record the checksum of meta.json: {e}");
+        }
         open.reader.reload().map_err(tantivy_error)?;
         writer.1 = watermark;
         self.pending.store(false, Ordering::Release);
@@ -330,6 +337,32 @@ impl KeywordIndex {
             })
             .unwrap_or(0)
     }
+}
+
+/// Records the checksum of tantivy's meta.json, which has none of its own (a damaged meta.json
+/// that still parses, e.g. a segment's deletes key garbled, would silently bring deleted
+/// documents back). Written after meta.json is durable, without fsync: a lost or stale record
+/// only makes the next open rebuild.
+fn write_meta_checksum(folder: &Path) -> std::io::Result<()> {
+    let meta = std::fs::read(folder.join("meta.json"))?;
+    let tmp = folder.join(format!("{META_CHECKSUM_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{:08x}\n", crc32c::crc32c(&meta)))?;
+    std::fs::rename(&tmp, folder.join(META_CHECKSUM_FILE))
+}
+
+/// Checks meta.json against the checksum recorded at the last commit (none: written by an
+/// older version, accepted).
+fn check_meta_checksum(folder: &Path) -> std::result::Result<(), String> {
+    let recorded = match std::fs::read_to_string(folder.join(META_CHECKSUM_FILE)) {
+        Ok(recorded) => recorded,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{META_CHECKSUM_FILE}: {e}")),
+    };
+    let meta = std::fs::read(folder.join("meta.json")).map_err(|e| format!("meta.json: {e}"))?;
+    if recorded.trim() != format!("{:08x}", crc32c::crc32c(&meta)) {
+        return Err("meta.json does not match the checksum recorded at its commit".into());
+    }
+    Ok(())
 }
 
 /// Merges the smallest committed segments into one when there are more than

@@ -21,7 +21,7 @@ use quiverdb::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{distance_f64, Rng};
+use crate::common::{distance_f64, scratch_dir, Rng};
 
 /// Documents per batch.
 const B: usize = 20;
@@ -35,7 +35,7 @@ const WATCHDOG: Duration = Duration::from_secs(60);
 const INITIAL_BATCHES: u64 = 20;
 /// The writer keeps at least this many batches and at most this many.
 const MIN_LIVE: usize = 15;
-const MAX_LIVE: usize = 70;
+const MAX_LIVE: usize = 90;
 /// Recall of approximate searches is averaged over windows of this many queries per reader.
 const WINDOW: usize = 40;
 /// Each window's mean recall@10 must reach this.
@@ -578,7 +578,7 @@ fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
 
 fn run(setup: Setup, seed: u64) {
     let started = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let db = Database::open(dir.path()).unwrap();
     let config = CollectionConfig::new(DIM, Metric::L2)
         .with_index(setup.index.clone())
@@ -704,11 +704,18 @@ fn run(setup: Setup, seed: u64) {
         .map(|w| w.iter().sum::<f64>() / WINDOW as f64)
         .fold(f64::INFINITY, f64::min);
     let live = shared.stable.lock().unwrap().len();
+    let quantization = c
+        .info()
+        .unwrap()
+        .vector_index
+        .quantization
+        .map(|q| format!(" (IVF-PQ trained: {}, on {:?} vectors)", q.trained, q.trained_on))
+        .unwrap_or_default();
     eprintln!(
         "concurrency {}: writer {} inserts, {} deletes, {} re-embeds (slowest call {:.1?}); \
          {} reads [count_where {}, filtered vector {}, keyword {}, filtered hybrid {}, hybrid {}, \
          vector {}], {whole} saw a whole batch; recall@10 mean {mean:.3}, worst window of \
-         {WINDOW} {worst_window:.3}; {live} batches live; {:.1?}",
+         {WINDOW} {worst_window:.3}; {live} batches live{quantization}; {:.1?}",
         setup.name,
         writer.inserts,
         writer.deletes,
@@ -801,7 +808,7 @@ fn trained_ivfpq_one_writer_eight_readers() {
             },
             train: true,
             exact: false,
-            tune: |r| r.with_nprobe(4).with_refine(10),
+            tune: |r| r.with_nprobe(6).with_refine(10),
         },
         7_300,
     );

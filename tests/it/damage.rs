@@ -22,7 +22,7 @@ use serde_json::json;
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use crate::common::{assert_matches_brute_force, brute_force, copy_dir, Rng};
+use crate::common::{assert_matches_brute_force, brute_force, copy_dir, scratch_dir, Rng};
 
 // ----- allocation tracking ---------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ const ALLOCATION_LIMIT: usize = 256 << 20;
 // ----- the fixture -----------------------------------------------------------------------------
 
 /// Random trials per index kind (CI); `QUIVER_DAMAGE_TRIALS` overrides.
-const DEFAULT_TRIALS: usize = 400;
+const DEFAULT_TRIALS: usize = 800;
 const DIM: usize = 12;
 const GROUPS: i64 = 5;
 const WORDS: &[&str] = &[
@@ -167,6 +167,8 @@ struct Fixture {
     good: Vec<u8>,
     /// A copy of the good keyword folder.
     good_keyword: TempDir,
+    /// The largest single allocation any open made so far.
+    largest: Cell<usize>,
 }
 
 impl Fixture {
@@ -174,7 +176,7 @@ impl Fixture {
     /// keyword index holds several segments), trains IVF-PQ, deletes and re-embeds a few (so
     /// that the files hold vacant slots and deletes), closes.
     fn build(kind: Kind, seed: u64) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = scratch_dir();
         let root = dir.path().to_path_buf();
         let mut rng = Rng(seed);
         let mut docs: BTreeMap<Uuid, (Vec<f32>, i64, String)> = BTreeMap::new();
@@ -287,7 +289,7 @@ impl Fixture {
         assert_eq!(folders.len(), 1);
         let collection_dir = folders[0].clone();
         let good = std::fs::read(collection_dir.join(kind.file_name())).unwrap();
-        let good_keyword = tempfile::tempdir().unwrap();
+        let good_keyword = scratch_dir();
         copy_dir(&collection_dir.join("keyword"), good_keyword.path());
         let fixture = Fixture {
             _dir: dir,
@@ -299,6 +301,7 @@ impl Fixture {
             terms,
             good,
             good_keyword,
+            largest: Cell::new(0),
         };
         // The undamaged files load as they are.
         let (vector, keyword) = fixture.verify("undamaged").expect("opens");
@@ -332,6 +335,7 @@ impl Fixture {
             largest <= ALLOCATION_LIMIT,
             "{ctx}: opening made a single allocation of {largest} bytes"
         );
+        self.largest.set(self.largest.get().max(largest));
         let db = match opened {
             Ok(db) => db,
             Err(Error::Corrupted { file, detail }) => {
@@ -686,8 +690,9 @@ fn damage_vector_index(kind: Kind, seed: u64) {
         fixture.restore();
     }
     eprintln!(
-        "damage {kind:?} ({}): {tally} in {:.1?}",
+        "damage {kind:?} ({}): {tally}; largest allocation while opening {} KiB; {:.1?}",
         kind.file_name(),
+        fixture.largest.get() >> 10,
         started.elapsed()
     );
     assert_eq!(tally.trials, trials());
@@ -733,7 +738,9 @@ fn absurd_sizes_fail_fast_without_allocating() {
             }
         }
         eprintln!(
-            "absurd sizes {kind:?}: {tally}; slowest open + checks {slowest:.1?}, total {:.1?}",
+            "absurd sizes {kind:?}: {tally}; slowest open + checks {slowest:.1?}, largest \
+             allocation while opening {} KiB; {:.1?}",
+            fixture.largest.get() >> 10,
             started.elapsed()
         );
         assert!(
@@ -906,7 +913,9 @@ fn damaged_keyword_folders_are_rebuilt() {
         fixture.restore();
     }
     eprintln!(
-        "damage keyword (tantivy folder): {tally} in {:.1?}",
+        "damage keyword (tantivy folder): {tally}; largest allocation while opening {} KiB; \
+         {:.1?}",
+        fixture.largest.get() >> 10,
         started.elapsed()
     );
 }
