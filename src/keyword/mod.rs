@@ -228,10 +228,12 @@ impl KeywordIndex {
     fn check_segments_readable(&self, open: &OpenIndex) -> Result<()> {
         for segment in open.reader.searcher().segment_readers() {
             for field in [open.id, open.text] {
-                segment.inverted_index(field).map_err(|e| Error::Corrupted {
-                    file: self.folder.clone(),
-                    detail: format!("segment {}: {e}", segment.segment_id().uuid_string()),
-                })?;
+                segment
+                    .inverted_index(field)
+                    .map_err(|e| Error::Corrupted {
+                        file: self.folder.clone(),
+                        detail: format!("segment {}: {e}", segment.segment_id().uuid_string()),
+                    })?;
             }
         }
         Ok(())

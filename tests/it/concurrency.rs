@@ -148,8 +148,7 @@ impl Writer<'_> {
     /// Records a new version of `batch` (before writing it, so that readers accept it as soon
     /// as it can be seen), writes it and marks it stable.
     fn write_batch(&mut self, batch: u64) {
-        let vectors: Arc<Vec<Vec<f32>>> =
-            Arc::new((0..B).map(|_| self.rng.vector(DIM)).collect());
+        let vectors: Arc<Vec<Vec<f32>>> = Arc::new((0..B).map(|_| self.rng.vector(DIM)).collect());
         self.shared
             .versions
             .write()
@@ -301,7 +300,9 @@ impl Reader<'_> {
         for hit in hits {
             let (b, i) = decode(hit.id);
             if b != batch || i >= B || std::mem::replace(&mut seen[i], true) {
-                self.violation(format!("{what} on batch {batch}: foreign or repeated hit {b}/{i}"));
+                self.violation(format!(
+                    "{what} on batch {batch}: foreign or repeated hit {b}/{i}"
+                ));
                 return;
             }
         }
@@ -709,7 +710,12 @@ fn run(setup: Setup, seed: u64) {
         .unwrap()
         .vector_index
         .quantization
-        .map(|q| format!(" (IVF-PQ trained: {}, on {:?} vectors)", q.trained, q.trained_on))
+        .map(|q| {
+            format!(
+                " (IVF-PQ trained: {}, on {:?} vectors)",
+                q.trained, q.trained_on
+            )
+        })
         .unwrap_or_default();
     eprintln!(
         "concurrency {}: writer {} inserts, {} deletes, {} re-embeds (slowest call {:.1?}); \
@@ -754,7 +760,12 @@ fn run(setup: Setup, seed: u64) {
 
     // Afterwards: exactly the stable batches, and every index agrees with the store.
     let stable = shared.stable.lock().unwrap().clone();
-    assert_eq!(c.count().unwrap(), (stable.len() * B) as u64, "{}", setup.name);
+    assert_eq!(
+        c.count().unwrap(),
+        (stable.len() * B) as u64,
+        "{}",
+        setup.name
+    );
     for batch in stable.keys().take(5) {
         assert_eq!(c.count_where(&batch_filter(*batch)).unwrap(), B as u64);
         let hits = c

@@ -373,7 +373,11 @@ impl Fixture {
                 .unwrap_or_else(|err| panic!("{ctx}, keyword {term}: {err}"))
                 .hits;
             let got: BTreeSet<Uuid> = hits.iter().map(|h| h.id).collect();
-            assert_eq!(got.len(), hits.len(), "{ctx}, keyword {term}: a repeated hit");
+            assert_eq!(
+                got.len(),
+                hits.len(),
+                "{ctx}, keyword {term}: a repeated hit"
+            );
             assert_eq!(&got, ids, "{ctx}, keyword {term}");
         }
         let report = db.check(None).unwrap();
@@ -502,13 +506,28 @@ fn fields(kind: Kind, good: &[u8]) -> Vec<Field> {
             ]);
             // Levels (one byte per slot), then layer-0 blocks of 1 + 2M words.
             for node in [0, 1, n / 2, n - 1] {
-                f.push(Field::new(format!("level of node {node}"), stored + node, 1, true));
+                f.push(Field::new(
+                    format!("level of node {node}"),
+                    stored + node,
+                    1,
+                    true,
+                ));
             }
             let level0 = stored + n.next_multiple_of(4);
             for node in [0, n / 3, n - 1] {
                 let block = level0 + node * (1 + 2 * m) * 4;
-                f.push(Field::new(format!("link count of node {node}"), block, 4, false));
-                f.push(Field::new(format!("first link of node {node}"), block + 4, 4, false));
+                f.push(Field::new(
+                    format!("link count of node {node}"),
+                    block,
+                    4,
+                    false,
+                ));
+                f.push(Field::new(
+                    format!("first link of node {node}"),
+                    block + 4,
+                    4,
+                    false,
+                ));
             }
         }
         Kind::IvfPq => {
@@ -525,7 +544,12 @@ fn fields(kind: Kind, good: &[u8]) -> Vec<Field> {
             ]);
             let lengths = stored + nlist * DIM * 4 + m * 256 * (DIM / m) * 4;
             for list in [0, nlist / 2, nlist - 1] {
-                f.push(Field::new(format!("length of list {list}"), lengths + list * 8, 8, true));
+                f.push(Field::new(
+                    format!("length of list {list}"),
+                    lengths + list * 8,
+                    8,
+                    true,
+                ));
             }
             let first_list = lengths + nlist * 8;
             f.push(Field::new("first slot of list 0", first_list, 4, false));
@@ -607,7 +631,10 @@ fn damage_index_file(
             };
             let (b, expect) = forge(good, field, value);
             return (
-                format!("{} forged {original} -> {value} (checksums valid)", field.name),
+                format!(
+                    "{} forged {original} -> {value} (checksums valid)",
+                    field.name
+                ),
                 Some(b),
                 expect,
             );
@@ -717,7 +744,11 @@ fn damaged_ivfpq_files_are_rebuilt() {
 /// fails over to a rebuild quickly, without a large allocation.
 #[test]
 fn absurd_sizes_fail_fast_without_allocating() {
-    for (kind, seed) in [(Kind::Flat, 9_410), (Kind::Hnsw, 9_420), (Kind::IvfPq, 9_430)] {
+    for (kind, seed) in [
+        (Kind::Flat, 9_410),
+        (Kind::Hnsw, 9_420),
+        (Kind::IvfPq, 9_430),
+    ] {
         let started = Instant::now();
         let fixture = Fixture::build(kind, seed);
         let file = fixture.index_file();
@@ -825,7 +856,10 @@ fn damage_keyword_folder(rng: &mut Rng, good: &Path, dir: &Path) -> (String, Str
             let (at, bit) = (rng.below(len), rng.below(8));
             bytes[at] ^= 1 << bit;
             from = at;
-            (format!("bit {bit} of byte {at} of {name} flipped"), "bit flip")
+            (
+                format!("bit {bit} of byte {at} of {name} flipped"),
+                "bit flip",
+            )
         }
         45..=59 if len > 0 => {
             let at = rng.below(len);
@@ -834,12 +868,18 @@ fn damage_keyword_folder(rng: &mut Rng, good: &Path, dir: &Path) -> (String, Str
                 *x = rng.next_u64() as u8;
             }
             from = at;
-            (format!("{n} bytes at {at} of {name} overwritten"), "overwrite")
+            (
+                format!("{n} bytes at {at} of {name} overwritten"),
+                "overwrite",
+            )
         }
         60..=79 => {
             let cut = rng.below(len + 1);
             bytes.truncate(cut);
-            (format!("{name} truncated to {cut} of {len} bytes"), "truncation")
+            (
+                format!("{name} truncated to {cut} of {len} bytes"),
+                "truncation",
+            )
         }
         80..=84 => {
             bytes.clear();
@@ -852,12 +892,19 @@ fn damage_keyword_folder(rng: &mut Rng, good: &Path, dir: &Path) -> (String, Str
             } else {
                 Expect::Either
             };
-            return (format!("{name} deleted"), format!("{} deleted", ext(&name)), expect);
+            return (
+                format!("{name} deleted"),
+                format!("{} deleted", ext(&name)),
+                expect,
+            );
         }
         _ => {
             let n = 1 + rng.below(100);
             bytes.extend((0..n).map(|_| rng.next_u64() as u8));
-            (format!("{n} bytes of garbage appended to {name}"), "garbage")
+            (
+                format!("{n} bytes of garbage appended to {name}"),
+                "garbage",
+            )
         }
     };
     std::fs::write(&path, &bytes).unwrap();
@@ -902,8 +949,11 @@ fn damaged_keyword_folders_are_rebuilt() {
     // Keyword trials rebuild tantivy indexes, which costs more than a vector index: half.
     let trials = trials().div_ceil(2).max(1);
     for trial in 0..trials {
-        let (what, key, expect) =
-            damage_keyword_folder(&mut rng, fixture.good_keyword.path(), &fixture.keyword_dir());
+        let (what, key, expect) = damage_keyword_folder(
+            &mut rng,
+            fixture.good_keyword.path(),
+            &fixture.keyword_dir(),
+        );
         let ctx = format!("keyword seed {seed} trial {trial}: {what}");
         let outcome = fixture.verify(&ctx).map(|(vector, keyword)| {
             assert_eq!(vector, Recovery::Loaded { replayed: 0 }, "{ctx}");
@@ -964,4 +1014,3 @@ fn every_keyword_file_deleted_truncated_or_flipped_is_rebuilt() {
     }
     eprintln!("keyword files ({} files): {tally}", names.len());
 }
-
