@@ -63,6 +63,9 @@ struct Version {
     vectors: Arc<Vec<Vec<f32>>>,
 }
 
+/// The vectors of one version of a batch, in document order.
+type Vectors = Arc<Vec<Vec<f32>>>;
+
 /// What the writer publishes for the readers.
 struct Shared {
     stop: AtomicBool,
@@ -71,7 +74,7 @@ struct Shared {
     /// Batches whose delete was acknowledged.
     deleted: Mutex<Vec<u64>>,
     /// Every version of every batch, recorded before the write that stores it.
-    versions: RwLock<HashMap<u64, Vec<Arc<Vec<Vec<f32>>>>>>,
+    versions: RwLock<HashMap<u64, Vec<Vectors>>>,
     /// Batches ever started.
     next_batch: AtomicU64,
     generation: AtomicU64,
@@ -196,7 +199,7 @@ impl Writer<'_> {
             return;
         };
         let c = self.c;
-        let deleted = if self.stats.deletes % 2 == 0 {
+        let deleted = if self.stats.deletes.is_multiple_of(2) {
             let ids: Vec<Uuid> = (0..B).map(|i| doc_id(batch, i)).collect();
             self.timed(|| c.delete(&ids))
         } else {
@@ -221,7 +224,7 @@ impl Writer<'_> {
             round += 1;
             self.insert();
             let live = self.shared.stable.lock().unwrap().len();
-            if round % 3 == 0 && live > MIN_LIVE {
+            if round.is_multiple_of(3) && live > MIN_LIVE {
                 self.delete(false);
             }
             if round % 4 == 1 {
@@ -296,7 +299,7 @@ impl Reader<'_> {
         surely: bool,
         deleted: bool,
     ) {
-        let mut seen = vec![false; B];
+        let mut seen = [false; B];
         for hit in hits {
             let (b, i) = decode(hit.id);
             if b != batch || i >= B || std::mem::replace(&mut seen[i], true) {
@@ -750,6 +753,11 @@ fn run(setup: Setup, seed: u64) {
     if setup.exact {
         assert_eq!(mean, 1.0, "{}", setup.name);
     } else {
+        assert!(
+            worst_window.is_finite(),
+            "{}: no reader completed {WINDOW} searches",
+            setup.name
+        );
         assert!(
             worst_window >= MIN_WINDOW_RECALL,
             "{} seed {seed}: recall@10 fell to {worst_window:.3} over {WINDOW} queries (mean \

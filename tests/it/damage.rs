@@ -364,6 +364,30 @@ impl Fixture {
             if caught.is_err() {
                 panic!("{ctx}, {}: wrong answer {hits:?}", e.what);
             }
+            // The index's own approximate path (graph, probed lists) over what was loaded: k
+            // distinct hits, each at its document's exact distance.
+            let mut approximate = SearchRequest::new(e.request.vector.clone().unwrap(), 10);
+            approximate.filter = e.request.filter.clone();
+            let hits = c
+                .search(&approximate)
+                .unwrap_or_else(|err| panic!("{ctx}, {} (default knobs): {err}", e.what))
+                .hits;
+            let distinct: BTreeSet<Uuid> = hits.iter().map(|h| h.id).collect();
+            assert!(
+                hits.len() == 10 && distinct.len() == 10,
+                "{ctx}, {} (default knobs): {hits:?}",
+                e.what
+            );
+            for hit in &hits {
+                let exact = e.all.iter().find(|(id, _)| *id == hit.id).map(|p| p.1);
+                let d = f64::from(hit.distance.unwrap());
+                assert!(
+                    exact.is_some_and(|x| (x - d).abs() <= 1e-4 * x.abs().max(1.0)),
+                    "{ctx}, {} (default knobs): {} at {d}, exactly {exact:?}",
+                    e.what,
+                    hit.id
+                );
+            }
         }
         let keyword = info.keyword_index.expect("text index");
         assert_eq!(keyword.documents, self.count, "{ctx}");
