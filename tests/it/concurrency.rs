@@ -31,8 +31,9 @@ const READERS: u64 = 8;
 const RUN: Duration = Duration::from_millis(2_500);
 /// If the threads have not all finished this long after the start, something is deadlocked.
 const WATCHDOG: Duration = Duration::from_secs(60);
-/// Batches written before the run starts.
-const INITIAL_BATCHES: u64 = 20;
+/// Batches written before the run starts (280 documents: enough to train IVF-PQ, which then
+/// retrains by itself at 4× that, during the run).
+const INITIAL_BATCHES: u64 = 14;
 /// The writer keeps at least this many batches and at most this many.
 const MIN_LIVE: usize = 15;
 const MAX_LIVE: usize = 90;
