@@ -1038,3 +1038,31 @@ fn every_keyword_file_deleted_truncated_or_flipped_is_rebuilt() {
     }
     eprintln!("keyword files ({} files): {tally}", names.len());
 }
+
+/// Regression: tantivy's meta.json has no checksum; garbled so that it still parses (a
+/// segment's `deletes` key renamed), it used to load with that segment's deleted documents
+/// alive again (a keyword search found texts the documents no longer have). It is now checked
+/// against the checksum recorded at its commit, and rebuilt.
+#[test]
+fn a_garbled_but_parseable_meta_json_is_rebuilt() {
+    let fixture = Fixture::build(Kind::Flat, 9_700);
+    let meta = fixture.keyword_dir().join("meta.json");
+    let good = std::fs::read_to_string(&meta).unwrap();
+    assert!(good.contains("\"num_deleted_docs\""), "{good}");
+    let garbled = good.replacen("\"deletes\"", "\"delftes\"", 1);
+    let bumped = good.replacen("\"max_doc\": 1", "\"max_doc\": 9", 1);
+    for (what, text) in [
+        ("deletes key renamed", garbled),
+        ("max_doc changed", bumped),
+    ] {
+        assert_ne!(text, good, "{what}");
+        std::fs::write(&meta, text).unwrap();
+        let (vector, keyword) = fixture.verify(what).expect("opens");
+        assert_eq!(vector, Recovery::Loaded { replayed: 0 }, "{what}");
+        assert!(
+            matches!(&keyword, Recovery::Rebuilt { reason } if reason.contains("checksum")),
+            "{what}: {keyword:?}"
+        );
+        fixture.restore();
+    }
+}
