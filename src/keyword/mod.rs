@@ -49,6 +49,8 @@ const PAYLOAD_FORMAT: &str = "quiver-keyword/1";
 const MAX_SEGMENTS: usize = 8;
 /// Indexing memory of tantivy's writer (its minimum is 15 MB per thread).
 const WRITER_MEMORY_BYTES: usize = 32 << 20;
+/// Our record of meta.json's checksum, next to it.
+const META_CHECKSUM_FILE: &str = "quiver-meta.crc32c";
 /// Schema field names.
 const ID_FIELD: &str = "id";
 const TEXT_FIELD: &str = "text";
@@ -211,6 +213,7 @@ impl KeywordIndex {
             file: self.folder.clone(),
             detail,
         };
+        check_meta_checksum(&self.folder).map_err(corrupted)?;
         let index = IoDirectory::open(&self.folder, self.io.clone())
             .and_then(Index::open)
             .map_err(|e| corrupted(e.to_string()))?;
@@ -239,6 +242,23 @@ impl KeywordIndex {
             ));
         }
         Ok(Some((index, payload.watermark)))
+    }
+
+    /// Opens the inverted index of both fields in every segment. Tantivy opens some files
+    /// lazily: a missing positions file reads as empty until a query needs it, then every
+    /// search fails. Found now, it is a damaged index, rebuilt from the store.
+    fn check_segments_readable(&self, open: &OpenIndex) -> Result<()> {
+        for segment in open.reader.searcher().segment_readers() {
+            for field in [open.id, open.text] {
+                segment
+                    .inverted_index(field)
+                    .map_err(|e| Error::Corrupted {
+                        file: self.folder.clone(),
+                        detail: format!("segment {}: {e}", segment.segment_id().uuid_string()),
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// Commits what the writer holds (with the current watermark) and makes it searchable.
@@ -271,6 +291,10 @@ impl KeywordIndex {
         prepared.set_payload(&payload);
         prepared.commit().map_err(failed)?;
         merge_small_segments(&mut writer.0).map_err(failed)?;
+        if let Err(e) = write_meta_checksum(&self.folder, self.io.as_ref()) {
+            // The next open then sees a mismatch and rebuilds: safe.
+            log::warn!("keyword index: could not record the checksum of meta.json: {e}");
+        }
         open.reader.reload().map_err(tantivy_error)?;
         writer.1 = watermark;
         self.pending.store(false, Ordering::Release);
@@ -335,6 +359,41 @@ impl KeywordIndex {
             })
             .unwrap_or(0)
     }
+}
+
+/// Records the checksum of tantivy's meta.json, which has none of its own (a damaged meta.json
+/// that still parses, e.g. a segment's deletes key garbled, would silently bring deleted
+/// documents back). Written after meta.json is durable, without fsync: a lost or stale record
+/// only makes the next open rebuild.
+fn write_meta_checksum(folder: &Path, io: &dyn IndexIo) -> std::io::Result<()> {
+    let meta = std::fs::read(folder.join("meta.json"))?;
+    let tmp = folder.join(format!("{META_CHECKSUM_FILE}.tmp"));
+    let mut file = io.create(&tmp)?;
+    let written = io
+        .write_all(
+            &mut file,
+            format!("{:08x}\n", crc32c::crc32c(&meta)).as_bytes(),
+        )
+        .and_then(|()| io.rename(&tmp, &folder.join(META_CHECKSUM_FILE)));
+    if written.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    written
+}
+
+/// Checks meta.json against the checksum recorded at the last commit (none: written by an
+/// older version, accepted).
+fn check_meta_checksum(folder: &Path) -> std::result::Result<(), String> {
+    let recorded = match std::fs::read_to_string(folder.join(META_CHECKSUM_FILE)) {
+        Ok(recorded) => recorded,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{META_CHECKSUM_FILE}: {e}")),
+    };
+    let meta = std::fs::read(folder.join("meta.json")).map_err(|e| format!("meta.json: {e}"))?;
+    if recorded.trim() != format!("{:08x}", crc32c::crc32c(&meta)) {
+        return Err("meta.json does not match the checksum recorded at its commit".into());
+    }
+    Ok(())
 }
 
 /// Merges the smallest committed segments into one when there are more than
@@ -441,18 +500,24 @@ impl DerivedIndex for KeywordIndex {
         self.open = None;
         // Tantivy's readers are not hardened against every damaged byte: a panic while opening
         // is a damaged index like any other.
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.open_committed()))
-                .unwrap_or_else(|_| {
-                    Err(Error::Corrupted {
-                        file: self.folder.clone(),
-                        detail: "tantivy panicked while opening the index".into(),
-                    })
-                })?;
-        let Some((index, watermark)) = opened else {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some((index, watermark)) = self.open_committed()? else {
+                return Ok(None);
+            };
+            let open = self.start(index, watermark)?;
+            self.check_segments_readable(&open)?;
+            Ok(Some((open, watermark)))
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::Corrupted {
+                file: self.folder.clone(),
+                detail: "tantivy panicked while opening the index".into(),
+            })
+        })?;
+        let Some((open, watermark)) = opened else {
             return Ok(false);
         };
-        self.open = Some(self.start(index, watermark)?);
+        self.open = Some(open);
         self.applied.store(watermark, Ordering::Release);
         self.pending.store(false, Ordering::Release);
         Ok(true)

@@ -92,6 +92,18 @@ pub fn assert_matches_brute_force(hits: &[Hit], expected: &[(Uuid, f64)], all: &
     }
 }
 
+/// A temporary directory in memory (`/dev/shm`) when there is one: for tests whose subject is
+/// not durability, so that fsyncs do not dominate their time on a busy disk.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 /// Copies a directory tree (a database image, as a crash would leave it when taken while idle).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

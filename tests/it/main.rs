@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one module per area.
 mod cli;
 mod common;
+mod concurrency;
+mod damage;
 mod errors;
 mod faults;
 mod filters;
