@@ -149,7 +149,7 @@ impl StorageFaults {
     /// sync, as a power cut that lost every unsynced write would leave it. Call it once the
     /// database is closed; returns how many writes were lost.
     pub fn lose_unsynced_writes(&self, db_dir: &Path) -> io::Result<usize> {
-        self.power_cut(db_dir, |_| false)
+        self.power_cut(db_dir, || false)
     }
 
     /// A power cut that tears the unsynced writes: each one independently reached the disk or
@@ -157,11 +157,11 @@ impl StorageFaults {
     /// them. Length changes are kept. Returns how many writes were lost.
     pub fn tear_unsynced_writes(&self, db_dir: &Path, seed: u64) -> io::Result<usize> {
         let mut coin = crate::rng::SplitMix(seed);
-        self.power_cut(db_dir, move |_| coin.next() & 1 == 1)
+        self.power_cut(db_dir, move || coin.next() & 1 == 1)
     }
 
     /// Rebuilds the file from its synced image plus the unsynced writes `keep` accepts.
-    fn power_cut(&self, db_dir: &Path, mut keep: impl FnMut(usize) -> bool) -> io::Result<usize> {
+    fn power_cut(&self, db_dir: &Path, mut keep: impl FnMut() -> bool) -> io::Result<usize> {
         let path = crate::storage::store_path(db_dir);
         let mut image = std::fs::read(&path)?;
         let mut journal = self.journal.lock();
@@ -189,9 +189,9 @@ impl StorageFaults {
         }
         // ...then forward with the survivors.
         let mut lost = 0;
-        for (i, change) in journal.iter().enumerate() {
+        for change in journal.iter() {
             match change {
-                Unsynced::Write { offset, after, .. } if keep(i) => {
+                Unsynced::Write { offset, after, .. } if keep() => {
                     let at = *offset as usize;
                     if image.len() < at + after.len() {
                         image.resize(at + after.len(), 0);
