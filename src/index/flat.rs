@@ -286,7 +286,11 @@ impl DerivedIndex for FlatIndex {
             return Ok(false);
         };
         let n = input.read_u64()?;
-        input.read(&mut [0u8; 56])?;
+        let mut reserved = [0u8; 56];
+        input.read(&mut reserved)?;
+        if reserved != [0u8; 56] {
+            return Err(input.corrupted("reserved bytes are not zero"));
+        }
         let n = usize::try_from(n).map_err(|_| input.corrupted("absurd vector count"))?;
         // The payload's exact size is known: check it before allocating for `n` vectors.
         let per_vector = self.dim as u64 * 4 + 4 + 16;

@@ -494,8 +494,13 @@ impl IvfPqIndex {
         let n = count(0, input, "slot count")?;
         input.ensure_remaining((n as u64).saturating_mul(self.dim as u64 * 4 + 20))?;
         let stored = StoredVectors::read(input, n, self.dim)?;
-        if field(1) == 0 {
-            return Ok((stored, None));
+        if head[48..] != [0u8; 16] {
+            return Err(input.corrupted("reserved bytes are not zero"));
+        }
+        match field(1) {
+            0 => return Ok((stored, None)),
+            1 => {}
+            _ => return Err(input.corrupted("the trained flag is neither 0 nor 1")),
         }
         let (nlist, m) = (
             count(2, input, "list count")?,
