@@ -34,6 +34,8 @@ pub mod demo;
 pub mod distance;
 pub mod error;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod index;
 pub mod keyword;
