@@ -140,15 +140,16 @@ pub fn with_payload(file: &[u8], payload: &[u8]) -> Vec<u8> {
 pub struct LoadOutcome {
     /// Live vectors of the loaded index.
     pub len: usize,
-    /// Problems of an index that loaded: its own integrity check ([`crate::index::DerivedIndex::verify`]),
-    /// and searches answering something impossible (more than `k` hits, unknown ids).
+    /// Problems of an index that loaded: its own integrity check
+    /// ([`crate::index::DerivedIndex::verify`]), and searches answering something impossible
+    /// (more than `k` hits, unknown ids).
     pub problems: Vec<String>,
 }
 
 /// Writes `bytes` as the index file of `kind` into `dir`, loads it into an empty index of the
-/// fuzzing configuration and, if it loads, checks it ([`crate::index::DerivedIndex::verify`]) and runs a few
-/// searches (plain, filtered, batched, with extreme knobs). A file that does not load must fail
-/// with [`Error::Corrupted`].
+/// fuzzing configuration and, if it loads, checks it ([`crate::index::DerivedIndex::verify`])
+/// and runs a few searches (plain, filtered, batched, with extreme knobs). A file that does
+/// not load must fail with [`Error::Corrupted`].
 pub fn load_index_file(
     kind: IndexKind,
     metric: Metric,
@@ -158,7 +159,9 @@ pub fn load_index_file(
     let (mut index, file) = empty_index(kind, metric);
     fs::write(dir.join(file), bytes)?;
     if !index.load_checkpoint(dir)? {
-        return Err(Error::Internal("the index file written was not found".into()));
+        return Err(Error::Internal(
+            "the index file written was not found".into(),
+        ));
     }
     let mut problems = index.verify();
     let ids = index.internal_ids();

@@ -62,8 +62,15 @@ enum Op {
     Upsert(Vec<DocSpec>),
     Insert(Vec<DocSpec>),
     Delete(Vec<u8>),
-    Patch { id: u8, key: u8, value: PatchValue },
-    UpdateVector { id: u8, vector: [i8; DIM] },
+    Patch {
+        id: u8,
+        key: u8,
+        value: PatchValue,
+    },
+    UpdateVector {
+        id: u8,
+        vector: [i8; DIM],
+    },
     Get(u8),
     Count,
     CountWhere(FilterSpec),
@@ -104,7 +111,9 @@ fn spec_doc(spec: &DocSpec) -> (Uuid, ModelDoc) {
     if let Some(n) = spec.n {
         metadata.insert("n".into(), json!(n));
     }
-    let text = spec.text.then(|| format!("document {} {}", spec.id % IDS, tag(spec.id)));
+    let text = spec
+        .text
+        .then(|| format!("document {} {}", spec.id % IDS, tag(spec.id)));
     (
         uuid(spec.id),
         ModelDoc {
