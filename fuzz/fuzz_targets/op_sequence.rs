@@ -4,9 +4,9 @@
 //! merge patch, vector update, get, count, filtered count, delete by filter, exact search
 //! (optionally filtered), checkpoint, reopen — over 16 ids and 4-dimensional L2 vectors with
 //! small integer components (so every distance is exact in `f32`). Each runs against a fresh
-//! database in a temporary directory (flat index, payload indexes on `tag` and `n`) and against
-//! a `HashMap`; their answers must agree after every operation, and the whole state (scroll,
-//! `check`) at the end and after each reopen.
+//! database in a temporary directory (flat, HNSW or IVF-PQ index as the input picks, payload
+//! indexes on `tag` and `n`) and against a `HashMap`; their answers must agree after every
+//! operation, and the whole state (scroll, `check`) at the end and after each reopen.
 #![no_main]
 
 use std::collections::HashMap;
@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use quiverdb::config::PayloadKind;
-use quiverdb::{CollectionConfig, Database, DocumentInput, Error, Filter, Metric, SearchRequest};
+use quiverdb::{
+    CollectionConfig, Database, DocumentInput, Error, Filter, IndexConfig, Metric, SearchRequest,
+};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -55,6 +57,16 @@ enum PatchValue {
     Tag(u8),
     Int(i8),
     Object(i8),
+}
+
+/// The collection's vector index. With at most 16 documents every kind answers exactly (HNSW
+/// scans when the collection is no larger than `ef`, IVF-PQ before training), so the model's
+/// brute force is the expected answer for all three.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum IndexChoice {
+    Flat,
+    Hnsw,
+    IvfPq,
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -241,7 +253,8 @@ fn assert_same_state(db: &Database, model: &HashMap<Uuid, ModelDoc>) {
     assert!(report.ok(), "{report:?}");
 }
 
-fuzz_target!(|ops: Vec<Op>| {
+fuzz_target!(|input: (IndexChoice, Vec<Op>)| {
+    let (index, ops) = input;
     let dir = if std::path::Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm")
     } else {
@@ -251,6 +264,14 @@ fuzz_target!(|ops: Vec<Op>| {
     let path = dir.path().join("db");
     let mut db = open(&path);
     let config = CollectionConfig::new(DIM, Metric::L2)
+        .with_index(match index {
+            IndexChoice::Flat => IndexConfig::Flat,
+            IndexChoice::Hnsw => IndexConfig::Hnsw {
+                m: 4,
+                ef_construction: 16,
+            },
+            IndexChoice::IvfPq => IndexConfig::ivfpq(),
+        })
         .with_payload_field("tag", PayloadKind::Keyword)
         .with_payload_field("n", PayloadKind::Integer);
     db.create_collection("m", config).expect("create");
