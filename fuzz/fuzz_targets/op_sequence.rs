@@ -253,8 +253,8 @@ fn assert_same_state(db: &Database, model: &HashMap<Uuid, ModelDoc>) {
     assert!(report.ok(), "{report:?}");
 }
 
-fuzz_target!(|input: (IndexChoice, Vec<Op>)| {
-    let (index, ops) = input;
+fuzz_target!(|case: (IndexChoice, Vec<Op>)| {
+    let (index, ops) = case;
     let dir = if std::path::Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm")
     } else {
