@@ -157,7 +157,7 @@ pub fn load_index_file(
     bytes: &[u8],
 ) -> Result<LoadOutcome> {
     let (mut index, file) = empty_index(kind, metric);
-    fs::write(dir.join(file), bytes)?;
+    fs::write(dir.join(&file), bytes)?;
     if !index.load_checkpoint(dir)? {
         return Err(Error::Internal(
             "the index file written was not found".into(),
@@ -212,10 +212,42 @@ pub fn load_index_file(
     }
     index.memory_bytes();
     index.quantization();
+    if problems.is_empty() {
+        problems.extend(checkpoint_round_trip(&*index, kind, metric, dir, &file)?);
+    }
     Ok(LoadOutcome {
         len: index.len(),
         problems,
     })
+}
+
+/// Checkpoints a loaded index, loads that checkpoint into a new index and checkpoints it again:
+/// the second load must succeed with the same documents, and both checkpoints must be the same
+/// bytes (the first may differ from the fuzzed file, whose padding and flags are not canonical).
+fn checkpoint_round_trip(
+    index: &dyn VectorIndex,
+    kind: IndexKind,
+    metric: Metric,
+    dir: &Path,
+    file: &str,
+) -> Result<Vec<String>> {
+    index.checkpoint(dir)?;
+    let first = fs::read(dir.join(file))?;
+    let (mut again, _) = empty_index(kind, metric);
+    match again.load_checkpoint(dir) {
+        Ok(true) => {}
+        Ok(false) => return Ok(vec!["the checkpoint of a loaded index vanished".into()]),
+        Err(e) => return Ok(vec![format!("the checkpoint of a loaded index fails: {e}")]),
+    }
+    let mut problems = Vec::new();
+    if again.internal_ids() != index.internal_ids() || again.watermark() != index.watermark() {
+        problems.push("the checkpoint of a loaded index holds other documents".into());
+    }
+    again.checkpoint(dir)?;
+    if fs::read(dir.join(file))? != first {
+        problems.push("checkpoint → load → checkpoint changes the file".into());
+    }
+    Ok(problems)
 }
 
 /// Parses one line of a `quiver import` JSON-lines file as the import does: `Ok(None)` for a
