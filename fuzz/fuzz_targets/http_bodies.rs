@@ -9,7 +9,7 @@
 //!
 //! Every 2,000 inputs the collections are dropped and recreated, so upserts and deletes keep
 //! the database small (and the process must not accumulate threads). Run with
-//! `-detect_leaks=0`: see `populate`.
+//! `ASAN_OPTIONS=detect_leaks=0`: see `populate`.
 #![no_main]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,8 +80,8 @@ fn populate(db: &Database) {
         collection.upsert(docs).expect("upsert");
     }
     // Dropping a collection with a text index drops its tantivy writer, whose thread pool exits
-    // asynchronously (LeakSanitizer once caught such a pool mid-exit: run with
-    // `-detect_leaks=0`). Check that those threads do exit rather than pile up.
+    // asynchronously (LeakSanitizer reports such pools' threads as leaks: run with
+    // `ASAN_OPTIONS=detect_leaks=0`). Check that those threads do exit rather than pile up.
     let threads = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
