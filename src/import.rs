@@ -109,18 +109,23 @@ pub fn import_json_lines(
     for (index, line) in input.lines().enumerate() {
         let number = index + 1;
         let line = line.map_err(|e| batcher.fail(number, Error::Io(e)))?;
-        if line.trim().is_empty() {
+        let Some(doc) = parse_json_line(&line).map_err(|e| batcher.fail(number, e))? else {
             continue;
-        }
-        let doc = serde_json::from_str(&line).map_err(|e| {
-            batcher.fail(
-                number,
-                Error::InvalidArgument(format!("bad JSON document: {e}")),
-            )
-        })?;
+        };
         batcher.add(number, doc)?;
     }
     batcher.finish()
+}
+
+/// Parses one JSON line of an import: `Ok(None)` for a blank line (skipped), else the document
+/// (not yet validated against the collection).
+pub(crate) fn parse_json_line(line: &str) -> Result<Option<DocumentInput>> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(line)
+        .map(Some)
+        .map_err(|e| Error::InvalidArgument(format!("bad JSON document: {e}")))
 }
 
 /// How documents imported from `.fvecs` get their ids.

@@ -35,6 +35,8 @@ pub mod distance;
 pub mod error;
 pub mod faults;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod index;
 pub mod keyword;
