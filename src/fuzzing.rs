@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::config::{CollectionConfig, IndexConfig};
 use crate::error::{Error, Result};
 use crate::index::file::HEADER_LEN;
+use crate::index::io::IndexDir;
 use crate::index::{new_vector_index, SearchKnobs, VectorIndex};
 use crate::types::{
     validate_metadata, validate_vector_for, Change, ChangeOp, DocView, DocumentInput, Metric,
@@ -114,7 +115,7 @@ pub fn index_file_template(
         index.train()?;
         index.publish()?;
     }
-    index.checkpoint(dir)?;
+    index.checkpoint(&IndexDir::os(dir.to_path_buf()))?;
     Ok(fs::read(dir.join(file))?)
 }
 
@@ -231,7 +232,7 @@ fn checkpoint_round_trip(
     dir: &Path,
     file: &str,
 ) -> Result<Vec<String>> {
-    index.checkpoint(dir)?;
+    index.checkpoint(&IndexDir::os(dir.to_path_buf()))?;
     let first = fs::read(dir.join(file))?;
     let (mut again, _) = empty_index(kind, metric);
     match again.load_checkpoint(dir) {
@@ -243,7 +244,7 @@ fn checkpoint_round_trip(
     if again.internal_ids() != index.internal_ids() || again.watermark() != index.watermark() {
         problems.push("the checkpoint of a loaded index holds other documents".into());
     }
-    again.checkpoint(dir)?;
+    again.checkpoint(&IndexDir::os(dir.to_path_buf()))?;
     if fs::read(dir.join(file))? != first {
         problems.push("checkpoint → load → checkpoint changes the file".into());
     }
