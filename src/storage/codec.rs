@@ -1,13 +1,16 @@
 //! Byte encodings of the values stored in redb. All numbers are little-endian.
 //!
-//! Document record, version 1:
+//! Document record, version 2:
 //! ```text
-//! u8  record version (1)
+//! u8  record version (2)
 //! [u8; 16] uuid (big-endian, RFC 4122 byte order)
 //! u32 dim, then dim × f32
 //! u32 metadata length, then metadata as UTF-8 JSON (an object)
 //! u8  has_text (0 | 1), then if 1: u32 length + UTF-8 text
+//! u32 crc32c of every byte before it
 //! ```
+//! Version 1 (schema versions 1 and 2) is the same without the checksum; such records stay
+//! readable and are rewritten as version 2 when their document is next written.
 //! Change entry: `u8 op (1 = upsert, 2 = delete)`, `u32 internal id`.
 //! Payload row: see [`encode_payload_row`].
 
@@ -16,7 +19,9 @@ use uuid::Uuid;
 
 use crate::types::{ChangeOp, Document, InternalId};
 
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
+/// Records written before the checksum existed.
+const RECORD_VERSION_UNCHECKED: u8 = 1;
 const OP_UPSERT: u8 = 1;
 const OP_DELETE: u8 = 2;
 
@@ -48,6 +53,8 @@ pub fn encode_document(
         }
         None => out.push(0),
     }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -94,11 +101,22 @@ struct RecordParts<'a> {
 
 /// Splits a document record into its fields, checking its framing.
 fn split_record(bytes: &[u8]) -> Result<RecordParts<'_>, String> {
-    let mut r = Reader { bytes };
-    let version = r.u8()?;
-    if version != RECORD_VERSION {
-        return Err(format!("unknown document record version {version}"));
-    }
+    let body = match bytes.first() {
+        Some(&RECORD_VERSION) => {
+            let (body, crc) = bytes
+                .split_last_chunk::<4>()
+                .ok_or("record shorter than its checksum")?;
+            if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
+                return Err("checksum mismatch".into());
+            }
+            body
+        }
+        Some(&RECORD_VERSION_UNCHECKED) => bytes,
+        Some(other) => return Err(format!("unknown document record version {other}")),
+        None => return Err("empty record".into()),
+    };
+    let mut r = Reader { bytes: body };
+    r.u8()?;
     let id = Uuid::from_slice(r.take(16)?).map_err(|e| e.to_string())?;
     let dim = r.u32()? as usize;
     let raw_vector = r.take(dim.checked_mul(4).ok_or("dimension overflows")?)?;
@@ -233,6 +251,30 @@ mod tests {
         let mut wrong_version = bytes;
         wrong_version[0] = 9;
         assert!(decode_document(&wrong_version).is_err());
+    }
+
+    #[test]
+    fn every_bit_flip_of_a_record_is_detected() {
+        let id = Uuid::now_v7();
+        let mut meta = Map::new();
+        meta.insert("k".into(), Value::from("v"));
+        let bytes = encode_document(id, &[1.0, -2.0, 3.5], &meta, Some("some text"));
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_document(&bad).is_err(), "bit {bit} not detected");
+        }
+    }
+
+    #[test]
+    fn unchecked_version_1_records_stay_readable() {
+        let id = Uuid::now_v7();
+        let meta = Map::new();
+        let mut v1 = encode_document(id, &[0.5; 4], &meta, None);
+        v1.truncate(v1.len() - 4);
+        v1[0] = RECORD_VERSION_UNCHECKED;
+        let doc = decode_document(&v1).unwrap();
+        assert_eq!((doc.id, doc.vector, doc.text), (id, vec![0.5; 4], None));
     }
 
     #[test]

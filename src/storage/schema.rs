@@ -1,6 +1,7 @@
 //! The schema version in the `meta` table, and the upgrade rule.
 //!
-//! Version 1 is the first schema; version 2 adds the `payload` table of each collection. When the
+//! Version 1 is the first schema; version 2 adds the `payload` table of each collection; version
+//! 3 adds a checksum to document records (`codec.rs`; older records stay readable). When the
 //! layout of a table changes, bump [`SCHEMA_VERSION`] and add one migration step as described in
 //! `migrations/README.md`.
 
@@ -10,7 +11,7 @@ use super::tables::{META, META_SCHEMA_VERSION};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Stamps a new database with [`SCHEMA_VERSION`], or checks an existing one. A database of a
 /// newer version is refused with [`Error::UpgradeRequired`] before anything is written; an older
