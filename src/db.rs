@@ -18,7 +18,6 @@ use crate::collection::Collection;
 use crate::config::{validate_collection_name, CollectionConfig};
 use crate::error::{Error, Result};
 use crate::faults::StorageFaults;
-use crate::index::file::sync_dir;
 use crate::index::io::{IndexDir, IndexIo, OsIo};
 use crate::storage::{store_path, Store};
 use crate::sync::CheckpointPolicy;
@@ -146,7 +145,7 @@ impl Database {
         if new {
             // Make the new directory entries durable (redb syncs the file, not its folder).
             for folder in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
-                if let Err(e) = sync_dir(folder) {
+                if let Err(e) = OsIo.sync_dir(folder) {
                     log::warn!("could not fsync {}: {e}", folder.display());
                 }
             }

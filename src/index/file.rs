@@ -24,7 +24,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::io::{IndexDir, IndexIo, OsIo};
+use super::io::{with_suffix, IndexDir, IndexIo};
 
 use crate::error::{Error, Result};
 use crate::types::{Metric, Seq};
@@ -127,7 +127,7 @@ impl FileWriter {
     /// Starts writing the file `name` of `dir` (through a temporary file) with this header.
     pub fn create(dir: &IndexDir, name: &str, header: FileHeader) -> Result<Self> {
         let path = dir.path().join(name);
-        let tmp = temp_path(&path);
+        let tmp = with_suffix(&path, ".tmp");
         let file = dir.io().create(&tmp)?;
         let mut writer = FileWriter {
             file: Some(file),
@@ -409,18 +409,6 @@ pub fn read_arena(input: &mut FileReader, n: usize, dim: usize) -> Result<Vector
     Ok(arena)
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Fsyncs a directory so that a rename or file creation inside it is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    OsIo.sync_dir(dir)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,7 +476,7 @@ mod tests {
         assert_eq!(floats, vec![1.5]);
         assert!(r.read_u32s(1).is_err(), "reading past the payload fails");
         assert_eq!(r.finish().unwrap(), header());
-        assert!(!temp_path(&path).exists());
+        assert!(!with_suffix(&path, ".tmp").exists());
     }
 
     #[test]

@@ -53,6 +53,33 @@ pub trait IndexIo: Debug + Send + Sync {
     }
 }
 
+/// `path` with `suffix` appended to its file name (e.g. `flat.qvi` → `flat.qvi.tmp`), for
+/// temporary siblings that are renamed over it.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Replaces `path` with `data` through `io`: written to a temporary sibling, synced if
+/// `durable`, then renamed over it (the temporary file is removed on failure). Directory sync is
+/// the caller's.
+pub fn replace_file(io: &dyn IndexIo, path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    let tmp = with_suffix(path, ".tmp");
+    let written = (|| {
+        let mut file = io.create(&tmp)?;
+        io.write_all(&mut file, data)?;
+        if durable {
+            io.sync(&file)?;
+        }
+        io.rename(&tmp, path)
+    })();
+    if written.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    written
+}
+
 /// The operating system's file operations.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OsIo;

@@ -14,7 +14,7 @@ use tantivy::directory::{
     WatchCallback, WatchHandle, WritePtr,
 };
 
-use crate::index::io::IndexIo;
+use crate::index::io::{replace_file, IndexIo};
 
 /// tantivy's memory-mapped directory with its writes sent through an [`IndexIo`].
 #[derive(Clone, Debug)]
@@ -90,20 +90,7 @@ impl Directory for IoDirectory {
     }
 
     fn atomic_write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let full = self.root.join(path);
-        let mut name = full.file_name().unwrap_or_default().to_os_string();
-        name.push(".tmp");
-        let tmp = full.with_file_name(name);
-        let written = (|| {
-            let mut file = self.io.create(&tmp)?;
-            self.io.write_all(&mut file, data)?;
-            self.io.sync(&file)?;
-            self.io.rename(&tmp, &full)
-        })();
-        if written.is_err() {
-            std::fs::remove_file(&tmp).ok();
-        }
-        written
+        replace_file(self.io.as_ref(), &self.root.join(path), data, true)
     }
 
     fn sync_directory(&self) -> io::Result<()> {

@@ -34,7 +34,7 @@ use tantivy::{
 
 use crate::config::{CollectionConfig, TextTokenizer};
 use crate::error::{Error, Result};
-use crate::index::io::{IndexDir, IndexIo};
+use crate::index::io::{replace_file, IndexDir, IndexIo};
 use crate::index::DerivedIndex;
 use crate::types::{Change, DocView, InternalId, Seq};
 use directory::IoDirectory;
@@ -367,18 +367,13 @@ impl KeywordIndex {
 /// only makes the next open rebuild.
 fn write_meta_checksum(folder: &Path, io: &dyn IndexIo) -> std::io::Result<()> {
     let meta = std::fs::read(folder.join("meta.json"))?;
-    let tmp = folder.join(format!("{META_CHECKSUM_FILE}.tmp"));
-    let mut file = io.create(&tmp)?;
-    let written = io
-        .write_all(
-            &mut file,
-            format!("{:08x}\n", crc32c::crc32c(&meta)).as_bytes(),
-        )
-        .and_then(|()| io.rename(&tmp, &folder.join(META_CHECKSUM_FILE)));
-    if written.is_err() {
-        std::fs::remove_file(&tmp).ok();
-    }
-    written
+    let record = format!("{:08x}\n", crc32c::crc32c(&meta));
+    replace_file(
+        io,
+        &folder.join(META_CHECKSUM_FILE),
+        record.as_bytes(),
+        false,
+    )
 }
 
 /// Checks meta.json against the checksum recorded at the last commit (none: written by an

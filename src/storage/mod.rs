@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::config::CollectionConfig;
 use crate::error::{Error, Result};
 use crate::faults::{FaultyStorage, StorageFaults};
-use crate::index::io::{IndexIo, OsIo};
+use crate::index::io::{with_suffix, IndexIo, OsIo};
 use crate::payload::PayloadSchema;
 use crate::types::{Change, ChangeOp, Document, InternalId, Seq};
 use tables::{CollectionTables, COLLECTIONS, META, META_NEXT_COLLECTION_ID};
@@ -95,9 +95,7 @@ impl Store {
     /// that a crash during creation never leaves a half-written store file behind (redb cannot
     /// open one); a leftover temporary file is replaced by the next attempt.
     fn create_atomically(path: &Path, faults: Option<&Arc<StorageFaults>>) -> Result<()> {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".new");
-        let tmp = path.with_file_name(name);
+        let tmp = with_suffix(path, ".new");
         match std::fs::remove_file(&tmp) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}

@@ -573,3 +573,54 @@ fn damaged_store_files_fail_cleanly() {
     std::fs::write(&store, &good).unwrap();
     eprintln!("damaged store file: 300 trials, {right} opened with the right documents, {refused} refused");
 }
+
+/// When the keyword index's files cannot be written at all, writes are still committed and
+/// acknowledged, searches answer `IndexUnavailable` instead of results from an index that
+/// disagrees with the store, and a reopen on a sound disk rebuilds everything.
+#[test]
+fn an_index_that_cannot_be_rebuilt_leaves_writes_acknowledged_and_searches_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = workload(95, 4, false);
+    let run_ok = run(dir.path(), OpenOptions::new(), &first, true);
+    assert_eq!(run_ok.failed, 0);
+    let mut model = run_ok.model;
+    // Reopened on a disk that refuses every index-file write from now on.
+    let io = Arc::new(FaultyIndexIo::new(FaultPlan::new(
+        Trigger::NthWrite(1),
+        Aftermath::DiskGone,
+    )));
+    let db = Database::open_with(dir.path(), OpenOptions::new().index_io(io.clone())).unwrap();
+    let doc = |i: u128| ModelDoc {
+        id: Uuid::from_u128(500 + i),
+        vector: vec![0.25 * i as f32; DIM],
+        metadata: json!({"group": 2}).as_object().unwrap().clone(),
+        text: format!("late{i} common"),
+    };
+    let mut refused = 0;
+    for i in 0..3 {
+        let op = Op::Upsert(vec![doc(i)]);
+        apply_to_db(&db, &op).unwrap_or_else(|e| panic!("upsert {i} not acknowledged: {e}"));
+        apply_to_model(&mut model, &op);
+        match db
+            .collection("f")
+            .unwrap()
+            .search(&SearchRequest::text("common", 5))
+        {
+            Ok(response) => assert_eq!(response.examined, model.as_ref().unwrap().len()),
+            Err(Error::IndexUnavailable { .. } | Error::Io(_)) => refused += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(io.plan().tripped() && refused > 0, "the fault was reached");
+    let c = db.collection("f").unwrap();
+    assert!(
+        matches!(
+            c.search(&SearchRequest::new(vec![0.0; DIM], 3)),
+            Err(Error::IndexUnavailable { .. })
+        ),
+        "searches are refused once a rebuild failed"
+    );
+    drop(c);
+    db.close().ok();
+    assert_state(dir.path(), &model, "reopened on a sound disk");
+}
