@@ -179,6 +179,9 @@ pub struct IndexStatus {
     /// For quantising indexes (IVF-PQ): training state, code size, reconstruction error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantization: Option<crate::index::QuantizationStatus>,
+    /// For disk-resident indexes (DiskANN): node file, delta, delete list, cache, reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::index::diskann::DiskStatus>,
 }
 
 impl Collection {
@@ -190,7 +193,7 @@ impl Collection {
         created: bool,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.path())?;
-        let mut index = new_vector_index(&record.config, record.instance);
+        let mut index = new_vector_index(&record.config, record.instance, &dir);
         let mut keyword = record
             .config
             .text_indexed
@@ -264,7 +267,11 @@ impl Collection {
 
     /// A new, empty vector index of this collection (e.g. to verify a checkpoint file).
     pub(crate) fn new_vector_index(&self) -> Box<dyn VectorIndex> {
-        new_vector_index(&self.inner.record.config, self.inner.record.instance)
+        new_vector_index(
+            &self.inner.record.config,
+            self.inner.record.instance,
+            &self.inner.dir,
+        )
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -278,9 +285,18 @@ impl Collection {
         Ok(())
     }
 
-    /// Fails if an index could not be kept in line with the store (see `poisoned`).
+    /// Fails if an index could not be kept in line with the store (see `poisoned`), or a
+    /// search found its files damaged.
     fn ensure_index_sound(&self) -> Result<()> {
-        match self.inner.poisoned.lock().as_ref() {
+        let poisoned = self.inner.poisoned.lock().clone();
+        let damaged = || {
+            self.inner
+                .vector_index
+                .read_recursive()
+                .damage()
+                .map(|d| format!("the vector index is damaged ({d})"))
+        };
+        match poisoned.or_else(damaged) {
             Some(detail) => Err(Error::IndexUnavailable {
                 collection: self.name().to_string(),
                 detail: format!("{detail}; reopen the database to rebuild it"),
@@ -487,9 +503,10 @@ impl Collection {
         Ok(())
     }
 
-    /// Trains the vector index's quantisers now (IVF-PQ; others have nothing to train, and
-    /// answer `false`), then checkpoints so the training survives a restart. Writes wait
-    /// meanwhile; searches wait only for the swap.
+    /// Trains the vector index's quantisers now (IVF-PQ), or merges its in-RAM delta into a
+    /// new node file (DiskANN); others have nothing to train and answer `false`. Then
+    /// checkpoints so the result survives a restart. Writes wait meanwhile; searches wait
+    /// only for the swap.
     pub fn train(&self) -> Result<bool> {
         {
             let _writer = self.inner.write_lock.lock();
@@ -705,6 +722,7 @@ impl Collection {
             let knobs: Vec<SearchKnobs> = requests.iter().map(query::knobs).collect();
             index.search_many(&queries, &ks, &knobs)
         };
+        self.ensure_index_sound()?;
         let reader = if requests.iter().any(|r| r.include.any()) {
             Some(self.inner.store.read(self.inner.record.id)?)
         } else {
@@ -743,9 +761,11 @@ impl Collection {
             _ => None,
         };
         let answer = match (&request.vector, &request.text) {
-            (Some(vector), None) => self
-                .vector_arm(vector, request.k, request, allowed.as_deref())
-                .into(),
+            (Some(vector), None) => {
+                let search = self.vector_arm(vector, request.k, request, allowed.as_deref());
+                self.ensure_index_sound()?;
+                search.into()
+            }
             (None, Some(text)) => {
                 let keyword = self.keyword_arm(text, request.k, allowed.clone())?;
                 let _depth = SearchDepth::enter();
@@ -756,6 +776,7 @@ impl Collection {
                 let depth = request.arm_candidates();
                 let keyword = self.keyword_arm(text, depth, allowed.clone())?;
                 let vector = self.vector_arm(vector, depth, request, allowed.as_deref());
+                self.ensure_index_sound()?;
                 let _depth = SearchDepth::enter();
                 let index = self.read_index_for_search();
                 query::hybrid_answer(vector, keyword, request.fusion(), request.k, &|id| {
@@ -837,6 +858,7 @@ impl Collection {
                 watermark: index.watermark(),
                 recovery: self.inner.recovery.clone(),
                 quantization: index.quantization(),
+                disk: index.disk_status(),
             },
         })
     }

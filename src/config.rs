@@ -35,6 +35,45 @@ pub enum IndexConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pq_m: Option<usize>,
     },
+    /// DiskANN (Subramanya et al.): a Vamana graph in an SSD-resident node file, PQ codes in
+    /// RAM; `search_l` and `beam` per query (see `index::diskann`).
+    #[serde(rename = "diskann")]
+    DiskAnn {
+        /// Maximum out-degree `R`, `4..=512`; default 64.
+        #[serde(default = "default_r")]
+        r: usize,
+        /// Candidate-list size `L` while building (and the default search list), `R..=4096`;
+        /// default 100.
+        #[serde(default = "default_l")]
+        l: usize,
+        /// PQ code bytes per vector kept in RAM; must divide the dimension (default: the
+        /// largest divisor ≤ 32).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pq_bytes: Option<usize>,
+        /// Nodes around the entry point cached in RAM, `0..=10_000_000`; default 4096.
+        #[serde(default = "default_cache_nodes")]
+        cache_nodes: usize,
+        /// RAM a (re)build may use, in MiB (larger builds are partitioned), `16..`; default
+        /// 2048.
+        #[serde(default = "default_build_ram_mb")]
+        build_ram_mb: usize,
+    },
+}
+
+fn default_r() -> usize {
+    64
+}
+
+fn default_l() -> usize {
+    100
+}
+
+fn default_cache_nodes() -> usize {
+    4096
+}
+
+fn default_build_ram_mb() -> usize {
+    2048
 }
 
 fn default_m() -> usize {
@@ -52,6 +91,7 @@ impl IndexConfig {
             IndexConfig::Flat => "flat",
             IndexConfig::Hnsw { .. } => "hnsw",
             IndexConfig::IvfPq { .. } => "ivfpq",
+            IndexConfig::DiskAnn { .. } => "diskann",
         }
     }
 
@@ -71,10 +111,43 @@ impl IndexConfig {
         }
     }
 
+    /// DiskANN with the defaults (R = 64, L = 100, PQ bytes chosen from the dimension).
+    pub fn diskann() -> Self {
+        IndexConfig::DiskAnn {
+            r: default_r(),
+            l: default_l(),
+            pq_bytes: None,
+            cache_nodes: default_cache_nodes(),
+            build_ram_mb: default_build_ram_mb(),
+        }
+    }
+
     /// Checks the index parameters.
     pub fn validate(&self) -> Result<()> {
         match *self {
             IndexConfig::Flat => Ok(()),
+            IndexConfig::DiskAnn {
+                r,
+                l,
+                pq_bytes,
+                cache_nodes,
+                build_ram_mb,
+            } => {
+                let problem = if !(4..=512).contains(&r) {
+                    format!("diskann r must be in 4..=512, got {r}")
+                } else if l < r || l > 4096 {
+                    format!("diskann l must be in r..=4096 ({r}..=4096), got {l}")
+                } else if pq_bytes == Some(0) {
+                    "diskann pq_bytes must be at least 1".to_string()
+                } else if cache_nodes > 10_000_000 {
+                    format!("diskann cache_nodes must be at most 10000000, got {cache_nodes}")
+                } else if build_ram_mb < 16 {
+                    format!("diskann build_ram_mb must be at least 16, got {build_ram_mb}")
+                } else {
+                    return Ok(());
+                };
+                Err(Error::InvalidConfig(problem))
+            }
             IndexConfig::IvfPq { nlist, pq_m } => {
                 if nlist.is_some_and(|n| !(1..=65_536).contains(&n)) {
                     return Err(Error::InvalidConfig(format!(
@@ -109,11 +182,9 @@ impl IndexConfig {
             "flat" => Ok(IndexConfig::Flat),
             "hnsw" => Ok(IndexConfig::hnsw()),
             "ivfpq" => Ok(IndexConfig::ivfpq()),
-            "diskann" => Err(Error::InvalidConfig(format!(
-                "index kind {name:?} is not available in this build yet (available: flat, hnsw, ivfpq)"
-            ))),
+            "diskann" => Ok(IndexConfig::diskann()),
             other => Err(Error::InvalidConfig(format!(
-                "unknown index kind {other:?} (available: flat, hnsw, ivfpq)"
+                "unknown index kind {other:?} (available: flat, hnsw, ivfpq, diskann)"
             ))),
         }
     }
@@ -317,6 +388,17 @@ impl CollectionConfig {
             if m > self.dim || !self.dim.is_multiple_of(m) {
                 return Err(Error::InvalidConfig(format!(
                     "ivfpq pq_m must divide the dimension {}, got {m}",
+                    self.dim
+                )));
+            }
+        }
+        if let IndexConfig::DiskAnn {
+            pq_bytes: Some(m), ..
+        } = self.index
+        {
+            if m > self.dim || !self.dim.is_multiple_of(m) {
+                return Err(Error::InvalidConfig(format!(
+                    "diskann pq_bytes must divide the dimension {}, got {m}",
                     self.dim
                 )));
             }

@@ -18,6 +18,7 @@ use crate::collection::Collection;
 use crate::config::{validate_collection_name, CollectionConfig};
 use crate::error::{Error, Result};
 use crate::faults::StorageFaults;
+use crate::index::diskann::nodefile::ReadMode;
 use crate::index::io::{IndexDir, IndexIo, OsIo};
 use crate::storage::{store_path, Store};
 use crate::sync::CheckpointPolicy;
@@ -34,6 +35,7 @@ pub struct OpenOptions {
     storage_faults: Option<Arc<StorageFaults>>,
     index_io: Arc<dyn IndexIo>,
     verify_store: bool,
+    node_reads: ReadMode,
 }
 
 impl Default for OpenOptions {
@@ -43,6 +45,7 @@ impl Default for OpenOptions {
             storage_faults: None,
             index_io: Arc::new(OsIo),
             verify_store: false,
+            node_reads: ReadMode::default(),
         }
     }
 }
@@ -51,6 +54,13 @@ impl OpenOptions {
     /// The defaults: [`CheckpointPolicy::default`], the operating system's I/O.
     pub fn new() -> Self {
         OpenOptions::default()
+    }
+
+    /// How DiskANN collections read their node files (default: through the page cache;
+    /// [`ReadMode::Direct`] bypasses it, as a cold-cache benchmark wants).
+    pub fn node_reads(mut self, mode: ReadMode) -> Self {
+        self.node_reads = mode;
+        self
     }
 
     /// When indexes checkpoint in the background.
@@ -91,6 +101,8 @@ struct DbInner {
     store: Arc<Store>,
     /// The I/O index checkpoints are written through.
     index_io: Arc<dyn IndexIo>,
+    /// How DiskANN node files are read.
+    node_reads: ReadMode,
     collections: Registry,
     checkpointer: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
@@ -155,7 +167,8 @@ impl Database {
             let folder = IndexDir::new(
                 collection_dir(&collections_dir, record.id),
                 options.index_io.clone(),
-            );
+            )
+            .with_read_mode(options.node_reads);
             let name = record.name.clone();
             registry.insert(
                 name,
@@ -170,6 +183,7 @@ impl Database {
                 dir,
                 store,
                 index_io: options.index_io,
+                node_reads: options.node_reads,
                 collections,
                 checkpointer: Mutex::new(Some(checkpointer)),
             }),
@@ -195,7 +209,8 @@ impl Database {
         if folder.exists() {
             std::fs::remove_dir_all(&folder)?;
         }
-        let index_dir = IndexDir::new(folder.clone(), self.inner.index_io.clone());
+        let index_dir = IndexDir::new(folder.clone(), self.inner.index_io.clone())
+            .with_read_mode(self.inner.node_reads);
         let collection = match Collection::open(record, self.inner.store.clone(), index_dir, true) {
             Ok(collection) => collection,
             Err(e) => {

@@ -52,7 +52,9 @@ fn config(kind: IndexKind, metric: Metric) -> CollectionConfig {
 
 /// An empty index of `kind` and the name of the file it checkpoints to in its directory.
 fn empty_index(kind: IndexKind, metric: Metric) -> (Box<dyn VectorIndex>, String) {
-    let index = new_vector_index(&config(kind, metric), INSTANCE);
+    // In-RAM kinds only: the directory is never written.
+    let dir = IndexDir::os(std::env::temp_dir());
+    let index = new_vector_index(&config(kind, metric), INSTANCE, &dir);
     let file = format!("{}.qvi", index.name());
     (index, file)
 }
@@ -177,11 +179,13 @@ pub fn load_index_file(
             ef: Some(1),
             nprobe: Some(1),
             refine: Some(0),
+            ..SearchKnobs::default()
         },
         SearchKnobs {
             ef: Some(4096),
             nprobe: Some(1 << 20),
             refine: Some(64),
+            ..SearchKnobs::default()
         },
     ];
     let query = sample_vector(99);

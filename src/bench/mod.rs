@@ -15,7 +15,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{CollectionConfig, IndexConfig, PayloadKind};
-use crate::db::Database;
+use crate::db::{Database, OpenOptions};
+use crate::index::diskann::nodefile::ReadMode;
 use crate::error::{Error, Result};
 use crate::import::{import_fvecs_with_metadata, FvecsIds};
 use crate::query::SearchRequest;
@@ -45,6 +46,12 @@ pub struct BenchOptions {
     pub nprobe: Vec<usize>,
     /// IVF-PQ re-ranking factor for every point (the index's default when `None`).
     pub refine: Option<usize>,
+    /// DiskANN `search_l` values to measure (one operating point each; only for DiskANN).
+    pub search_l: Vec<usize>,
+    /// DiskANN beam width for every point.
+    pub beam: usize,
+    /// DiskANN: search with `O_DIRECT` reads (page cache bypassed), in a reopened database.
+    pub direct: bool,
     /// Neighbours per query.
     pub k: usize,
     /// Run at most this many queries (all when `None`).
@@ -69,6 +76,12 @@ pub struct PointKnobs {
     /// IVF-PQ re-ranking factor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refine: Option<usize>,
+    /// DiskANN candidate-list size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_l: Option<usize>,
+    /// DiskANN beam width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beam: Option<usize>,
 }
 
 impl PointKnobs {
@@ -77,6 +90,8 @@ impl PointKnobs {
         request.ef = self.ef;
         request.nprobe = self.nprobe;
         request.refine = self.refine;
+        request.search_l = self.search_l;
+        request.beam = self.beam;
     }
 
     /// A short label, e.g. `"ef 24"` or `"nprobe 8 refine 4"`.
@@ -85,6 +100,8 @@ impl PointKnobs {
             ("ef", self.ef),
             ("nprobe", self.nprobe),
             ("refine", self.refine),
+            ("search_l", self.search_l),
+            ("beam", self.beam),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| format!("{name} {v}")))
@@ -107,6 +124,20 @@ pub struct BenchPoint {
     pub p50_ms: f64,
     /// 99th-percentile latency in milliseconds.
     pub p99_ms: f64,
+    /// DiskANN: mean disk work per query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskPoint>,
+}
+
+/// Mean disk work per query of a DiskANN operating point.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct DiskPoint {
+    /// Beam steps.
+    pub hops: f64,
+    /// 4 KiB blocks read.
+    pub blocks_read: f64,
+    /// Nodes served from the RAM cache.
+    pub cache_hits: f64,
 }
 
 /// The report, serialised as the JSON `quiver bench --json` writes.
@@ -133,6 +164,13 @@ pub struct BenchReport {
     pub index_bytes: u64,
     /// Bytes of memory the index holds (vectors, links, id maps), as it reports them.
     pub index_memory_bytes: usize,
+    /// DiskANN: resident memory of the process after the database was closed, the memory
+    /// returned and the database reopened, then searched: what serving costs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_rss_bytes: Option<u64>,
+    /// DiskANN: how node blocks were read while searching (`direct` bypasses the page cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_mode: Option<String>,
     /// Quantising indexes (IVF-PQ): training state, code bytes, reconstruction error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantization: Option<crate::index::QuantizationStatus>,
@@ -232,6 +270,10 @@ fn measure(
         |_| {},
     )
     .map_err(|e| e.error)?;
+    if matches!(options.index, IndexConfig::DiskAnn { .. }) {
+        // Merge the in-RAM delta into the node file: the build a DiskANN bench measures.
+        collection.train()?;
+    }
     let build_s = started.elapsed().as_secs_f64();
     collection.checkpoint()?;
     let index_bytes = folder_bytes(dir)?;
@@ -239,6 +281,23 @@ fn measure(
     let index_memory_bytes = status.memory_bytes;
     let quantization = status.quantization;
 
+    let build_peak_rss = peak_rss_bytes();
+    let (db, collection, search_rss_before) = if matches!(options.index, IndexConfig::DiskAnn { .. }) {
+        // Serve from a fresh open, as a restarted process would: the build's memory returned.
+        drop(collection);
+        db.close()?;
+        release_free_memory();
+        let reads = if options.direct {
+            ReadMode::Direct
+        } else {
+            ReadMode::Buffered
+        };
+        let db = Database::open_with(dir, OpenOptions::new().node_reads(reads))?;
+        let collection = db.collection("bench")?;
+        (db, collection, Some(proc_status_bytes("VmRSS:")))
+    } else {
+        (db, collection, None)
+    };
     let settings = operating_points(options);
     let mut points = Vec::with_capacity(settings.len());
     for &knobs in &settings {
@@ -263,6 +322,12 @@ fn measure(
             )?);
         }
     }
+    let search_rss_bytes = search_rss_before.map(|before| before.max(proc_status_bytes("VmRSS:")));
+    let read_mode = collection
+        .info()?
+        .vector_index
+        .disk
+        .map(|d| d.read_mode.name().to_string());
     let delete_where = if filtering {
         Some(filtered::delete_where(&collection, 0.1)?)
     } else {
@@ -277,9 +342,11 @@ fn measure(
         threads: options.threads,
         build_s,
         peak_rss_bytes: peak_rss_bytes(),
-        build_rss_growth_bytes: peak_rss_bytes().saturating_sub(rss_before),
+        build_rss_growth_bytes: build_peak_rss.saturating_sub(rss_before),
         index_bytes,
         index_memory_bytes,
+        search_rss_bytes,
+        read_mode,
         quantization,
         points,
         filtered: filtered_points,
@@ -307,7 +374,26 @@ fn operating_points(options: &BenchOptions) -> Vec<PointKnobs> {
                 ..PointKnobs::default()
             })
             .collect(),
+        IndexConfig::DiskAnn { .. } => options
+            .search_l
+            .iter()
+            .map(|&search_l| PointKnobs {
+                search_l: Some(search_l),
+                beam: Some(options.beam),
+                ..PointKnobs::default()
+            })
+            .collect(),
         _ => vec![PointKnobs::default()],
+    }
+}
+
+/// Hands freed heap memory back to the operating system (glibc keeps it otherwise), so that
+/// a later RSS reading shows what is in use.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -321,10 +407,18 @@ fn measure_point(
 ) -> Result<BenchPoint> {
     let mut latencies = Latencies::with_capacity(queries.len());
     let mut recall_sum = 0.0;
+    let mut disk = DiskPoint::default();
+    let mut disk_queries = 0usize;
     for (query, expected) in queries.iter().zip(truth) {
         let mut request = SearchRequest::new(query.clone(), k);
         knobs.apply(&mut request);
         let response = latencies.time(|| collection.search(&request))?;
+        if let Some(stats) = response.disk {
+            disk.hops += f64::from(stats.hops);
+            disk.blocks_read += f64::from(stats.blocks_read);
+            disk.cache_hits += f64::from(stats.cache_hits);
+            disk_queries += 1;
+        }
         let expected = &expected[..k];
         let found = response
             .hits
@@ -340,6 +434,14 @@ fn measure_point(
         qps: summary.qps,
         p50_ms: summary.p50_ms,
         p99_ms: summary.p99_ms,
+        disk: (disk_queries > 0).then(|| {
+            let n = disk_queries as f64;
+            DiskPoint {
+                hops: disk.hops / n,
+                blocks_read: disk.blocks_read / n,
+                cache_hits: disk.cache_hits / n,
+            }
+        }),
     })
 }
 

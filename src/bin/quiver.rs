@@ -126,6 +126,12 @@ enum Command {
         /// IVF-PQ: candidates re-ranked with full vectors per hit (0 = none).
         #[arg(long)]
         refine: Option<usize>,
+        /// DiskANN: candidate-list size of the beam search (higher = better recall, slower).
+        #[arg(long)]
+        search_l: Option<usize>,
+        /// DiskANN: beam width, node blocks read per hop.
+        #[arg(long)]
+        beam: Option<usize>,
         /// Only documents matching this JSON filter, e.g. '{"lang": "en"}'.
         #[arg(long)]
         filter: Option<String>,
@@ -161,6 +167,15 @@ enum Command {
         /// IVF-PQ: re-ranking factor for every point (0 = none; default: the index's).
         #[arg(long)]
         refine: Option<usize>,
+        /// DiskANN: the search_l values to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "20,40,80,160")]
+        search_l: Vec<usize>,
+        /// DiskANN: beam width for every point.
+        #[arg(long, default_value_t = 4)]
+        beam: usize,
+        /// DiskANN: read node blocks with O_DIRECT (bypassing the page cache) while searching.
+        #[arg(long)]
+        direct: bool,
         /// Neighbours per query.
         #[arg(long, default_value_t = 10)]
         k: usize,
@@ -206,7 +221,7 @@ enum Command {
 /// Vector-index options shared by `collection create` and `bench`.
 #[derive(clap::Args)]
 struct IndexArgs {
-    /// Vector index kind: flat, hnsw or ivfpq.
+    /// Vector index kind: flat, hnsw, ivfpq or diskann.
     #[arg(long, default_value = "flat")]
     index: String,
     /// HNSW: links per node per layer.
@@ -221,6 +236,22 @@ struct IndexArgs {
     /// IVF-PQ: bytes per code; must divide the dimension (default: largest divisor ≤ dim/8).
     #[arg(long)]
     pq_m: Option<usize>,
+    /// DiskANN: maximum out-degree R.
+    #[arg(long = "R", default_value_t = 64)]
+    r: usize,
+    /// DiskANN: candidate-list size L while building (and the default search_l).
+    #[arg(long = "L", default_value_t = 100)]
+    l: usize,
+    /// DiskANN: PQ code bytes per vector kept in RAM; must divide the dimension (default: the
+    /// largest divisor ≤ 32).
+    #[arg(long)]
+    pq_bytes: Option<usize>,
+    /// DiskANN: nodes around the entry point cached in RAM.
+    #[arg(long, default_value_t = 4096)]
+    cache_nodes: usize,
+    /// DiskANN: RAM a build may use, in MiB; larger builds are partitioned.
+    #[arg(long, alias = "ram-budget", default_value_t = 2048)]
+    build_ram_budget: usize,
 }
 
 impl IndexArgs {
@@ -233,6 +264,13 @@ impl IndexArgs {
             IndexConfig::IvfPq { .. } => Ok(IndexConfig::IvfPq {
                 nlist: self.nlist,
                 pq_m: self.pq_m,
+            }),
+            IndexConfig::DiskAnn { .. } => Ok(IndexConfig::DiskAnn {
+                r: self.r,
+                l: self.l,
+                pq_bytes: self.pq_bytes,
+                cache_nodes: self.cache_nodes,
+                build_ram_mb: self.build_ram_budget,
             }),
             other => Ok(other),
         }
@@ -273,7 +311,8 @@ enum CollectionCommand {
         /// The field, as path:keyword|integer|float|bool.
         field: String,
     },
-    /// Train an IVF-PQ collection's quantisers now, on the vectors it holds (at least 256).
+    /// Train an IVF-PQ collection's quantisers now, on the vectors it holds (at least 256), or
+    /// merge a DiskANN collection's in-RAM delta and delete list into a new node file.
     Train {
         /// Collection name.
         name: String,
@@ -317,6 +356,9 @@ fn run(cli: Cli) -> CliResult {
             ef,
             nprobe,
             refine,
+            search_l,
+            beam,
+            direct,
             k,
             queries,
             threads,
@@ -332,6 +374,9 @@ fn run(cli: Cli) -> CliResult {
                 ef,
                 nprobe,
                 refine,
+                search_l,
+                beam,
+                direct,
                 k,
                 max_queries: queries,
                 threads,
@@ -495,6 +540,8 @@ fn run(cli: Cli) -> CliResult {
             ef,
             nprobe,
             refine,
+            search_l,
+            beam,
             filter,
         } => {
             let collection = db.collection(&name)?;
@@ -512,6 +559,8 @@ fn run(cli: Cli) -> CliResult {
                         ef,
                         nprobe,
                         refine,
+                        search_l,
+                        beam,
                         filter: filter.map(|f| f.parse()).transpose()?,
                         fusion: fusion.map(|f| f.parse()).transpose()?,
                         alpha,
@@ -525,6 +574,7 @@ fn run(cli: Cli) -> CliResult {
                             strategy: &response.strategy,
                             exhaustive: response.exhaustive,
                             filter_matches: response.filter_matches,
+                            disk: response.disk,
                         };
                         serde_json::to_writer(&mut out, &line)?;
                         writeln!(out)?;
@@ -535,12 +585,14 @@ fn run(cli: Cli) -> CliResult {
                         || ef.is_some()
                         || nprobe.is_some()
                         || refine.is_some()
+                        || search_l.is_some()
+                        || beam.is_some()
                         || !include.is_empty()
                         || filter.is_some()
                         || fusion.is_some()
                         || alpha.is_some()
                     {
-                        return Err("--k, --ef, --include, --filter, --fusion and --alpha apply to --vector/--text; with --requests, put them in each request line".into());
+                        return Err("--k, --ef, --nprobe, --refine, --search-l, --beam, --include, --filter, --fusion and --alpha apply to --vector/--text; with --requests, put them in each request line".into());
                     }
                     let requests = read_requests(&path, &collection.config())?;
                     for response in collection.search_batch(&requests)? {
@@ -760,6 +812,8 @@ struct HitLine<'a> {
     exhaustive: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     filter_matches: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk: Option<quiverdb::index::diskann::disk::DiskSearchStats>,
 }
 
 /// Reads and validates a JSON-lines request file; errors name the file's line.

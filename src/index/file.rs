@@ -4,7 +4,7 @@
 //! offset size field
 //!  0      8   magic b"QUIVERIX"
 //!  8      4   container version (1)
-//! 12      2   index kind (1 = flat, 2 = hnsw)
+//! 12      2   index kind (1 = flat, 2 = hnsw, 3 = ivfpq, 4 = diskann)
 //! 14      2   kind format version
 //! 16      4   dimension
 //! 20      1   metric (1 cosine, 2 l2, 3 dot); 3 bytes zero
@@ -46,6 +46,8 @@ pub enum IndexFileKind {
     Hnsw,
     /// [`super::ivfpq::IvfPqIndex`].
     IvfPq,
+    /// [`super::diskann::DiskAnnIndex`] (its state; the graph is in node files).
+    DiskAnn,
 }
 
 impl IndexFileKind {
@@ -54,6 +56,7 @@ impl IndexFileKind {
             IndexFileKind::Flat => 1,
             IndexFileKind::Hnsw => 2,
             IndexFileKind::IvfPq => 3,
+            IndexFileKind::DiskAnn => 4,
         }
     }
 }

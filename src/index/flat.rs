@@ -156,6 +156,7 @@ impl VectorIndexRead for FlatIndex {
             neighbors: self.scan_all(&query, k, |_| true).into_sorted(),
             examined: self.stored.vectors.len(),
             exhaustive: true,
+            disk: None,
         }
     }
 
@@ -190,6 +191,7 @@ impl VectorIndexRead for FlatIndex {
             neighbors: top.into_sorted(),
             examined,
             exhaustive: true,
+            disk: None,
         }
     }
 
@@ -226,6 +228,7 @@ impl VectorIndexRead for FlatIndex {
                     neighbors: top.into_sorted(),
                     examined: n,
                     exhaustive: true,
+                    disk: None,
                 })
             })
             .collect()

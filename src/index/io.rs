@@ -10,6 +10,8 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::diskann::nodefile::ReadMode;
+
 /// The file operations a checkpoint needs. Every method has the operating system's behaviour
 /// as its default, so an implementation overrides only what it wants to intercept.
 pub trait IndexIo: Debug + Send + Sync {
@@ -86,17 +88,34 @@ pub struct OsIo;
 
 impl IndexIo for OsIo {}
 
-/// The folder of a collection's index files, with the I/O its checkpoints are written through.
+/// The folder of a collection's index files, with the I/O its checkpoints are written through
+/// and how disk-resident indexes read their node files.
 #[derive(Clone, Debug)]
 pub struct IndexDir {
     path: PathBuf,
     io: Arc<dyn IndexIo>,
+    read_mode: ReadMode,
 }
 
 impl IndexDir {
-    /// `path`, written through `io`.
+    /// `path`, written through `io`, node files read through the page cache.
     pub fn new(path: PathBuf, io: Arc<dyn IndexIo>) -> Self {
-        IndexDir { path, io }
+        IndexDir {
+            path,
+            io,
+            read_mode: ReadMode::default(),
+        }
+    }
+
+    /// The same folder, with node files read in `mode`.
+    pub fn with_read_mode(mut self, mode: ReadMode) -> Self {
+        self.read_mode = mode;
+        self
+    }
+
+    /// How disk-resident indexes read their node files.
+    pub fn read_mode(&self) -> ReadMode {
+        self.read_mode
     }
 
     /// `path`, written through the operating system's calls.

@@ -4,6 +4,7 @@
 //! Index algorithms never import the storage layer: they receive changes and [`DocView`]s from
 //! the sync protocol (`crate::sync`) and keep their own copy of what they need.
 
+pub mod diskann;
 pub mod file;
 pub mod flat;
 pub mod hnsw;
@@ -14,6 +15,7 @@ pub mod pq;
 pub mod slots;
 pub mod stored;
 mod topk;
+pub(crate) mod visited;
 
 use std::path::Path;
 
@@ -104,6 +106,8 @@ pub struct IndexSearch {
     pub examined: usize,
     /// Whether the result is exact (every stored vector was considered).
     pub exhaustive: bool,
+    /// DiskANN: what the search read from disk.
+    pub disk: Option<diskann::disk::DiskSearchStats>,
 }
 
 /// Per-query knobs; each index reads the ones it has and ignores the others.
@@ -115,6 +119,10 @@ pub struct SearchKnobs {
     pub nprobe: Option<usize>,
     /// IVF-PQ: candidates re-ranked with full vectors per hit wanted; 0 = no re-ranking.
     pub refine: Option<usize>,
+    /// DiskANN: candidate-list size `L` of the beam search (default: the index's build `L`).
+    pub search_l: Option<usize>,
+    /// DiskANN: beam width `W`, node blocks read per hop (default 4).
+    pub beam: Option<usize>,
 }
 
 /// The read side of a vector index: what searches hold.
@@ -158,6 +166,15 @@ pub trait VectorIndexRead: Send + Sync {
     fn quantization(&self) -> Option<QuantizationStatus> {
         None
     }
+    /// Damage a search found in the index's files (DiskANN node checksums): searches must not
+    /// be trusted until the index is rebuilt. `None` for in-RAM indexes.
+    fn damage(&self) -> Option<String> {
+        None
+    }
+    /// The state of a disk-resident index (DiskANN); `None` for the others.
+    fn disk_status(&self) -> Option<diskann::DiskStatus> {
+        None
+    }
     /// True when the index holds no vector.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -195,8 +212,12 @@ pub trait VectorIndex: DerivedIndex + VectorIndexRead {}
 impl<T: DerivedIndex + VectorIndexRead> VectorIndex for T {}
 
 /// Creates the empty vector index a collection's configuration asks for; `instance` identifies
-/// the collection in the index's files.
-pub fn new_vector_index(config: &CollectionConfig, instance: u64) -> Box<dyn VectorIndex> {
+/// the collection in the index's files, `dir` is where disk-resident indexes keep them.
+pub fn new_vector_index(
+    config: &CollectionConfig,
+    instance: u64,
+    dir: &IndexDir,
+) -> Box<dyn VectorIndex> {
     match config.index {
         IndexConfig::Flat => Box::new(flat::FlatIndex::new(config, instance)),
         IndexConfig::Hnsw { m, ef_construction } => Box::new(hnsw::HnswIndex::new(
@@ -208,6 +229,26 @@ pub fn new_vector_index(config: &CollectionConfig, instance: u64) -> Box<dyn Vec
             config,
             ivfpq::IvfPqParams { nlist, pq_m },
             instance,
+        )),
+        IndexConfig::DiskAnn {
+            r,
+            l,
+            pq_bytes,
+            cache_nodes,
+            build_ram_mb,
+        } => Box::new(diskann::DiskAnnIndex::new(
+            config,
+            diskann::DiskAnnParams {
+                max_degree: r,
+                build_list: l,
+                pq_bytes: pq_bytes.unwrap_or_else(|| diskann::default_pq_bytes(config.dim)),
+                alpha: diskann::ALPHA,
+                cache_nodes,
+                build_ram_bytes: build_ram_mb.saturating_mul(1 << 20),
+                beam: diskann::DEFAULT_BEAM,
+            },
+            instance,
+            dir,
         )),
     }
 }

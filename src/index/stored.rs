@@ -171,6 +171,7 @@ impl StoredVectors {
             neighbors: self.scan_ids(q, ids, k, distance, slot_of).into_sorted(),
             examined: ids.len() as usize,
             exhaustive: true,
+            disk: None,
         }
     }
 

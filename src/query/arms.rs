@@ -50,6 +50,7 @@ pub(crate) fn keyword_answer(
         // BM25 top-k over every matching document.
         exhaustive: true,
         examined: search.matched,
+        disk: None,
     }
 }
 
@@ -99,5 +100,6 @@ pub(crate) fn hybrid_answer(
         strategy: format!("hybrid_{method}({}+{KEYWORD_STRATEGY})", vector.strategy),
         exhaustive: vector.exhaustive,
         examined: vector.examined + keyword.matched,
+        disk: None,
     }
 }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use uuid::Uuid;
 
+use crate::index::diskann::disk::DiskSearchStats;
 use crate::index::{IndexSearch, SearchKnobs};
 use crate::storage::CollectionReader;
 use crate::types::{validate_vector_for, Hit, HitArms, InternalId};
@@ -26,6 +27,10 @@ pub const MAX_K: usize = 10_000;
 pub const MAX_EF: usize = 100_000;
 /// Largest `nprobe` a search accepts.
 pub const MAX_NPROBE: usize = 65_536;
+/// Largest DiskANN `search_l` a search accepts.
+pub const MAX_SEARCH_L: usize = 4096;
+/// Largest DiskANN beam width a search accepts.
+pub const MAX_BEAM: usize = 64;
 /// Largest `refine` factor a search accepts.
 pub const MAX_REFINE: usize = 100;
 /// Longest text query accepted, in bytes.
@@ -149,6 +154,13 @@ pub struct SearchRequest {
     /// IVF-PQ: candidates re-ranked with full vectors per hit (default 4; 0 = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refine: Option<usize>,
+    /// DiskANN: candidate-list size of the beam search, `1..=4096` (default: the index's `l`;
+    /// at least `k` is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_l: Option<usize>,
+    /// DiskANN: beam width, node reads per hop, `1..=64` (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beam: Option<usize>,
     /// Hybrid: how the arms are fused (default RRF).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<FusionKind>,
@@ -199,6 +211,8 @@ impl SearchRequest {
             filter: None,
             nprobe: None,
             refine: None,
+            search_l: None,
+            beam: None,
             fusion: None,
             alpha: None,
             rrf_k: None,
@@ -296,6 +310,18 @@ impl SearchRequest {
                 self.nprobe.unwrap_or_default()
             )));
         }
+        if self.search_l.is_some_and(|l| l == 0 || l > MAX_SEARCH_L) {
+            return Err(Error::InvalidArgument(format!(
+                "search_l must be in 1..={MAX_SEARCH_L}, got {}",
+                self.search_l.unwrap_or_default()
+            )));
+        }
+        if self.beam.is_some_and(|w| w == 0 || w > MAX_BEAM) {
+            return Err(Error::InvalidArgument(format!(
+                "beam must be in 1..={MAX_BEAM}, got {}",
+                self.beam.unwrap_or_default()
+            )));
+        }
         if self.refine.is_some_and(|r| r > MAX_REFINE) {
             return Err(Error::InvalidArgument(format!(
                 "refine must be in 0..={MAX_REFINE}, got {}",
@@ -389,6 +415,9 @@ pub struct SearchResponse {
     /// With a filter: how many documents match it (so fewer hits than `k` are explained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_matches: Option<u64>,
+    /// DiskANN: hops, blocks read, cache hits and microseconds of the vector search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskSearchStats>,
 }
 
 /// The index knobs a request sets.
@@ -397,6 +426,8 @@ pub(crate) fn knobs(request: &SearchRequest) -> SearchKnobs {
         ef: request.ef,
         nprobe: request.nprobe,
         refine: request.refine,
+        search_l: request.search_l,
+        beam: request.beam,
     }
 }
 
@@ -417,6 +448,7 @@ pub(crate) struct Answer {
     pub strategy: String,
     pub exhaustive: bool,
     pub examined: usize,
+    pub disk: Option<DiskSearchStats>,
 }
 
 impl From<IndexSearch> for Answer {
@@ -436,6 +468,7 @@ impl From<IndexSearch> for Answer {
             strategy: search.strategy.to_string(),
             exhaustive: search.exhaustive,
             examined: search.examined,
+            disk: search.disk,
         }
     }
 }
@@ -474,6 +507,7 @@ pub(crate) fn hydrate(
         exhaustive: answer.exhaustive,
         examined: answer.examined,
         filter_matches: None,
+        disk: answer.disk,
     })
 }
 

@@ -112,6 +112,8 @@ fn search_in(request: proto::SearchRequest) -> Result<SearchRequest, Status> {
         filter,
         nprobe: request.nprobe.map(to_usize),
         refine: request.refine.map(to_usize),
+        search_l: request.search_l.map(to_usize),
+        beam: request.beam.map(to_usize),
         fusion,
         alpha: request.alpha,
         rrf_k: request.rrf_k,

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::visited::Visited;
+use crate::index::visited::Visited;
 use crate::distance::{prefetch, MetricDistance};
 use crate::vectors::VectorSource;
 

@@ -22,8 +22,7 @@
 //! per node: level × (1 + M) × u32   upper-layer blocks
 //! ```
 
-mod graph;
-mod visited;
+pub mod graph;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +32,7 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
-use self::visited::VisitedPool;
+use crate::index::visited::VisitedPool;
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::io::IndexDir;
 use super::stored::{StoredChange, StoredVectors};
@@ -225,6 +224,7 @@ impl HnswIndex {
             neighbors: top.into_sorted(),
             examined: self.stored.slots.live(),
             exhaustive: true,
+            disk: None,
         }
     }
 
@@ -387,6 +387,7 @@ impl VectorIndexRead for HnswIndex {
             neighbors,
             examined,
             exhaustive: false,
+            disk: None,
         }
     }
 
@@ -431,6 +432,7 @@ impl VectorIndexRead for HnswIndex {
             neighbors,
             examined,
             exhaustive: false,
+            disk: None,
         }
     }
 

@@ -257,6 +257,7 @@ impl VectorIndexRead for IvfPqIndex {
                 neighbors: self.exact(&q, k, |_| true),
                 examined: self.stored.slots.live(),
                 exhaustive: true,
+                disk: None,
             };
         };
         let (nprobe, refine) = Self::knobs(t, knobs);
@@ -270,6 +271,7 @@ impl VectorIndexRead for IvfPqIndex {
             neighbors: self.select(&q, candidates, k, refine),
             examined: scanned,
             exhaustive: false,
+            disk: None,
         }
     }
 
@@ -316,6 +318,7 @@ impl VectorIndexRead for IvfPqIndex {
             neighbors,
             examined: scanned,
             exhaustive: false,
+            disk: None,
         }
     }
 
