@@ -53,8 +53,8 @@ pub enum IndexConfig {
         /// Nodes around the entry point cached in RAM, `0..=10_000_000`; default 4096.
         #[serde(default = "default_cache_nodes")]
         cache_nodes: usize,
-        /// RAM a (re)build may use, in MiB (larger builds are partitioned), `16..`; default
-        /// 2048.
+        /// RAM a (re)build may use, in MiB (larger builds are partitioned), at least 1;
+        /// default 2048.
         #[serde(default = "default_build_ram_mb")]
         build_ram_mb: usize,
     },
@@ -141,8 +141,8 @@ impl IndexConfig {
                     "diskann pq_bytes must be at least 1".to_string()
                 } else if cache_nodes > 10_000_000 {
                     format!("diskann cache_nodes must be at most 10000000, got {cache_nodes}")
-                } else if build_ram_mb < 16 {
-                    format!("diskann build_ram_mb must be at least 16, got {build_ram_mb}")
+                } else if build_ram_mb == 0 {
+                    "diskann build_ram_mb must be at least 1".to_string()
                 } else {
                     return Ok(());
                 };

@@ -1,8 +1,10 @@
-//! Helpers shared by the integration tests: a seeded generator and an f64 brute force.
+//! Helpers shared by the integration tests: a seeded generator, an f64 brute force, and
+//! clustered data with exact-hit checks for the graph indexes.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use quiverdb::{Hit, Metric};
+use quiverdb::{Collection, DocumentInput, Hit, Metric};
 use uuid::Uuid;
 
 /// SplitMix64: small, seeded, deterministic.
@@ -133,5 +135,101 @@ pub fn replace_file(file: &Path, bytes: Option<&[u8]>) {
     match bytes {
         Some(bytes) => std::fs::write(file, bytes).unwrap(),
         None => std::fs::remove_file(file).unwrap(),
+    }
+}
+
+// ----- clustered data, shared by the graph-index tests ------------------------------------------
+
+pub type Docs = Vec<(Uuid, Vec<f32>)>;
+
+/// Roughly standard normal: the sum of three uniforms on [-1, 1) has variance 1.
+pub fn gaussish(rng: &mut Rng) -> f32 {
+    rng.unit() + rng.unit() + rng.unit()
+}
+
+/// Points around random centres.
+pub struct Clusters {
+    pub centres: Vec<Vec<f32>>,
+    pub spread: f32,
+}
+
+impl Clusters {
+    pub fn new(rng: &mut Rng, count: usize, dim: usize) -> Self {
+        Clusters {
+            centres: (0..count).map(|_| rng.vector(dim)).collect(),
+            spread: 0.25,
+        }
+    }
+
+    pub fn point(&self, rng: &mut Rng) -> Vec<f32> {
+        let centre = &self.centres[rng.below(self.centres.len())];
+        centre
+            .iter()
+            .map(|x| x + self.spread * gaussish(rng))
+            .collect()
+    }
+
+    pub fn points(&self, rng: &mut Rng, n: usize) -> Vec<Vec<f32>> {
+        (0..n).map(|_| self.point(rng)).collect()
+    }
+
+    pub fn docs(&self, rng: &mut Rng, n: usize) -> Docs {
+        (0..n).map(|_| (seeded_id(rng), self.point(rng))).collect()
+    }
+}
+
+/// A UUID drawn from the seeded generator (reproducible, unlike v4/v7).
+pub fn seeded_id(rng: &mut Rng) -> Uuid {
+    Uuid::from_u128((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()))
+}
+
+pub fn inputs(docs: &[(Uuid, Vec<f32>)]) -> Vec<DocumentInput> {
+    docs.iter()
+        .map(|(id, v)| DocumentInput::new(v.clone()).with_id(*id))
+        .collect()
+}
+
+/// Upserts `docs` in batches of 1,000 (so that linking runs in parallel).
+pub fn fill(c: &Collection, docs: &[(Uuid, Vec<f32>)]) {
+    for chunk in docs.chunks(1_000) {
+        c.upsert(inputs(chunk)).unwrap();
+    }
+}
+
+/// Asserts that `hits` are sorted by (distance, id), unique, all live, and that each carries the
+/// exact distance of that document's current vector.
+pub fn assert_hits_exact(
+    hits: &[Hit],
+    metric: Metric,
+    live: &HashMap<Uuid, &[f32]>,
+    query: &[f32],
+    ctx: &str,
+) {
+    for (i, pair) in hits.windows(2).enumerate() {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            a.distance.unwrap() < b.distance.unwrap()
+                || (a.distance.unwrap() == b.distance.unwrap() && a.id < b.id),
+            "{ctx}: hits {i} and {} out of order: {} {} then {} {}",
+            i + 1,
+            a.id,
+            a.distance.unwrap(),
+            b.id,
+            b.distance.unwrap()
+        );
+    }
+    let unique: HashSet<Uuid> = hits.iter().map(|h| h.id).collect();
+    assert_eq!(unique.len(), hits.len(), "{ctx}: duplicate ids in {hits:?}");
+    for (i, hit) in hits.iter().enumerate() {
+        let Some(vector) = live.get(&hit.id) else {
+            panic!("{ctx}: hit {i} {} is not a live document", hit.id);
+        };
+        let exact = distance_f64(metric, query, vector);
+        assert!(
+            (f64::from(hit.distance.unwrap()) - exact).abs() <= 1e-4 * exact.abs().max(1.0),
+            "{ctx}: hit {i} {}: distance {} but the exact distance is {exact}",
+            hit.id,
+            hit.distance.unwrap()
+        );
     }
 }

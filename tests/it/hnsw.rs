@@ -27,7 +27,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::common::{
-    assert_matches_brute_force, brute_force, copy_dir, distance_f64, index_file, replace_file, Rng,
+    assert_hits_exact, assert_matches_brute_force, brute_force, copy_dir, distance_f64, fill,
+    index_file, inputs, replace_file, seeded_id, Clusters, Docs, Rng,
 };
 
 /// Candidate-list size of the recall checks.
@@ -39,66 +40,8 @@ const MIN_RECALL: f64 = 0.95;
 /// Queries per recall measurement.
 const QUERIES: usize = 100;
 
-type Docs = Vec<(Uuid, Vec<f32>)>;
-
-// ----- data ------------------------------------------------------------------------------------
-
-/// Roughly standard normal: the sum of three uniforms on [-1, 1) has variance 1.
-fn gaussish(rng: &mut Rng) -> f32 {
-    rng.unit() + rng.unit() + rng.unit()
-}
-
-/// Points around random centres.
-struct Clusters {
-    centres: Vec<Vec<f32>>,
-    spread: f32,
-}
-
-impl Clusters {
-    fn new(rng: &mut Rng, count: usize, dim: usize) -> Self {
-        Clusters {
-            centres: (0..count).map(|_| rng.vector(dim)).collect(),
-            spread: 0.25,
-        }
-    }
-
-    fn point(&self, rng: &mut Rng) -> Vec<f32> {
-        let centre = &self.centres[rng.below(self.centres.len())];
-        centre
-            .iter()
-            .map(|x| x + self.spread * gaussish(rng))
-            .collect()
-    }
-
-    fn points(&self, rng: &mut Rng, n: usize) -> Vec<Vec<f32>> {
-        (0..n).map(|_| self.point(rng)).collect()
-    }
-
-    fn docs(&self, rng: &mut Rng, n: usize) -> Docs {
-        (0..n).map(|_| (seeded_id(rng), self.point(rng))).collect()
-    }
-}
-
-/// A UUID drawn from the seeded generator (reproducible, unlike v4/v7).
-fn seeded_id(rng: &mut Rng) -> Uuid {
-    Uuid::from_u128((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()))
-}
-
 fn hnsw_config(dim: usize, metric: Metric) -> CollectionConfig {
     CollectionConfig::new(dim, metric).with_index(IndexConfig::hnsw())
-}
-
-fn inputs(docs: &[(Uuid, Vec<f32>)]) -> Vec<DocumentInput> {
-    docs.iter()
-        .map(|(id, v)| DocumentInput::new(v.clone()).with_id(*id))
-        .collect()
-}
-
-/// Upserts `docs` in batches of 1,000 (so that linking runs in parallel).
-fn fill(c: &Collection, docs: &[(Uuid, Vec<f32>)]) {
-    for chunk in docs.chunks(1_000) {
-        c.upsert(inputs(chunk)).unwrap();
-    }
 }
 
 /// The live documents of a test, by id; [`Model::docs`] lists them in id order.
@@ -140,44 +83,6 @@ impl Model {
 }
 
 // ----- checks ----------------------------------------------------------------------------------
-
-/// Asserts that `hits` are sorted by (distance, id), unique, all live, and that each carries the
-/// exact distance of that document's current vector.
-fn assert_hits_exact(
-    hits: &[Hit],
-    metric: Metric,
-    live: &HashMap<Uuid, &[f32]>,
-    query: &[f32],
-    ctx: &str,
-) {
-    for (i, pair) in hits.windows(2).enumerate() {
-        let (a, b) = (&pair[0], &pair[1]);
-        assert!(
-            a.distance.unwrap() < b.distance.unwrap()
-                || (a.distance.unwrap() == b.distance.unwrap() && a.id < b.id),
-            "{ctx}: hits {i} and {} out of order: {} {} then {} {}",
-            i + 1,
-            a.id,
-            a.distance.unwrap(),
-            b.id,
-            b.distance.unwrap()
-        );
-    }
-    let unique: HashSet<Uuid> = hits.iter().map(|h| h.id).collect();
-    assert_eq!(unique.len(), hits.len(), "{ctx}: duplicate ids in {hits:?}");
-    for (i, hit) in hits.iter().enumerate() {
-        let Some(vector) = live.get(&hit.id) else {
-            panic!("{ctx}: hit {i} {} is not a live document", hit.id);
-        };
-        let exact = distance_f64(metric, query, vector);
-        assert!(
-            (f64::from(hit.distance.unwrap()) - exact).abs() <= 1e-4 * exact.abs().max(1.0),
-            "{ctx}: hit {i} {}: distance {} but the exact distance is {exact}",
-            hit.id,
-            hit.distance.unwrap()
-        );
-    }
-}
 
 /// Searches `queries` (k = [`K`], the given `ef`) and checks every response against the brute
 /// force over `live`: strategy "hnsw", not exhaustive, `K` hits, exact distances, order, only live

@@ -34,6 +34,8 @@ use crate::vectors::VectorArena;
 
 /// The product quantiser trains on at most this many vectors.
 const PQ_SAMPLES: usize = 65_536;
+/// The product quantiser needs at least this many training vectors (one per codeword).
+const MIN_PQ_TRAINING: usize = 256;
 /// k-means of a partitioned build trains on this many samples per partition.
 const SAMPLES_PER_PARTITION: usize = 512;
 /// Seed of builds (a build is deterministic for the same vectors and thread count 1).
@@ -207,6 +209,7 @@ pub(super) fn merge(index: &DiskAnnIndex) -> Result<Merged> {
         index.config_fingerprint,
         index.read_mode,
         index.params.cache_nodes,
+        super::disk::VERIFY_ON_LOAD_BYTES,
     )?;
     Ok(Merged {
         disk: Some(disk),
@@ -238,9 +241,14 @@ fn sample(rows: &Rows, max: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// A product quantiser of `index.params.pq_bytes` sub-spaces, trained on a sample.
+/// A product quantiser of `index.params.pq_bytes` sub-spaces, trained on a sample (repeated
+/// up to the 256 vectors training needs when the index holds fewer).
 fn train_pq(index: &DiskAnnIndex, rows: &Rows) -> Result<ProductQuantizer> {
-    let data = sample(rows, PQ_SAMPLES)?;
+    let mut data = sample(rows, PQ_SAMPLES)?;
+    let held = data.len();
+    while data.len() < MIN_PQ_TRAINING * index.dim {
+        data.extend_from_within(..held);
+    }
     ProductQuantizer::train(&data, index.dim, index.params.pq_bytes, BUILD_SEED)
 }
 

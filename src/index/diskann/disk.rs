@@ -17,8 +17,9 @@ use crate::index::pq::ProductQuantizer;
 use crate::index::{Neighbor, TopK};
 use crate::types::{InternalId, Metric};
 
-/// Node files up to this size have every node's checksum verified when loaded.
-const VERIFY_ON_LOAD_BYTES: u64 = 1 << 30;
+/// Node files up to this size have every node's checksum verified when loaded; larger ones
+/// are checked node by node as searches read them.
+pub const VERIFY_ON_LOAD_BYTES: u64 = 1 << 30;
 
 /// What one disk search did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,7 +66,8 @@ pub struct DiskGraph {
 
 impl DiskGraph {
     /// Opens the node file at `path` and loads its trailer; checks every node when the file
-    /// is small enough, then caches up to `cache_nodes` nodes nearest the entry point (BFS).
+    /// is at most `verify_up_to` bytes, then caches up to `cache_nodes` nodes nearest the entry
+    /// point (BFS).
     pub fn open(
         path: &Path,
         dim: usize,
@@ -73,10 +75,11 @@ impl DiskGraph {
         fingerprint: u64,
         mode: ReadMode,
         cache_nodes: usize,
+        verify_up_to: u64,
     ) -> Result<Self> {
         let file = NodeFile::open(path, dim, metric, fingerprint, mode)?;
         let trailer = file.read_trailer()?;
-        if file.header().file_len() <= VERIFY_ON_LOAD_BYTES {
+        if file.header().file_len() <= verify_up_to {
             file.verify_nodes()?;
         }
         let ids = trailer

@@ -65,9 +65,11 @@ pub const ALPHA: f32 = 1.2;
 pub const DEFAULT_BEAM: usize = 4;
 
 /// PQ code bytes when the collection does not choose: the largest divisor of the dimension
-/// that is at most 32 (and at most `dim`).
+/// that is at most `max(32, dim / 16)` (32 bytes for 128-D, 64 for 1024-D: about 1/16 of the
+/// raw vector or less).
 pub fn default_pq_bytes(dim: usize) -> usize {
-    (1..=32.min(dim).max(1))
+    let cap = 32.max(dim / 16).min(dim).max(1);
+    (1..=cap)
         .rev()
         .find(|&m| dim.is_multiple_of(m))
         .unwrap_or(1)
@@ -159,6 +161,9 @@ pub struct DiskAnnIndex {
     /// reopen rebuilds the index.
     damage: Mutex<Option<String>>,
     visited: VisitedPool,
+    /// A bulk load announced by [`DerivedIndex::reserve`]: until the delta has this many slots,
+    /// batches neither link nor merge (one build at the end instead of many); 0 when none.
+    bulk_until: usize,
     watermark: Seq,
 }
 
@@ -180,6 +185,7 @@ impl DiskAnnIndex {
             prepared: Mutex::new(None),
             damage: Mutex::new(None),
             visited: VisitedPool::default(),
+            bulk_until: 0,
             watermark: 0,
         }
     }
@@ -265,6 +271,7 @@ impl DiskAnnIndex {
         self.generation = merged.generation;
         self.deleted = RoaringBitmap::new();
         self.delta = Delta::new(self.dim);
+        self.bulk_until = 0;
     }
 
     /// Records damage found by a search and removes the checkpoint, so that the next open
@@ -439,7 +446,7 @@ impl DiskAnnIndex {
             if !path.exists() {
                 return Err(Error::corrupted(&path, "the node file the checkpoint names is missing"));
             }
-            let disk = DiskGraph::open(&path, self.dim, self.metric, self.config_fingerprint, self.read_mode, self.params.cache_nodes)?;
+            let disk = DiskGraph::open(&path, self.dim, self.metric, self.config_fingerprint, self.read_mode, self.params.cache_nodes, disk::VERIFY_ON_LOAD_BYTES)?;
             let header = disk.file().header();
             if header.generation != generation || header.file_len() != word(1) || header.nodes != word(2) {
                 return Err(Error::corrupted(&path, "the node file is not the one the checkpoint names"));
@@ -531,6 +538,13 @@ impl DerivedIndex for DiskAnnIndex {
     }
 
     fn finish_batch(&self) -> Result<()> {
+        let bulk_loading = self.delta.stored.slots.slots() < self.bulk_until;
+        let over_budget = self.delta.memory_bytes() as f64
+            >= self.params.build_ram_bytes as f64 * DELTA_BUDGET_FRACTION;
+        if bulk_loading && !over_budget {
+            // Searches scan the unlinked delta exactly meanwhile.
+            return Ok(());
+        }
         if self.merge_due() {
             let merged = self.merge()?;
             *self.prepared.lock() = Some(merged);
@@ -562,6 +576,7 @@ impl DerivedIndex for DiskAnnIndex {
         self.delta = Delta::new(self.dim);
         *self.prepared.get_mut() = None;
         *self.damage.get_mut() = None;
+        self.bulk_until = 0;
         self.watermark = watermark;
     }
 
@@ -605,6 +620,9 @@ impl DerivedIndex for DiskAnnIndex {
     }
 
     fn reserve(&mut self, additional: usize) {
+        if additional >= MERGE_MIN_DELTA {
+            self.bulk_until = self.delta.stored.slots.slots() + additional;
+        }
         self.delta.stored.reserve(additional);
     }
 
@@ -765,3 +783,6 @@ impl DiskAnnIndex {
             .map_or(1, |d| d.file().header().geometry.blocks_per_node as u32)
     }
 }
+
+#[cfg(test)]
+mod tests;
