@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::config::{CollectionConfig, IndexConfig, PayloadKind};
 use crate::db::{Database, OpenOptions};
-use crate::index::diskann::nodefile::ReadMode;
 use crate::error::{Error, Result};
 use crate::import::{import_fvecs_with_metadata, FvecsIds};
+use crate::index::diskann::nodefile::ReadMode;
 use crate::query::SearchRequest;
 use crate::types::Metric;
 use crate::vecs::{fvecs_count, read_fvecs_file, read_ivecs_file};
@@ -282,22 +282,23 @@ fn measure(
     let quantization = status.quantization;
 
     let build_peak_rss = peak_rss_bytes();
-    let (db, collection, search_rss_before) = if matches!(options.index, IndexConfig::DiskAnn { .. }) {
-        // Serve from a fresh open, as a restarted process would: the build's memory returned.
-        drop(collection);
-        db.close()?;
-        release_free_memory();
-        let reads = if options.direct {
-            ReadMode::Direct
+    let (db, collection, search_rss_before) =
+        if matches!(options.index, IndexConfig::DiskAnn { .. }) {
+            // Serve from a fresh open, as a restarted process would: the build's memory returned.
+            drop(collection);
+            db.close()?;
+            release_free_memory();
+            let reads = if options.direct {
+                ReadMode::Direct
+            } else {
+                ReadMode::Buffered
+            };
+            let db = Database::open_with(dir, OpenOptions::new().node_reads(reads))?;
+            let collection = db.collection("bench")?;
+            (db, collection, Some(proc_status_bytes("VmRSS:")))
         } else {
-            ReadMode::Buffered
+            (db, collection, None)
         };
-        let db = Database::open_with(dir, OpenOptions::new().node_reads(reads))?;
-        let collection = db.collection("bench")?;
-        (db, collection, Some(proc_status_bytes("VmRSS:")))
-    } else {
-        (db, collection, None)
-    };
     let settings = operating_points(options);
     let mut points = Vec::with_capacity(settings.len());
     for &knobs in &settings {

@@ -2042,3 +2042,66 @@ fn keyword_and_hybrid_search_from_the_command_line() {
     let report = json_lines(&ok(&db, &["check"]));
     assert!(report.iter().filter(|r| r["index"] == "keyword").count() == 2);
 }
+
+// ----- DiskANN ---------------------------------------------------------------------------------
+
+#[test]
+fn diskann_collections_are_created_merged_by_train_and_searched_with_search_l_and_beam() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path();
+    let mut args = vec!["collection", "create", "d", "--dim", "8", "--metric", "l2"];
+    args.extend([
+        "--index",
+        "diskann",
+        "--R",
+        "8",
+        "--L",
+        "16",
+        "--pq-bytes",
+        "4",
+    ]);
+    ok(db, &args);
+    let (value, _) = info(db, "d");
+    let index = &value["config"]["index"];
+    assert_eq!(
+        (&index["kind"], &index["r"], &index["l"], &index["pq_bytes"]),
+        (&json!("diskann"), &json!(8), &json!(16), &json!(4)),
+        "{value}"
+    );
+    let mut rng = Rng(31);
+    let docs = random_docs(&mut rng, 400, 8, "l2");
+    import_docs(db, "d", &dir.path().join("docs.jsonl"), &docs);
+    ok(db, &["collection", "train", "d"]);
+    let (value, _) = info(db, "d");
+    let disk = &value["vector_index"]["disk"];
+    assert_eq!(
+        (&disk["disk_nodes"], &disk["delta"]),
+        (&json!(400), &json!(0)),
+        "{value}"
+    );
+
+    let query = rng.vector(8);
+    let vector = serde_json::to_string(&query).unwrap();
+    let mut search = vec!["search", "d", "--vector", &vector, "--k", "5"];
+    search.extend(["--search-l", "64", "--beam", "2"]);
+    let hits = json_lines(&ok(db, &search));
+    assert_eq!(hits.len(), 5);
+    let exact: Vec<String> = brute_force(&docs, "l2", &query)
+        .iter()
+        .take(5)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let found = hits
+        .iter()
+        .filter(|h| exact.contains(&h["id"].as_str().unwrap().to_string()))
+        .count();
+    assert!(found >= 4, "{found} of the exact top 5 in {hits:?}");
+    for hit in &hits {
+        assert_eq!(hit["strategy"], json!("diskann"));
+        assert!(hit["disk"]["hops"].as_u64().unwrap() >= 1, "{hit}");
+    }
+    let mut bad = vec!["collection", "create", "e", "--dim", "8", "--metric", "l2"];
+    bad.extend(["--index", "diskann", "--pq-bytes", "3"]);
+    fail(db, &bad);
+    fail(db, &["search", "d", "--vector", &vector, "--search-l", "0"]);
+}

@@ -138,7 +138,11 @@ fn gather(index: &DiskAnnIndex, generation: u64) -> Result<Rows> {
     let delta = &index.delta.stored;
     for slot in 0..delta.slots.slots() {
         if let Some(id) = delta.slots.id(slot) {
-            emit(delta.vectors.get(slot), delta.slots.uuid(slot), u64::from(id))?;
+            emit(
+                delta.vectors.get(slot),
+                delta.slots.uuid(slot),
+                u64::from(id),
+            )?;
         }
     }
     out.flush()?;
@@ -256,7 +260,10 @@ fn train_pq(index: &DiskAnnIndex, rows: &Rows) -> Result<ProductQuantizer> {
 fn encode_all(pq: &ProductQuantizer, rows: &Rows) -> Result<Vec<u8>> {
     let m = pq.code_size();
     let mut codes = vec![0u8; rows.len * m];
-    for (chunk, start) in codes.chunks_mut(m << 14).zip((0..rows.len).step_by(1 << 14)) {
+    for (chunk, start) in codes
+        .chunks_mut(m << 14)
+        .zip((0..rows.len).step_by(1 << 14))
+    {
         let batch = rows.read_range(start..(start + (1 << 14)).min(rows.len))?;
         chunk
             .par_chunks_mut(m)
@@ -347,7 +354,11 @@ impl Partitioned {
             );
             for (local, list) in lists.iter().enumerate() {
                 let global = ids[local] as usize;
-                let at = if built.lists[global][0] == u64::MAX { 0 } else { 1 };
+                let at = if built.lists[global][0] == u64::MAX {
+                    0
+                } else {
+                    1
+                };
                 built.lists[global][at] = offset;
                 out.write_all(&(list.len() as u32).to_le_bytes())?;
                 for &next in list {
@@ -372,7 +383,10 @@ impl Partitioned {
     ) -> Result<Node> {
         let (vector, uuid, id) = rows.read(slot as usize)?;
         let mut union = Vec::new();
-        for &at in self.lists[slot as usize].iter().filter(|&&at| at != u64::MAX) {
+        for &at in self.lists[slot as usize]
+            .iter()
+            .filter(|&&at| at != u64::MAX)
+        {
             let mut word = [0u8; 4];
             self.edges.read_exact_at(&mut word, at)?;
             let degree = u32::from_le_bytes(word) as usize;

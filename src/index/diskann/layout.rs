@@ -470,10 +470,7 @@ mod tests {
             assert!(NodeView::parse(&g, 1000, &bad).is_err(), "bit {bit}");
         }
         // A neighbour beyond the node count is refused even with a valid checksum.
-        assert_eq!(
-            NodeView::parse(&g, 10, &buf).err(),
-            Some(NodeDamage::Links)
-        );
+        assert_eq!(NodeView::parse(&g, 10, &buf).err(), Some(NodeDamage::Links));
     }
 
     #[test]

@@ -169,7 +169,12 @@ pub struct DiskAnnIndex {
 
 impl DiskAnnIndex {
     /// An empty index whose node files live in `dir`.
-    pub fn new(config: &CollectionConfig, params: DiskAnnParams, instance: u64, dir: &IndexDir) -> Self {
+    pub fn new(
+        config: &CollectionConfig,
+        params: DiskAnnParams,
+        instance: u64,
+        dir: &IndexDir,
+    ) -> Self {
         DiskAnnIndex {
             dim: config.dim,
             metric: config.metric,
@@ -307,9 +312,19 @@ impl DiskAnnIndex {
 
     /// Offers the delta's nearest live vectors to `top`: a greedy search of its graph, and an
     /// exact scan of the nodes not linked yet.
-    fn search_delta(&self, query: &[f32], list: usize, allowed: &impl Fn(InternalId) -> bool, top: &mut TopK) {
+    fn search_delta(
+        &self,
+        query: &[f32],
+        list: usize,
+        allowed: &impl Fn(InternalId) -> bool,
+        top: &mut TopK,
+    ) {
         let stored = &self.delta.stored;
-        let linked = self.delta.linked.load(Ordering::Acquire).min(stored.slots.slots());
+        let linked = self
+            .delta
+            .linked
+            .load(Ordering::Acquire)
+            .min(stored.slots.slots());
         let mut offer = |slot: usize, distance: f32| {
             if let Some(id) = stored.slots.id(slot).filter(|&id| allowed(id)) {
                 top.push(Neighbor {
@@ -334,12 +349,20 @@ impl DiskAnnIndex {
             }
         }
         for slot in linked..stored.slots.slots() {
-            offer(slot, self.distance.distance(query, stored.vectors.get(slot)));
+            offer(
+                slot,
+                self.distance.distance(query, stored.vectors.get(slot)),
+            );
         }
     }
 
     /// Exact search over the allowed documents (few of them): reads their nodes.
-    fn search_allowed_exactly(&self, query: &[f32], k: usize, allowed: &RoaringBitmap) -> Result<TopK> {
+    fn search_allowed_exactly(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: &RoaringBitmap,
+    ) -> Result<TopK> {
         let mut top = TopK::new(k);
         let mut disk_slots = Vec::new();
         for id in allowed {
@@ -349,7 +372,9 @@ impl DiskAnnIndex {
                 top.push(Neighbor {
                     id,
                     uuid: self.delta.stored.slots.uuid(slot),
-                    distance: self.distance.distance(query, self.delta.stored.vectors.get(slot)),
+                    distance: self
+                        .distance
+                        .distance(query, self.delta.stored.vectors.get(slot)),
                 });
             }
         }
@@ -380,7 +405,9 @@ impl DiskAnnIndex {
 
     /// How node blocks are read (as the file system allowed).
     pub fn read_mode(&self) -> ReadMode {
-        self.disk.as_ref().map_or(self.read_mode, |d| d.file().mode())
+        self.disk
+            .as_ref()
+            .map_or(self.read_mode, |d| d.file().mode())
     }
 
     fn state_path(dir: &Path) -> PathBuf {
@@ -431,10 +458,15 @@ impl DiskAnnIndex {
         Ok(())
     }
 
-    fn read_state(&self, dir: &Path, input: &mut FileReader) -> Result<(Option<DiskGraph>, u64, RoaringBitmap, Delta)> {
+    fn read_state(
+        &self,
+        dir: &Path,
+        input: &mut FileReader,
+    ) -> Result<(Option<DiskGraph>, u64, RoaringBitmap, Delta)> {
         let mut head = [0u8; 64];
         input.read(&mut head)?;
-        let word = |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let word =
+            |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().unwrap_or_default());
         if head[40..] != [0u8; 24] {
             return Err(input.corrupted("reserved bytes are not zero"));
         }
@@ -444,12 +476,29 @@ impl DiskAnnIndex {
         } else {
             let path = dir.join(layout::file_name(generation));
             if !path.exists() {
-                return Err(Error::corrupted(&path, "the node file the checkpoint names is missing"));
+                return Err(Error::corrupted(
+                    &path,
+                    "the node file the checkpoint names is missing",
+                ));
             }
-            let disk = DiskGraph::open(&path, self.dim, self.metric, self.config_fingerprint, self.read_mode, self.params.cache_nodes, disk::VERIFY_ON_LOAD_BYTES)?;
+            let disk = DiskGraph::open(
+                &path,
+                self.dim,
+                self.metric,
+                self.config_fingerprint,
+                self.read_mode,
+                self.params.cache_nodes,
+                disk::VERIFY_ON_LOAD_BYTES,
+            )?;
             let header = disk.file().header();
-            if header.generation != generation || header.file_len() != word(1) || header.nodes != word(2) {
-                return Err(Error::corrupted(&path, "the node file is not the one the checkpoint names"));
+            if header.generation != generation
+                || header.file_len() != word(1)
+                || header.nodes != word(2)
+            {
+                return Err(Error::corrupted(
+                    &path,
+                    "the node file is not the one the checkpoint names",
+                ));
             }
             Some(disk)
         };
@@ -460,7 +509,10 @@ impl DiskAnnIndex {
         input.read(&mut deleted_bytes)?;
         let deleted = RoaringBitmap::deserialize_from(&deleted_bytes[..])
             .map_err(|e| input.corrupted(format!("delete list: {e}")))?;
-        if deleted.max().is_some_and(|max| u64::from(max) >= disk_nodes) {
+        if deleted
+            .max()
+            .is_some_and(|max| u64::from(max) >= disk_nodes)
+        {
             return Err(input.corrupted("the delete list names a slot beyond the node file"));
         }
         let slots = usize::try_from(word(4)).map_err(|_| input.corrupted("absurd delta size"))?;
@@ -479,9 +531,9 @@ impl DiskAnnIndex {
             lists.push(list);
         }
         if let Some(disk) = &disk {
-            let clash = (0..slots).filter_map(|s| stored.slots.id(s)).any(|id| {
-                disk.slot_of(id).is_some_and(|slot| !deleted.contains(slot))
-            });
+            let clash = (0..slots)
+                .filter_map(|s| stored.slots.id(s))
+                .any(|id| disk.slot_of(id).is_some_and(|slot| !deleted.contains(slot)));
             if clash {
                 return Err(input.corrupted("a document is both on disk and in the delta"));
             }
@@ -582,10 +634,14 @@ impl DerivedIndex for DiskAnnIndex {
 
     fn checkpoint(&self, dir: &IndexDir) -> Result<Seq> {
         if self.prepared.lock().is_some() {
-            return Err(Error::Internal("checkpoint of an unpublished DiskANN merge".into()));
+            return Err(Error::Internal(
+                "checkpoint of an unpublished DiskANN merge".into(),
+            ));
         }
         if dir.path() != self.dir.path() {
-            return Err(Error::Internal("a DiskANN checkpoint belongs beside its node files".into()));
+            return Err(Error::Internal(
+                "a DiskANN checkpoint belongs beside its node files".into(),
+            ));
         }
         let mut out = FileWriter::create(dir, STATE_FILE, self.header())?;
         self.write_state(&mut out)?;
@@ -613,7 +669,11 @@ impl DerivedIndex for DiskAnnIndex {
     fn internal_ids(&self) -> Vec<InternalId> {
         let mut ids = self.delta.stored.slots.sorted_ids();
         if let Some(disk) = &self.disk {
-            ids.extend(disk.sorted_ids().iter().filter(|&&id| self.disk_slot(id).is_some()));
+            ids.extend(
+                disk.sorted_ids()
+                    .iter()
+                    .filter(|&&id| self.disk_slot(id).is_some()),
+            );
         }
         ids.sort_unstable();
         ids
@@ -675,7 +735,13 @@ impl VectorIndexRead for DiskAnnIndex {
         }
     }
 
-    fn search_filtered(&self, query: &[f32], k: usize, knobs: &SearchKnobs, allowed: &RoaringBitmap) -> IndexSearch {
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: &SearchKnobs,
+        allowed: &RoaringBitmap,
+    ) -> IndexSearch {
         let Some(query) = self.distance.prepare(query) else {
             return IndexSearch {
                 strategy: "diskann_filtered",
@@ -710,7 +776,10 @@ impl VectorIndexRead for DiskAnnIndex {
         let total = (self.len() as u64).max(1);
         let mut params = self.beam_params(k, knobs);
         let widened = (k as u64 * total / allowed.len().max(1)) as usize;
-        params.list = params.list.max(widened).min(MAX_FILTER_LIST.max(params.list));
+        params.list = params
+            .list
+            .max(widened)
+            .min(MAX_FILTER_LIST.max(params.list));
         let mut stats = DiskSearchStats::default();
         let top = self.search_both(&query, k, params, |id| allowed.contains(id), &mut stats);
         let neighbors = top.into_sorted();
@@ -738,7 +807,10 @@ impl VectorIndexRead for DiskAnnIndex {
         }
         let slot = self.disk_slot(id)?;
         let disk = self.disk.as_ref()?;
-        disk.node(slot).map_err(|e| self.record_damage(&e)).ok().map(|n| n.vector)
+        disk.node(slot)
+            .map_err(|e| self.record_damage(&e))
+            .ok()
+            .map(|n| n.vector)
     }
 
     fn document_id(&self, id: InternalId) -> Option<Uuid> {
@@ -747,7 +819,10 @@ impl VectorIndexRead for DiskAnnIndex {
         }
         let slot = self.disk_slot(id)?;
         let disk = self.disk.as_ref()?;
-        disk.node(slot).map_err(|e| self.record_damage(&e)).ok().map(|n| n.uuid)
+        disk.node(slot)
+            .map_err(|e| self.record_damage(&e))
+            .ok()
+            .map(|n| n.uuid)
     }
 
     fn memory_bytes(&self) -> usize {

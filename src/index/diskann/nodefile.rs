@@ -219,7 +219,8 @@ impl NodeFile {
                 direct.read_exact_at(buf.bytes_mut(), offset(slot))
             };
             if slots.len() > 1 {
-                io_pool().install(|| slots.par_iter().zip(bufs.par_iter_mut()).try_for_each(read))?;
+                io_pool()
+                    .install(|| slots.par_iter().zip(bufs.par_iter_mut()).try_for_each(read))?;
             } else {
                 slots.iter().zip(bufs.iter_mut()).try_for_each(read)?;
             }
@@ -240,9 +241,8 @@ impl NodeFile {
     pub fn node_in<'b>(&self, slot: u32, buf: &'b AlignedBlocks) -> Result<NodeView<'b>> {
         let geometry = self.header.geometry;
         let (_, within) = geometry.locate(u64::from(slot));
-        NodeView::parse(&geometry, self.header.nodes, &buf.bytes()[within..]).map_err(|damage| {
-            Error::corrupted(&self.path, format!("node {slot}: {damage}"))
-        })
+        NodeView::parse(&geometry, self.header.nodes, &buf.bytes()[within..])
+            .map_err(|damage| Error::corrupted(&self.path, format!("node {slot}: {damage}")))
     }
 
     /// Reads and decodes one node.
@@ -317,10 +317,9 @@ impl NodeFile {
                     if slot >= nodes {
                         break;
                     }
-                    let view = NodeView::parse(&g, nodes, &chunk[i * g.node_bytes..])
-                        .map_err(|damage| {
-                            Error::corrupted(&self.path, format!("node {slot}: {damage}"))
-                        })?;
+                    let view = NodeView::parse(&g, nodes, &chunk[i * g.node_bytes..]).map_err(
+                        |damage| Error::corrupted(&self.path, format!("node {slot}: {damage}")),
+                    )?;
                     visit(slot as u32, view)?;
                 }
                 block += g.blocks_per_node as u64;

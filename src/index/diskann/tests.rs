@@ -73,14 +73,25 @@ fn node_files_round_trip_in_every_read_mode_and_geometry() {
             file.read_many(&slots, &mut bufs).expect("reads");
             for (&slot, buf) in slots.iter().zip(&bufs) {
                 let node = file.node_in(slot, buf).expect("valid").to_node();
-                assert_eq!(node, test_node(&vectors, slot, 6), "{mode:?} dim {dim} slot {slot}");
+                assert_eq!(
+                    node,
+                    test_node(&vectors, slot, 6),
+                    "{mode:?} dim {dim} slot {slot}"
+                );
             }
             let trailer = file.read_trailer().expect("trailer");
-            assert_eq!(trailer.ids, (0..n as u64).map(|i| i * 2).collect::<Vec<_>>());
+            assert_eq!(
+                trailer.ids,
+                (0..n as u64).map(|i| i * 2).collect::<Vec<_>>()
+            );
         }
         // Another collection's fingerprint, dimension or metric is refused.
-        assert!(NodeFile::open(&path, dim, Metric::L2, FINGERPRINT + 1, ReadMode::Buffered).is_err());
-        assert!(NodeFile::open(&path, dim + 1, Metric::L2, FINGERPRINT, ReadMode::Buffered).is_err());
+        assert!(
+            NodeFile::open(&path, dim, Metric::L2, FINGERPRINT + 1, ReadMode::Buffered).is_err()
+        );
+        assert!(
+            NodeFile::open(&path, dim + 1, Metric::L2, FINGERPRINT, ReadMode::Buffered).is_err()
+        );
         assert!(NodeFile::open(&path, dim, Metric::Dot, FINGERPRINT, ReadMode::Buffered).is_err());
     }
 }
@@ -92,7 +103,15 @@ fn damage_is_refused_at_load_or_found_by_the_search_that_reads_it() {
     let vectors = random_vectors(400, 16, 3);
     let path = write_test_file(&dir, &vectors, 6);
     let open = |verify_up_to| {
-        DiskGraph::open(&path, 16, Metric::L2, FINGERPRINT, ReadMode::Buffered, 0, verify_up_to)
+        DiskGraph::open(
+            &path,
+            16,
+            Metric::L2,
+            FINGERPRINT,
+            ReadMode::Buffered,
+            0,
+            verify_up_to,
+        )
     };
     let search = |graph: &DiskGraph| {
         let mut top = TopK::new(10);
@@ -103,13 +122,21 @@ fn damage_is_refused_at_load_or_found_by_the_search_that_reads_it() {
             .map(|()| top.into_sorted())
     };
     let healthy = search(&open(u64::MAX).expect("opens")).expect("searches");
-    assert_eq!(healthy[0].uuid, Uuid::from_u128(1007), "the query is node 7's vector");
+    assert_eq!(
+        healthy[0].uuid,
+        Uuid::from_u128(1007),
+        "the query is node 7's vector"
+    );
 
     // Damage node 200's vector: a verifying open refuses the file; a lazy open serves until a
     // search reads that node, which then fails with a Corrupted error naming it.
-    let file = std::fs::OpenOptions::new().write(true).open(&path).expect("opens");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("opens");
     let (at, within) = Geometry::new(16, 6).locate(200);
-    file.write_all_at(&[0xff], at + within as u64 + 3).expect("damages");
+    file.write_all_at(&[0xff], at + within as u64 + 3)
+        .expect("damages");
     match open(u64::MAX) {
         Err(Error::Corrupted { detail, .. }) => assert!(detail.contains("node 200"), "{detail}"),
         other => panic!("expected Corrupted, got {:?}", other.map(|_| ())),
@@ -152,7 +179,8 @@ fn node_900_million_of_a_billion_node_file_is_addressed_without_allocating_the_f
     let tmp = tempfile::tempdir().expect("temp dir");
     let path = tmp.path().join(layout::file_name(1));
     let file = std::fs::File::create(&path).expect("creates");
-    file.set_len(header.file_len()).expect("a sparse file of the full size");
+    file.set_len(header.file_len())
+        .expect("a sparse file of the full size");
     file.write_all_at(&header.encode(), 0).expect("header");
     let node = Node {
         vector: (0..dim).map(|i| i as f32 * 0.25 - 7.0).collect(),
@@ -163,7 +191,10 @@ fn node_900_million_of_a_billion_node_file_is_addressed_without_allocating_the_f
     let mut record = vec![0u8; geometry.node_bytes];
     layout::encode_node(&geometry, &node, &mut record);
     let (offset, within) = geometry.locate(u64::from(SLOT));
-    assert_eq!((offset, within), ((1 + 2 * u64::from(SLOT)) * BLOCK as u64, 0));
+    assert_eq!(
+        (offset, within),
+        ((1 + 2 * u64::from(SLOT)) * BLOCK as u64, 0)
+    );
     file.write_all_at(&record, offset).expect("node");
     drop(file);
 
@@ -171,7 +202,10 @@ fn node_900_million_of_a_billion_node_file_is_addressed_without_allocating_the_f
         .expect("the header and length agree");
     assert_eq!(opened.read_node(SLOT).expect("reads back"), node);
     // Neighbouring slots were never written: zero blocks fail their checksum, never decode.
-    assert!(matches!(opened.read_node(SLOT + 1), Err(Error::Corrupted { .. })));
+    assert!(matches!(
+        opened.read_node(SLOT + 1),
+        Err(Error::Corrupted { .. })
+    ));
     let allocated = std::fs::metadata(&path).expect("meta").blocks() * 512;
     assert!(allocated < 1 << 20, "{allocated} bytes allocated");
 }

@@ -190,7 +190,8 @@ pub fn robust_prune<V: VectorSource>(
         let chosen_vector = vectors.vector(chosen as usize);
         for j in i + 1..candidates.len() {
             if !removed[j] {
-                let between = distance.distance(chosen_vector, vectors.vector(candidates[j].node as usize));
+                let between =
+                    distance.distance(chosen_vector, vectors.vector(candidates[j].node as usize));
                 if alpha * between <= candidates[j].distance {
                     removed[j] = true;
                 }
@@ -247,7 +248,14 @@ pub fn insert<V: VectorSource>(
                         node: c,
                     })
                     .collect();
-                *list = robust_prune(vectors, distance, neighbor, scored, alpha, params.max_degree);
+                *list = robust_prune(
+                    vectors,
+                    distance,
+                    neighbor,
+                    scored,
+                    alpha,
+                    params.max_degree,
+                );
             }
         }
     });
@@ -272,7 +280,14 @@ pub fn prune_overfull<V: VectorSource>(
                     node: c,
                 })
                 .collect();
-            *list = robust_prune(vectors, distance, node as u32, scored, alpha, params.max_degree);
+            *list = robust_prune(
+                vectors,
+                distance,
+                node as u32,
+                scored,
+                alpha,
+                params.max_degree,
+            );
         }
     });
 }
@@ -351,7 +366,10 @@ mod tests {
             exact.sort_unstable();
             let (found, _) = greedy_search(&graph, &vectors, &distance, &visited, entry, query, 40);
             let found: Vec<u32> = found.iter().take(10).map(|s| s.node).collect();
-            hits += exact[..10].iter().filter(|e| found.contains(&e.node)).count();
+            hits += exact[..10]
+                .iter()
+                .filter(|e| found.contains(&e.node))
+                .count();
         }
         let recall = hits as f64 / 1000.0;
         assert!(recall >= 0.95, "recall@10 {recall}");

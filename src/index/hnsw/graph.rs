@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::index::visited::Visited;
 use crate::distance::{prefetch, MetricDistance};
+use crate::index::visited::Visited;
 use crate::vectors::VectorSource;
 
 /// Highest level a node may get (bounds memory for unlucky draws).

@@ -32,7 +32,6 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 
 use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
-use crate::index::visited::VisitedPool;
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::io::IndexDir;
 use super::stored::{StoredChange, StoredVectors};
@@ -40,6 +39,7 @@ use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, VectorIndexRead};
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
+use crate::index::visited::VisitedPool;
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
 
 const KIND_VERSION: u16 = 1;
