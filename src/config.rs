@@ -546,7 +546,11 @@ mod tests {
             IndexConfig::from_kind_name("ivfpq").unwrap(),
             IndexConfig::ivfpq()
         );
-        assert!(IndexConfig::from_kind_name("diskann").is_err());
+        assert_eq!(
+            IndexConfig::from_kind_name("diskann").unwrap(),
+            IndexConfig::diskann()
+        );
+        assert!(IndexConfig::from_kind_name("annoy").is_err());
         let bad_m = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw {
             m: 1,
             ef_construction: 100,

@@ -661,7 +661,7 @@ fn collection_create_rejects_bad_names_dims_metrics_and_duplicates() {
             ],
         );
     }
-    for index in ["diskann", "nope"] {
+    for index in ["annoy", "nope"] {
         fail(
             &db,
             &[

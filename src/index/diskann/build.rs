@@ -39,7 +39,7 @@ const MIN_PQ_TRAINING: usize = 256;
 /// k-means of a partitioned build trains on this many samples per partition.
 const SAMPLES_PER_PARTITION: usize = 512;
 /// Seed of builds (a build is deterministic for the same vectors and thread count 1).
-const BUILD_SEED: u64 = 0xd15c_a77;
+const BUILD_SEED: u64 = 0x0d15_ca77;
 
 /// The live vectors of a merge, one fixed-size row each in a scratch file removed on drop:
 /// the vector (f32), the UUID, the internal id (u64).

@@ -111,7 +111,7 @@ impl DiskGraph {
     /// Caches up to `count` nodes in breadth-first order from the entry point.
     fn fill_cache(&mut self, count: usize) -> Result<()> {
         let nodes = self.len();
-        if nodes == 0 {
+        if self.is_empty() {
             return Ok(());
         }
         let mut queue = VecDeque::from([self.medoid()]);
@@ -149,6 +149,11 @@ impl DiskGraph {
     /// Node count.
     pub fn len(&self) -> usize {
         self.sorted_ids.len()
+    }
+
+    /// Whether the file holds no node.
+    pub fn is_empty(&self) -> bool {
+        self.sorted_ids.is_empty()
     }
 
     /// The entry point.
@@ -238,7 +243,7 @@ impl DiskGraph {
         top: &mut TopK,
         stats: &mut DiskSearchStats,
     ) -> Result<()> {
-        if self.len() == 0 {
+        if self.is_empty() {
             return Ok(());
         }
         let table = self.table(query);

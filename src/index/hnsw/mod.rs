@@ -22,7 +22,7 @@
 //! per node: level × (1 + M) × u32   upper-layer blocks
 //! ```
 
-pub mod graph;
+pub(crate) mod graph;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
