@@ -38,6 +38,9 @@ const PQ_SAMPLES: usize = 65_536;
 const MIN_PQ_TRAINING: usize = 256;
 /// k-means of a partitioned build trains on this many samples per partition.
 const SAMPLES_PER_PARTITION: usize = 512;
+/// File-name prefix of a merge's scratch files (removed when it ends, or at the next
+/// checkpoint after a crash).
+pub(super) const SCRATCH_PREFIX: &str = "diskann-build-";
 /// Seed of builds (a build is deterministic for the same vectors and thread count 1).
 const BUILD_SEED: u64 = 0x0d15_ca77;
 
@@ -100,7 +103,7 @@ fn gather(index: &DiskAnnIndex, generation: u64) -> Result<Rows> {
     let path = index
         .dir
         .path()
-        .join(format!("diskann-build-{generation:016x}.rows"));
+        .join(format!("{SCRATCH_PREFIX}{generation:016x}.rows"));
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -414,7 +414,8 @@ impl DiskAnnIndex {
         dir.join(STATE_FILE)
     }
 
-    /// Removes node files (and their temporaries) of generations other than the current one.
+    /// Removes node files (and their temporaries) of generations other than the current one,
+    /// and scratch files a crashed merge left behind.
     fn remove_stale_generations(&self) {
         let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
             return;
@@ -423,7 +424,9 @@ impl DiskAnnIndex {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let base = name.strip_suffix(".tmp").unwrap_or(&name);
-            if layout::generation_of(base).is_some_and(|g| g != self.generation || base != name) {
+            let stale_generation =
+                layout::generation_of(base).is_some_and(|g| g != self.generation || base != name);
+            if stale_generation || name.starts_with(build::SCRATCH_PREFIX) {
                 std::fs::remove_file(entry.path()).ok();
             }
         }
