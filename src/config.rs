@@ -47,7 +47,7 @@ pub enum IndexConfig {
         #[serde(default = "default_l")]
         l: usize,
         /// PQ code bytes per vector kept in RAM; must divide the dimension (default: the
-        /// largest divisor ≤ 32).
+        /// largest divisor ≤ `dim / 4`, 1/16 of the raw vector).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pq_bytes: Option<usize>,
         /// Nodes around the entry point cached in RAM, `0..=10_000_000`; default 4096.

@@ -243,7 +243,7 @@ struct IndexArgs {
     #[arg(long = "L", default_value_t = 100)]
     l: usize,
     /// DiskANN: PQ code bytes per vector kept in RAM; must divide the dimension (default: the
-    /// largest divisor ≤ 32).
+    /// largest divisor ≤ dim/4).
     #[arg(long)]
     pq_bytes: Option<usize>,
     /// DiskANN: nodes around the entry point cached in RAM.

@@ -34,6 +34,7 @@ pub enum StoredChange {
 }
 
 /// Vectors by slot (prepared for the metric) and the documents they belong to.
+#[derive(Clone)]
 pub struct StoredVectors {
     /// The vectors, cache-line aligned.
     pub vectors: VectorArena,

@@ -49,6 +49,11 @@ fn killed_ivfpq_writers_lose_no_acknowledged_write() {
     killed_writers("ivfpq", kills_per_kind(16), 2026);
 }
 
+#[test]
+fn killed_diskann_writers_lose_no_acknowledged_write() {
+    killed_writers("diskann", kills_per_kind(16), 2027);
+}
+
 /// Kill rounds sharing one database; a soak starts a fresh one after this many, so that
 /// verification time stays flat however long it runs.
 const ROUNDS_PER_DATABASE: u64 = 64;

@@ -23,6 +23,8 @@ const DELETE_EVERY: u64 = 4;
 const PATCH_EVERY: u64 = 3;
 /// IVF-PQ children train their index after this batch (so kills hit trained states too).
 const IVFPQ_TRAIN_AFTER: u64 = 2;
+/// A DiskANN writer merges its delta after every this many batches.
+const DISKANN_MERGE_EVERY: u64 = 3;
 
 /// The id of document `j` of batch `batch` written in `round`.
 pub fn doc_id(round: u64, batch: u64, j: usize) -> Uuid {
@@ -53,6 +55,13 @@ fn config(kind: &str) -> CollectionConfig {
             pq_m: Some(4),
         },
         "flat" => IndexConfig::Flat,
+        "diskann" => IndexConfig::DiskAnn {
+            r: 16,
+            l: 32,
+            pq_bytes: Some(4),
+            cache_nodes: 16,
+            build_ram_mb: 64,
+        },
         other => panic!("unknown QUIVER_CRASH_INDEX {other:?}"),
     };
     // A payload index and a keyword index too: both must stay in step with the documents
@@ -102,6 +111,10 @@ fn crash_child_writer() {
         c.upsert(docs).unwrap();
         ack(format!("upsert {b}"));
         if kind == "ivfpq" && b == IVFPQ_TRAIN_AFTER {
+            c.train().unwrap();
+        }
+        if kind == "diskann" && b % DISKANN_MERGE_EVERY == DISKANN_MERGE_EVERY - 1 {
+            // A merge writes a new node file generation: kills land inside merges too.
             c.train().unwrap();
         }
         if let Some(p) = patched_after(b) {

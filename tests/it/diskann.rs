@@ -549,3 +549,78 @@ fn invalid_diskann_parameters_are_refused() {
         );
     }
 }
+
+#[test]
+fn merges_run_in_the_background_while_writes_go_on() {
+    let dir = scratch_dir();
+    let metric = Metric::L2;
+    let mut rng = Rng(81);
+    let clusters = Clusters::new(&mut rng, 40, DIM);
+    let queries = clusters.points(&mut rng, QUERIES);
+    let mut live: HashMap<Uuid, Vec<f32>> = HashMap::new();
+    let mut deleted = HashSet::new();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.create_collection("d", config(metric, 2048)).unwrap();
+    let base = clusters.docs(&mut rng, 3000);
+    fill(&c, &base);
+    c.train().unwrap();
+    live.extend(base.iter().cloned());
+    let first = disk_status(&c).generation;
+    // The delta reaching the disk part's size starts a merge in the background.
+    let more = clusters.docs(&mut rng, 3100);
+    fill(&c, &more);
+    live.extend(more.iter().cloned());
+    assert_eq!(
+        disk_status(&c).generation,
+        first,
+        "the merge ran inside the write"
+    );
+    // Writes go on meanwhile: deletes of documents the merge took (on disk and in the delta),
+    // new vectors, new documents. A write after the merge ends installs it.
+    let mut writes_during_merge = 0;
+    let started = std::time::Instant::now();
+    while disk_status(&c).generation == first {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the merge never finished"
+        );
+        let ids: Vec<Uuid> = sorted(&live).iter().map(|(id, _)| *id).collect();
+        let gone = [ids[rng.below(ids.len())], ids[rng.below(ids.len())]];
+        c.delete(&gone).unwrap();
+        for id in gone {
+            live.remove(&id);
+            deleted.insert(id);
+        }
+        let moved = ids[rng.below(ids.len())];
+        if live.contains_key(&moved) {
+            let vector = clusters.point(&mut rng);
+            c.update_vector(moved, vector.clone()).unwrap();
+            live.insert(moved, vector);
+        }
+        let added = clusters.docs(&mut rng, 3);
+        fill(&c, &added);
+        live.extend(added);
+        writes_during_merge += 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(writes_during_merge >= 1);
+    let status = disk_status(&c);
+    assert!(status.disk_nodes >= 6000, "{status:?}");
+    let docs = sorted(&live);
+    assert_eq!(c.count().unwrap(), docs.len() as u64);
+    assert_recall(&c, metric, &docs, &queries, "after a background merge");
+    assert_no_deleted(
+        &c,
+        &queries,
+        &deleted,
+        docs.len(),
+        "after a background merge",
+    );
+    assert!(db.check(None).unwrap().ok());
+    let before = search_all(&c, &queries);
+    drop(c);
+    db.close().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.collection("d").unwrap();
+    assert_eq!(search_all(&c, &queries), before);
+}

@@ -1,6 +1,6 @@
 //! Building a node file generation from the live disk nodes and the delta (a merge).
 //!
-//! The live vectors are first streamed into a scratch row file beside the index. Then:
+//! The live vectors are first streamed into a scratch row file beside the source. Then:
 //! - **In RAM** when the vectors and the graph fit the build budget: the rows are loaded and
 //!   a Vamana graph is built over all of them.
 //! - **Partitioned** otherwise (DiskANN §3.2's larger-than-memory build): k-means on a sample
@@ -22,15 +22,22 @@ use uuid::Uuid;
 
 use super::disk::DiskGraph;
 use super::layout::{self, Geometry, Node};
+use super::merge::Merged;
+use super::nodefile::ReadMode;
 use super::nodefile::{write_node_file, NodeFileSpec};
 use super::vamana::{self, VamanaParams};
-use super::{DiskAnnIndex, Merged};
+use super::DiskAnnParams;
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
 use crate::index::hnsw::graph::Scored;
+use crate::index::io::IndexDir;
 use crate::index::kmeans::{self, KMeansParams};
 use crate::index::pq::ProductQuantizer;
+use crate::index::stored::StoredVectors;
+use crate::types::Metric;
 use crate::vectors::VectorArena;
+use roaring::RoaringBitmap;
+use std::sync::Arc;
 
 /// The product quantiser trains on at most this many vectors.
 const PQ_SAMPLES: usize = 65_536;
@@ -43,6 +50,35 @@ const SAMPLES_PER_PARTITION: usize = 512;
 pub(super) const SCRATCH_PREFIX: &str = "diskann-build-";
 /// Seed of builds (a build is deterministic for the same vectors and thread count 1).
 const BUILD_SEED: u64 = 0x0d15_ca77;
+
+/// What a merge builds from: the disk part and the delta as they were when it started (so
+/// that it can run on its own thread while writes go on), and where and how to build.
+pub(super) struct MergeSource {
+    /// The node file's folder and I/O.
+    pub dir: IndexDir,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Metric of the prepared vectors.
+    pub metric: Metric,
+    /// Its distance.
+    pub distance: MetricDistance,
+    /// Config fingerprint of the collection.
+    pub config_fingerprint: u64,
+    /// Index parameters (PQ bytes, cache, build budget).
+    pub params: DiskAnnParams,
+    /// Graph construction parameters.
+    pub vamana: VamanaParams,
+    /// How the new node file is read once opened.
+    pub read_mode: ReadMode,
+    /// The generation to write.
+    pub generation: u64,
+    /// The disk part, if any.
+    pub disk: Option<Arc<DiskGraph>>,
+    /// Its deleted slots.
+    pub deleted: RoaringBitmap,
+    /// A copy of the delta's vectors and slot maps.
+    pub delta: StoredVectors,
+}
 
 /// The live vectors of a merge, one fixed-size row each in a scratch file removed on drop:
 /// the vector (f32), the UUID, the internal id (u64).
@@ -99,8 +135,9 @@ fn decode_row(bytes: &[u8], dim: usize) -> (Vec<f32>, Uuid, u64) {
 }
 
 /// Streams the live disk nodes, then the live delta vectors, into a scratch row file.
-fn gather(index: &DiskAnnIndex, generation: u64) -> Result<Rows> {
-    let path = index
+fn gather(source: &MergeSource) -> Result<Rows> {
+    let generation = source.generation;
+    let path = source
         .dir
         .path()
         .join(format!("{SCRATCH_PREFIX}{generation:016x}.rows"));
@@ -113,7 +150,7 @@ fn gather(index: &DiskAnnIndex, generation: u64) -> Result<Rows> {
     let mut rows = Rows {
         file,
         path,
-        dim: index.dim,
+        dim: source.dim,
         len: 0,
         ids: Vec::new(),
     };
@@ -128,17 +165,17 @@ fn gather(index: &DiskAnnIndex, generation: u64) -> Result<Rows> {
         rows.ids.push(id);
         Ok(())
     };
-    if let Some(disk) = &index.disk {
-        let mut vector = vec![0f32; index.dim];
+    if let Some(disk) = &source.disk {
+        let mut vector = vec![0f32; source.dim];
         disk.file().for_each_node(|slot, node| {
-            if index.deleted.contains(slot) {
+            if source.deleted.contains(slot) {
                 return Ok(());
             }
             node.vector_into(&mut vector);
             emit(&vector, node.uuid(), node.id())
         })?;
     }
-    let delta = &index.delta.stored;
+    let delta = &source.delta;
     for slot in 0..delta.slots.slots() {
         if let Some(id) = delta.slots.id(slot) {
             emit(
@@ -158,41 +195,37 @@ fn build_bytes_per_point(dim: usize, max_degree: usize) -> usize {
     dim * 4 + max_degree * 4 * 13 / 10 + 96
 }
 
-/// Builds a new generation from the index's live nodes (see the module docs).
-pub(super) fn merge(index: &DiskAnnIndex) -> Result<Merged> {
-    let generation = loop {
-        let g = Uuid::new_v4().as_u64_pair().0;
-        if g != 0 && g != index.generation {
-            break g;
-        }
-    };
-    let rows = gather(index, generation)?;
+/// Builds generation `source.generation` from the source's live nodes (see the module docs).
+pub(super) fn merge(source: &MergeSource) -> Result<Merged> {
+    let generation = source.generation;
+    let rows = gather(source)?;
     if rows.len == 0 {
         return Ok(Merged {
             disk: None,
             generation: 0,
         });
     }
-    let params = index.vamana_params();
-    let per_point = build_bytes_per_point(index.dim, params.max_degree);
+    let params = source.vamana;
+    let per_point = build_bytes_per_point(source.dim, params.max_degree);
     let ids = &rows.ids;
-    let pq = train_pq(index, &rows)?;
+    let pq = train_pq(source, &rows)?;
     let codes = encode_all(&pq, &rows)?;
     let spec = |medoid: u32| NodeFileSpec {
-        geometry: Geometry::new(index.dim, params.max_degree),
-        metric: index.metric,
+        geometry: Geometry::new(source.dim, params.max_degree),
+        metric: source.metric,
         nodes: rows.len as u32,
         medoid,
-        config_fingerprint: index.config_fingerprint,
+        config_fingerprint: source.config_fingerprint,
         generation,
         pq: &pq,
         codes: &codes,
         ids,
     };
-    if rows.len.saturating_mul(per_point) <= index.params.build_ram_bytes {
+    if rows.len.saturating_mul(per_point) <= source.params.build_ram_bytes {
         let (arena, uuids) = load_all(&rows)?;
-        let (lists, medoid) = vamana::build(&arena, rows.len, &index.distance, &params, BUILD_SEED);
-        write_node_file(&index.dir, &spec(medoid), |slot| {
+        let (lists, medoid) =
+            vamana::build(&arena, rows.len, &source.distance, &params, BUILD_SEED);
+        write_node_file(&source.dir, &spec(medoid), |slot| {
             let s = slot as usize;
             Ok(Node {
                 vector: arena.get(s).to_vec(),
@@ -202,24 +235,24 @@ pub(super) fn merge(index: &DiskAnnIndex) -> Result<Merged> {
             })
         })?;
     } else {
-        let partitioned = Partitioned::build(index, &rows, &params, per_point)?;
-        write_node_file(&index.dir, &spec(partitioned.medoid), |slot| {
-            partitioned.node(slot, &rows, &index.distance, &params)
+        let partitioned = Partitioned::build(source, &rows, &params, per_point)?;
+        write_node_file(&source.dir, &spec(partitioned.medoid), |slot| {
+            partitioned.node(slot, &rows, &source.distance, &params)
         })?;
     }
     drop(rows);
-    let path = index.dir.path().join(layout::file_name(generation));
+    let path = source.dir.path().join(layout::file_name(generation));
     let disk = DiskGraph::open(
         &path,
-        index.dim,
-        index.metric,
-        index.config_fingerprint,
-        index.read_mode,
-        index.params.cache_nodes,
+        source.dim,
+        source.metric,
+        source.config_fingerprint,
+        source.read_mode,
+        source.params.cache_nodes,
         super::disk::VERIFY_ON_LOAD_BYTES,
     )?;
     Ok(Merged {
-        disk: Some(disk),
+        disk: Some(Arc::new(disk)),
         generation,
     })
 }
@@ -248,15 +281,15 @@ fn sample(rows: &Rows, max: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// A product quantiser of `index.params.pq_bytes` sub-spaces, trained on a sample (repeated
+/// A product quantiser of `source.params.pq_bytes` sub-spaces, trained on a sample (repeated
 /// up to the 256 vectors training needs when the index holds fewer).
-fn train_pq(index: &DiskAnnIndex, rows: &Rows) -> Result<ProductQuantizer> {
+fn train_pq(source: &MergeSource, rows: &Rows) -> Result<ProductQuantizer> {
     let mut data = sample(rows, PQ_SAMPLES)?;
     let held = data.len();
-    while data.len() < MIN_PQ_TRAINING * index.dim {
+    while data.len() < MIN_PQ_TRAINING * source.dim {
         data.extend_from_within(..held);
     }
-    ProductQuantizer::train(&data, index.dim, index.params.pq_bytes, BUILD_SEED)
+    ProductQuantizer::train(&data, source.dim, source.params.pq_bytes, BUILD_SEED)
 }
 
 /// Every row's PQ code.
@@ -294,14 +327,14 @@ impl Drop for Partitioned {
 
 impl Partitioned {
     fn build(
-        index: &DiskAnnIndex,
+        source: &MergeSource,
         rows: &Rows,
         params: &VamanaParams,
         per_point: usize,
     ) -> Result<Self> {
         let n = rows.len;
         let dim = rows.dim;
-        let fits = (index.params.build_ram_bytes / per_point).max(2 * params.max_degree);
+        let fits = (source.params.build_ram_bytes / per_point).max(2 * params.max_degree);
         let parts = (2 * n).div_ceil(fits).clamp(2, n.max(2));
         let data = sample(rows, SAMPLES_PER_PARTITION * parts)?;
         let centroids = kmeans::train(
@@ -351,7 +384,7 @@ impl Partitioned {
             let (lists, _) = vamana::build(
                 &arena,
                 ids.len(),
-                &index.distance,
+                &source.distance,
                 params,
                 BUILD_SEED ^ part as u64,
             );
@@ -372,7 +405,7 @@ impl Partitioned {
         }
         out.flush()?;
         drop(out);
-        built.medoid = global_medoid(rows, &index.distance)?;
+        built.medoid = global_medoid(rows, &source.distance)?;
         Ok(built)
     }
 

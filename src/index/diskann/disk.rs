@@ -184,6 +184,11 @@ impl DiskGraph {
         &self.sorted_ids
     }
 
+    /// The slot of each id of [`DiskGraph::sorted_ids`].
+    pub fn sorted_slots(&self) -> &[u32] {
+        &self.sorted_slots
+    }
+
     /// Node `slot`, from the cache or the file.
     pub fn node(&self, slot: u32) -> Result<Node> {
         match self.cache.get(&slot) {

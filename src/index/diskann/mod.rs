@@ -11,8 +11,9 @@
 //! - **Merge**: when the delta reaches the disk part's live size (or [`DELTA_BUDGET_FRACTION`]
 //!   of the build RAM budget), or more than [`MERGE_DELETED_FRACTION`] of the disk nodes are
 //!   deleted, or on [`DerivedIndex::train`], the live disk nodes and the delta are built into a
-//!   new node file (a new *generation*: Vamana, PQ codes, written once and never modified),
-//!   which then replaces the old one.
+//!   new node file (a new *generation*: Vamana, PQ codes, written once and never modified) on
+//!   a background thread from a snapshot; the first write after it ends installs it,
+//!   carrying over the changes applied meanwhile (see `merge.rs`).
 //! - **Search** runs a beam search on the disk graph (PQ distances steer, each hop reads `W`
 //!   blocks at once, expanded nodes are re-ranked with their full vectors) and a greedy search
 //!   on the delta, and merges both.
@@ -23,18 +24,22 @@ mod build;
 mod candidates;
 pub mod disk;
 pub mod layout;
+mod merge;
 pub mod nodefile;
 pub mod vamana;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use uuid::Uuid;
 
+use self::build::MergeSource;
 use self::disk::{BeamParams, DiskGraph, DiskSearchStats};
+use self::merge::MergeJob;
 use self::nodefile::ReadMode;
 use self::vamana::{Graph, VamanaParams};
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
@@ -65,10 +70,10 @@ pub const ALPHA: f32 = 1.2;
 pub const DEFAULT_BEAM: usize = 4;
 
 /// PQ code bytes when the collection does not choose: the largest divisor of the dimension
-/// that is at most `max(32, dim / 16)` (32 bytes for 128-D, 64 for 1024-D: about 1/16 of the
-/// raw vector or less).
+/// that is at most `dim / 4` (one byte per four dimensions: 1/16 of the raw vector, e.g. 32
+/// bytes for 128-D and 256 for 1024-D).
 pub fn default_pq_bytes(dim: usize) -> usize {
-    let cap = 32.max(dim / 16).min(dim).max(1);
+    let cap = (dim / 4).max(1);
     (1..=cap)
         .rev()
         .find(|&m| dim.is_multiple_of(m))
@@ -135,12 +140,6 @@ impl Delta {
     }
 }
 
-/// A merged generation, ready to install.
-struct Merged {
-    disk: Option<DiskGraph>,
-    generation: u64,
-}
-
 /// The DiskANN index of a collection.
 pub struct DiskAnnIndex {
     dim: usize,
@@ -150,13 +149,14 @@ pub struct DiskAnnIndex {
     params: DiskAnnParams,
     dir: IndexDir,
     read_mode: ReadMode,
-    disk: Option<DiskGraph>,
+    disk: Option<Arc<DiskGraph>>,
     /// 0 when there is no disk part.
     generation: u64,
     /// Deleted disk slots.
     deleted: RoaringBitmap,
     delta: Delta,
-    prepared: Mutex<Option<Merged>>,
+    /// The merge in progress or done but not installed yet.
+    merge: Mutex<Option<MergeJob>>,
     /// Damage found while searching (a node failed its checksum): searches refuse until a
     /// reopen rebuilds the index.
     damage: Mutex<Option<String>>,
@@ -187,7 +187,7 @@ impl DiskAnnIndex {
             generation: 0,
             deleted: RoaringBitmap::new(),
             delta: Delta::new(config.dim),
-            prepared: Mutex::new(None),
+            merge: Mutex::new(None),
             damage: Mutex::new(None),
             visited: VisitedPool::default(),
             bulk_until: 0,
@@ -237,7 +237,7 @@ impl DiskAnnIndex {
     /// Whether the applied changes call for a merge.
     fn merge_due(&self) -> bool {
         let delta_live = self.delta.stored.slots.live();
-        let disk_nodes = self.disk.as_ref().map_or(0, DiskGraph::len);
+        let disk_nodes = self.disk.as_deref().map_or(0, DiskGraph::len);
         let budget = self.params.build_ram_bytes as f64 * DELTA_BUDGET_FRACTION;
         let grown = delta_live >= MERGE_MIN_DELTA
             && (delta_live >= self.disk_live() || self.delta.memory_bytes() as f64 >= budget);
@@ -266,17 +266,41 @@ impl DiskAnnIndex {
         self.delta.linked.store(total, Ordering::Release);
     }
 
-    /// Builds a new generation from the live disk nodes and the delta.
-    fn merge(&self) -> Result<Merged> {
-        build::merge(self)
+    /// Starts a merge of the live disk nodes and the delta into a new generation, on its own
+    /// thread, from a snapshot of both.
+    fn start_merge(&self) -> Result<MergeJob> {
+        let generation = loop {
+            let g = Uuid::new_v4().as_u64_pair().0;
+            if g != 0 && g != self.generation {
+                break g;
+            }
+        };
+        MergeJob::start(MergeSource {
+            dir: self.dir.clone(),
+            dim: self.dim,
+            metric: self.metric,
+            distance: self.distance,
+            config_fingerprint: self.config_fingerprint,
+            params: self.params,
+            vamana: self.vamana_params(),
+            read_mode: self.read_mode,
+            generation,
+            disk: self.disk.clone(),
+            deleted: self.deleted.clone(),
+            delta: self.delta.stored.clone(),
+        })
     }
 
-    fn install(&mut self, merged: Merged) {
-        self.disk = merged.disk;
-        self.generation = merged.generation;
-        self.deleted = RoaringBitmap::new();
-        self.delta = Delta::new(self.dim);
-        self.bulk_until = 0;
+    /// Installs a finished merge (see [`MergeJob::install`]); a failed one is logged and
+    /// dropped, leaving the delta in RAM for the next attempt.
+    fn install(&mut self, job: MergeJob) {
+        match job.install(&mut self.disk, &mut self.deleted, &mut self.delta, self.dim) {
+            Ok(generation) => {
+                self.generation = generation;
+                self.bulk_until = 0;
+            }
+            Err(e) => log::warn!("a DiskANN merge failed; its changes stay in RAM: {e}"),
+        }
     }
 
     /// Records damage found by a search and removes the checkpoint, so that the next open
@@ -414,9 +438,10 @@ impl DiskAnnIndex {
         dir.join(STATE_FILE)
     }
 
-    /// Removes node files (and their temporaries) of generations other than the current one,
-    /// and scratch files a crashed merge left behind.
+    /// Removes node files (and their temporaries) of generations other than the current one
+    /// and than a merge's in progress, and scratch files a crashed merge left behind.
     fn remove_stale_generations(&self) {
+        let merging = self.merge.lock().as_ref().map(|job| job.generation);
         let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
             return;
         };
@@ -424,9 +449,11 @@ impl DiskAnnIndex {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let base = name.strip_suffix(".tmp").unwrap_or(&name);
-            let stale_generation =
-                layout::generation_of(base).is_some_and(|g| g != self.generation || base != name);
-            if stale_generation || name.starts_with(build::SCRATCH_PREFIX) {
+            let stale = match layout::generation_of(base) {
+                Some(g) => (g != self.generation || base != name) && Some(g) != merging,
+                None => name.starts_with(build::SCRATCH_PREFIX) && merging.is_none(),
+            };
+            if stale {
                 std::fs::remove_file(entry.path()).ok();
             }
         }
@@ -465,7 +492,7 @@ impl DiskAnnIndex {
         &self,
         dir: &Path,
         input: &mut FileReader,
-    ) -> Result<(Option<DiskGraph>, u64, RoaringBitmap, Delta)> {
+    ) -> Result<(Option<Arc<DiskGraph>>, u64, RoaringBitmap, Delta)> {
         let mut head = [0u8; 64];
         input.read(&mut head)?;
         let word =
@@ -503,7 +530,7 @@ impl DiskAnnIndex {
                     "the node file is not the one the checkpoint names",
                 ));
             }
-            Some(disk)
+            Some(Arc::new(disk))
         };
         let disk_nodes = disk.as_ref().map_or(0, |d| d.len() as u64);
         let deleted_len = word(3);
@@ -600,22 +627,34 @@ impl DerivedIndex for DiskAnnIndex {
             // Searches scan the unlinked delta exactly meanwhile.
             return Ok(());
         }
-        if self.merge_due() {
-            let merged = self.merge()?;
-            *self.prepared.lock() = Some(merged);
-        } else {
-            self.link_delta();
+        let mut merge = self.merge.lock();
+        if merge.is_none() && self.merge_due() {
+            let mut job = self.start_merge()?;
+            if self.disk.is_none() {
+                // The first build (or a rebuild): nothing to serve meanwhile but the delta, so
+                // it runs within the batch, and linking the delta would be wasted.
+                if let Some(e) = job.take_error() {
+                    return Err(e);
+                }
+                *merge = Some(job);
+                return Ok(());
+            }
+            *merge = Some(job);
         }
+        drop(merge);
+        self.link_delta();
         Ok(())
     }
 
     fn needs_publish(&self) -> bool {
-        self.prepared.lock().is_some()
+        self.merge.lock().as_ref().is_some_and(MergeJob::is_done)
     }
 
     fn publish(&mut self) -> Result<()> {
-        if let Some(merged) = self.prepared.get_mut().take() {
-            self.install(merged);
+        if self.merge.get_mut().as_ref().is_some_and(MergeJob::is_done) {
+            if let Some(job) = self.merge.get_mut().take() {
+                self.install(job);
+            }
         }
         Ok(())
     }
@@ -629,18 +668,15 @@ impl DerivedIndex for DiskAnnIndex {
         self.generation = 0;
         self.deleted = RoaringBitmap::new();
         self.delta = Delta::new(self.dim);
-        *self.prepared.get_mut() = None;
+        // A running merge is abandoned (its thread ends by itself; its files are removed at
+        // a later checkpoint).
+        *self.merge.get_mut() = None;
         *self.damage.get_mut() = None;
         self.bulk_until = 0;
         self.watermark = watermark;
     }
 
     fn checkpoint(&self, dir: &IndexDir) -> Result<Seq> {
-        if self.prepared.lock().is_some() {
-            return Err(Error::Internal(
-                "checkpoint of an unpublished DiskANN merge".into(),
-            ));
-        }
         if dir.path() != self.dir.path() {
             return Err(Error::Internal(
                 "a DiskANN checkpoint belongs beside its node files".into(),
@@ -663,7 +699,7 @@ impl DerivedIndex for DiskAnnIndex {
         self.generation = generation;
         self.deleted = deleted;
         self.delta = delta;
-        *self.prepared.get_mut() = None;
+        *self.merge.get_mut() = None;
         *self.damage.get_mut() = None;
         self.watermark = header.watermark;
         Ok(true)
@@ -690,8 +726,15 @@ impl DerivedIndex for DiskAnnIndex {
     }
 
     fn train(&self) -> Result<bool> {
-        let merged = self.merge()?;
-        *self.prepared.lock() = Some(merged);
+        let mut merge = self.merge.lock();
+        // A merge in progress does not cover the changes applied since it started: replace it
+        // with one that covers everything, and wait for it.
+        *merge = None;
+        let mut job = self.start_merge()?;
+        if let Some(e) = job.take_error() {
+            return Err(e);
+        }
+        *merge = Some(job);
         Ok(true)
     }
 
@@ -829,7 +872,7 @@ impl VectorIndexRead for DiskAnnIndex {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.disk.as_ref().map_or(0, DiskGraph::memory_bytes)
+        self.disk.as_deref().map_or(0, DiskGraph::memory_bytes)
             + self.deleted.serialized_size()
             + self.delta.memory_bytes()
     }
@@ -841,14 +884,14 @@ impl VectorIndexRead for DiskAnnIndex {
     fn disk_status(&self) -> Option<DiskStatus> {
         Some(DiskStatus {
             generation: self.generation,
-            disk_nodes: self.disk.as_ref().map_or(0, DiskGraph::len),
+            disk_nodes: self.disk.as_deref().map_or(0, DiskGraph::len),
             deleted: self.deleted.len(),
             delta: self.delta.stored.slots.live(),
             node_file_bytes: self
                 .disk
                 .as_ref()
                 .map_or(0, |d| d.file().header().file_len()),
-            cached_nodes: self.disk.as_ref().map_or(0, DiskGraph::cached),
+            cached_nodes: self.disk.as_deref().map_or(0, DiskGraph::cached),
             read_mode: self.read_mode(),
         })
     }
