@@ -234,13 +234,19 @@ impl DiskAnnIndex {
             .map_or(0, |d| d.len() - self.deleted.len() as usize)
     }
 
+    /// Bytes the delta's documents take (vectors, links, ids): what the merge policy weighs,
+    /// whatever capacity was reserved ahead.
+    fn delta_bytes(&self) -> usize {
+        self.delta.stored.slots.slots() * (self.dim * 4 + self.params.max_degree * 4 * 13 / 10 + 48)
+    }
+
     /// Whether the applied changes call for a merge.
     fn merge_due(&self) -> bool {
         let delta_live = self.delta.stored.slots.live();
         let disk_nodes = self.disk.as_deref().map_or(0, DiskGraph::len);
         let budget = self.params.build_ram_bytes as f64 * DELTA_BUDGET_FRACTION;
         let grown = delta_live >= MERGE_MIN_DELTA
-            && (delta_live >= self.disk_live() || self.delta.memory_bytes() as f64 >= budget);
+            && (delta_live >= self.disk_live() || self.delta_bytes() as f64 >= budget);
         let deleted = self.deleted.len() as f64 > MERGE_DELETED_FRACTION * disk_nodes as f64
             && self.deleted.len() as usize >= MERGE_MIN_DELTA;
         grown || deleted
@@ -621,9 +627,8 @@ impl DerivedIndex for DiskAnnIndex {
 
     fn finish_batch(&self) -> Result<()> {
         let bulk_loading = self.delta.stored.slots.slots() < self.bulk_until;
-        let over_budget = self.delta.memory_bytes() as f64
-            >= self.params.build_ram_bytes as f64 * DELTA_BUDGET_FRACTION;
-        if bulk_loading && !over_budget {
+        // A bulk load holds its documents until one build (whose budget they count against).
+        if bulk_loading && self.delta_bytes() < self.params.build_ram_bytes {
             // Searches scan the unlinked delta exactly meanwhile.
             return Ok(());
         }
