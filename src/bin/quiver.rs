@@ -764,17 +764,25 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
     }
     for point in &report.points {
         let knobs = point.knobs.label();
-        writeln!(
+        write!(
             out,
-            "  {knobs:<16}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
+            "  {knobs:<16}  recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms",
             options.k, point.recall, point.qps, point.p50_ms, point.p99_ms
         )?;
+        match &point.disk {
+            Some(d) => writeln!(
+                out,
+                "  hops {:.1}  blocks {:.1}  cache hits {:.1}",
+                d.hops, d.blocks_read, d.cache_hits
+            )?,
+            None => writeln!(out)?,
+        }
     }
     for point in &report.filtered {
         let knobs = point.knobs.label();
         writeln!(
             out,
-            "  filter {:>6.2}% ({} match)  {knobs:<16}recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms  exhaustive {}/{}  {:?}",
+            "  filter {:>6.2}% ({} match)  {knobs:<16}  recall@{} {:.4}  QPS {:.1}  p50 {:.3} ms  p99 {:.3} ms  exhaustive {}/{}  {:?}",
             point.selectivity * 100.0,
             point.matches,
             options.k,

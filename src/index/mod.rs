@@ -12,6 +12,7 @@ pub mod io;
 pub mod ivfpq;
 pub mod kmeans;
 pub mod pq;
+pub mod rotation;
 pub mod slots;
 pub mod stored;
 mod topk;

@@ -33,6 +33,7 @@ use crate::index::hnsw::graph::Scored;
 use crate::index::io::IndexDir;
 use crate::index::kmeans::{self, KMeansParams};
 use crate::index::pq::ProductQuantizer;
+use crate::index::rotation::MAX_ROTATED_DIM;
 use crate::index::stored::StoredVectors;
 use crate::types::Metric;
 use crate::vectors::VectorArena;
@@ -282,14 +283,21 @@ fn sample(rows: &Rows, max: usize) -> Result<Vec<f32>> {
 }
 
 /// A product quantiser of `source.params.pq_bytes` sub-spaces, trained on a sample (repeated
-/// up to the 256 vectors training needs when the index holds fewer).
+/// up to the 256 vectors training needs when the index holds fewer). Up to
+/// [`MAX_ROTATED_DIM`] dimensions it learns an OPQ rotation first: PQ distances then steer the
+/// search far better on data whose coordinates are correlated (most embeddings).
 fn train_pq(source: &MergeSource, rows: &Rows) -> Result<ProductQuantizer> {
     let mut data = sample(rows, PQ_SAMPLES)?;
     let held = data.len();
     while data.len() < MIN_PQ_TRAINING * source.dim {
         data.extend_from_within(..held);
     }
-    ProductQuantizer::train(&data, source.dim, source.params.pq_bytes, BUILD_SEED)
+    let (dim, m) = (source.dim, source.params.pq_bytes);
+    if dim <= MAX_ROTATED_DIM {
+        ProductQuantizer::train_rotated(&data, dim, m, BUILD_SEED)
+    } else {
+        ProductQuantizer::train(&data, dim, m, BUILD_SEED)
+    }
 }
 
 /// Every row's PQ code.

@@ -1,12 +1,14 @@
 //! The node file's byte layout: a 4 KiB header block, then the nodes in 4 KiB-aligned blocks,
-//! then a trailer with what the index keeps in RAM (PQ codebooks, codes, internal ids).
+//! then a trailer with what the index keeps in RAM (PQ codebooks and rotation, codes, internal
+//! ids).
 //!
 //! ```text
 //! block 0 (header, 4096 bytes; integers little-endian)
 //!   0    8  magic b"QVDISKAN"
-//!   8    4  format version (1)
+//!   8    4  format version (2)
 //!  12    4  dimension D
-//!  16    1  metric (1 cosine, 2 l2, 3 dot); 17..20 zero
+//!  16    1  metric (1 cosine, 2 l2, 3 dot)
+//!  17    1  1 if the PQ has a rotation (OPQ) in the trailer, else 0; 18..20 zero
 //!  20    4  maximum degree R
 //!  24    8  node count N
 //!  32    8  medoid (entry point) slot
@@ -34,6 +36,7 @@
 //!
 //! trailer
 //!   m · 256 · (D / m) f32  PQ codebooks
+//!   D · D f32              PQ rotation, row-major (only if byte 17 of the header is 1)
 //!   N · m bytes            PQ code of every node
 //!   N · 8 bytes            internal id of every node, u64
 //! ```
@@ -48,7 +51,7 @@ pub const BLOCK: usize = 4096;
 /// Magic bytes of a node file.
 pub const MAGIC: [u8; 8] = *b"QVDISKAN";
 /// Version of the layout above.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Where nodes lie in the file, derived from the dimension and the maximum degree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,6 +271,8 @@ pub struct NodeFileHeader {
     pub medoid: u64,
     /// PQ code bytes.
     pub pq_bytes: usize,
+    /// Whether the trailer holds a PQ rotation.
+    pub rotated: bool,
     /// Config fingerprint of the collection.
     pub config_fingerprint: u64,
     /// Generation (also in the file name).
@@ -287,6 +292,7 @@ impl NodeFileHeader {
         h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         h[12..16].copy_from_slice(&(g.dim as u32).to_le_bytes());
         h[16] = self.metric.code();
+        h[17] = u8::from(self.rotated);
         h[20..24].copy_from_slice(&(g.max_degree as u32).to_le_bytes());
         h[24..32].copy_from_slice(&self.nodes.to_le_bytes());
         h[32..40].copy_from_slice(&self.medoid.to_le_bytes());
@@ -370,6 +376,7 @@ impl NodeFileHeader {
             nodes,
             medoid,
             pq_bytes,
+            rotated: h[17] == 1,
             config_fingerprint,
             generation: le_u64(&h[64..]),
             trailer_len: le_u64(&h[80..]),
@@ -378,7 +385,7 @@ impl NodeFileHeader {
         if header.trailer_len != header.expected_trailer_len() {
             return Err("trailer length disagrees with the node count".into());
         }
-        if h[17..20] != [0; 3] || h[92..BLOCK - 4].iter().any(|&b| b != 0) {
+        if h[17] > 1 || h[18..20] != [0; 2] || h[92..BLOCK - 4].iter().any(|&b| b != 0) {
             return Err("reserved bytes are not zero".into());
         }
         Ok(header)
@@ -389,9 +396,18 @@ impl NodeFileHeader {
         (self.geometry.dim as u64) * 256 * 4
     }
 
-    /// Trailer length for this node count, code size and dimension.
+    /// Bytes of the PQ rotation (0 without one).
+    pub fn rotation_bytes(&self) -> u64 {
+        if self.rotated {
+            (self.geometry.dim as u64).pow(2) * 4
+        } else {
+            0
+        }
+    }
+
+    /// Trailer length for this node count, code size, dimension and rotation.
     pub fn expected_trailer_len(&self) -> u64 {
-        self.codebook_bytes() + self.nodes * (self.pq_bytes as u64 + 8)
+        self.codebook_bytes() + self.rotation_bytes() + self.nodes * (self.pq_bytes as u64 + 8)
     }
 
     /// Total file length.
@@ -481,6 +497,7 @@ mod tests {
             nodes: 100,
             medoid: 7,
             pq_bytes: 4,
+            rotated: true,
             config_fingerprint: 42,
             generation: 9,
             trailer_len: 0,
@@ -496,7 +513,7 @@ mod tests {
         assert!(NodeFileHeader::decode(&block, 16, Metric::Cosine, 42).is_err());
         assert!(NodeFileHeader::decode(&block, 16, Metric::L2, 43).is_err());
         assert!(NodeFileHeader::decode(&block[..100], 16, Metric::L2, 42).is_err());
-        for byte in [0, 9, 30, 100, 4095] {
+        for byte in [0, 9, 17, 30, 100, 4095] {
             let mut bad = block.clone();
             bad[byte] ^= 0x10;
             assert!(NodeFileHeader::decode(&bad, 16, Metric::L2, 42).is_err());

@@ -18,6 +18,7 @@ use super::layout::{self, Geometry, Node, NodeFileHeader, NodeView, BLOCK};
 use crate::error::{Error, Result};
 use crate::index::io::{with_suffix, IndexDir, IndexIo};
 use crate::index::pq::ProductQuantizer;
+use crate::index::rotation::Rotation;
 use crate::types::Metric;
 
 /// How node blocks are read.
@@ -266,18 +267,29 @@ impl NodeFile {
             Ok(bytes)
         };
         let book_bytes = read(h.codebook_bytes() as usize)?;
+        let rotation_bytes = read(h.rotation_bytes() as usize)?;
         let nodes = usize::try_from(h.nodes).map_err(|_| bad("absurd node count"))?;
         let codes = read(nodes * h.pq_bytes)?;
         let id_bytes = read(nodes * 8)?;
         if crc != h.trailer_crc {
             return Err(bad("trailer checksum mismatch"));
         }
-        let codebooks = book_bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let pq = ProductQuantizer::from_parts(h.geometry.dim, h.pq_bytes, codebooks)
-            .map_err(|e| Error::corrupted(&self.path, e.to_string()))?;
+        let floats = |bytes: Vec<u8>| -> Vec<f32> {
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let mut pq = ProductQuantizer::from_parts(h.geometry.dim, h.pq_bytes, floats(book_bytes));
+        if h.rotated {
+            pq = pq.and_then(|pq| {
+                pq.with_rotation(Rotation::from_parts(
+                    h.geometry.dim,
+                    floats(rotation_bytes),
+                )?)
+            });
+        }
+        let pq = pq.map_err(|e| Error::corrupted(&self.path, e.to_string()))?;
         let ids = id_bytes
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
@@ -442,13 +454,12 @@ fn write_contents(
         io.write_all(file, bytes)?;
         Ok(())
     };
-    let books: Vec<u8> = spec
-        .pq
-        .codebooks()
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    emit(&books)?;
+    let bytes_of =
+        |floats: &[f32]| -> Vec<u8> { floats.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    emit(&bytes_of(spec.pq.codebooks()))?;
+    if let Some(rotation) = spec.pq.rotation() {
+        emit(&bytes_of(rotation.rows()))?;
+    }
     emit(spec.codes)?;
     for ids in spec.ids.chunks(1 << 16) {
         let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
@@ -460,6 +471,7 @@ fn write_contents(
         nodes,
         medoid: u64::from(spec.medoid),
         pq_bytes: spec.pq.m(),
+        rotated: spec.pq.rotation().is_some(),
         config_fingerprint: spec.config_fingerprint,
         generation: spec.generation,
         trailer_len,

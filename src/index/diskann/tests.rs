@@ -168,6 +168,7 @@ fn node_900_million_of_a_billion_node_file_is_addressed_without_allocating_the_f
         nodes: NODES,
         medoid: 0,
         pq_bytes: 64,
+        rotated: true,
         config_fingerprint: FINGERPRINT,
         generation: 1,
         trailer_len: 0,
