@@ -96,6 +96,11 @@ fn recall_for(metric: Metric, seed: u64) {
     assert!(c.train().unwrap());
     let status = disk_status(&c);
     assert_eq!((status.disk_nodes, status.delta), (4000, 0), "{status:?}");
+    assert!(
+        !c.train().unwrap(),
+        "nothing left to merge: train does not rebuild"
+    );
+    assert_eq!(disk_status(&c), status);
     let queries = clusters.points(&mut rng, QUERIES);
     assert_recall(
         &c,

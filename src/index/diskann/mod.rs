@@ -732,6 +732,12 @@ impl DerivedIndex for DiskAnnIndex {
 
     fn train(&self) -> Result<bool> {
         let mut merge = self.merge.lock();
+        let nothing_to_merge =
+            self.disk.is_some() && self.deleted.is_empty() && self.delta.stored.slots.slots() == 0;
+        if merge.is_none() && nothing_to_merge {
+            // The node file already holds every document: a rebuild would reproduce it.
+            return Ok(false);
+        }
         // A merge in progress does not cover the changes applied since it started: replace it
         // with one that covers everything, and wait for it.
         *merge = None;
