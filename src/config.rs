@@ -60,20 +60,29 @@ pub enum IndexConfig {
     },
 }
 
+/// DiskANN's default maximum out-degree `r`.
+pub const DEFAULT_DISKANN_R: usize = 64;
+/// DiskANN's default build list size `l`.
+pub const DEFAULT_DISKANN_L: usize = 100;
+/// DiskANN's default count of cached nodes.
+pub const DEFAULT_DISKANN_CACHE_NODES: usize = 4096;
+/// DiskANN's default build RAM budget, in MiB.
+pub const DEFAULT_DISKANN_BUILD_RAM_MB: usize = 2048;
+
 fn default_r() -> usize {
-    64
+    DEFAULT_DISKANN_R
 }
 
 fn default_l() -> usize {
-    100
+    DEFAULT_DISKANN_L
 }
 
 fn default_cache_nodes() -> usize {
-    4096
+    DEFAULT_DISKANN_CACHE_NODES
 }
 
 fn default_build_ram_mb() -> usize {
-    2048
+    DEFAULT_DISKANN_BUILD_RAM_MB
 }
 
 fn default_m() -> usize {
@@ -396,7 +405,7 @@ impl CollectionConfig {
             pq_bytes: Some(m), ..
         } = self.index
         {
-            if m > self.dim || !self.dim.is_multiple_of(m) {
+            if !self.dim.is_multiple_of(m) {
                 return Err(Error::InvalidConfig(format!(
                     "diskann pq_bytes must divide the dimension {}, got {m}",
                     self.dim

@@ -270,7 +270,8 @@ fn measure(
         |_| {},
     )
     .map_err(|e| e.error)?;
-    if matches!(options.index, IndexConfig::DiskAnn { .. }) {
+    let diskann = matches!(options.index, IndexConfig::DiskAnn { .. });
+    if diskann {
         // Merge the in-RAM delta into the node file: the build a DiskANN bench measures.
         collection.train()?;
     }
@@ -282,23 +283,22 @@ fn measure(
     let quantization = status.quantization;
 
     let build_peak_rss = peak_rss_bytes();
-    let (db, collection, search_rss_before) =
-        if matches!(options.index, IndexConfig::DiskAnn { .. }) {
-            // Serve from a fresh open, as a restarted process would: the build's memory returned.
-            drop(collection);
-            db.close()?;
-            release_free_memory();
-            let reads = if options.direct {
-                ReadMode::Direct
-            } else {
-                ReadMode::Buffered
-            };
-            let db = Database::open_with(dir, OpenOptions::new().node_reads(reads))?;
-            let collection = db.collection("bench")?;
-            (db, collection, Some(proc_status_bytes("VmRSS:")))
+    let (db, collection, search_rss_before) = if diskann {
+        // Serve from a fresh open, as a restarted process would: the build's memory returned.
+        drop(collection);
+        db.close()?;
+        release_free_memory();
+        let reads = if options.direct {
+            ReadMode::Direct
         } else {
-            (db, collection, None)
+            ReadMode::Buffered
         };
+        let db = Database::open_with(dir, OpenOptions::new().node_reads(reads))?;
+        let collection = db.collection("bench")?;
+        (db, collection, Some(proc_status_bytes("VmRSS:")))
+    } else {
+        (db, collection, None)
+    };
     let settings = operating_points(options);
     let mut points = Vec::with_capacity(settings.len());
     for &knobs in &settings {

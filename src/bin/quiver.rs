@@ -171,7 +171,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "20,40,80,160")]
         search_l: Vec<usize>,
         /// DiskANN: beam width for every point.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = quiverdb::index::diskann::DEFAULT_BEAM)]
         beam: usize,
         /// DiskANN: read node blocks with O_DIRECT (bypassing the page cache) while searching.
         #[arg(long)]
@@ -237,20 +237,24 @@ struct IndexArgs {
     #[arg(long)]
     pq_m: Option<usize>,
     /// DiskANN: maximum out-degree R.
-    #[arg(long = "R", default_value_t = 64)]
+    #[arg(long = "R", default_value_t = quiverdb::config::DEFAULT_DISKANN_R)]
     r: usize,
     /// DiskANN: candidate-list size L while building (and the default search_l).
-    #[arg(long = "L", default_value_t = 100)]
+    #[arg(long = "L", default_value_t = quiverdb::config::DEFAULT_DISKANN_L)]
     l: usize,
     /// DiskANN: PQ code bytes per vector kept in RAM; must divide the dimension (default: the
     /// largest divisor ≤ dim/4).
     #[arg(long)]
     pq_bytes: Option<usize>,
     /// DiskANN: nodes around the entry point cached in RAM.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = quiverdb::config::DEFAULT_DISKANN_CACHE_NODES)]
     cache_nodes: usize,
     /// DiskANN: RAM a build may use, in MiB; larger builds are partitioned.
-    #[arg(long, alias = "ram-budget", default_value_t = 2048)]
+    #[arg(
+        long,
+        alias = "ram-budget",
+        default_value_t = quiverdb::config::DEFAULT_DISKANN_BUILD_RAM_MB
+    )]
     build_ram_budget: usize,
 }
 

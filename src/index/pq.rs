@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use super::kmeans::{self, transpose, KMeansParams};
-use super::rotation::Rotation;
+use super::rotation::{Rotation, MAX_ROTATED_DIM};
 use crate::distance::adc::{dot_transposed, l2_squared_transposed};
 use crate::error::{Error, Result};
 
@@ -136,14 +136,18 @@ impl ProductQuantizer {
         self.rotation.as_ref()
     }
 
-    /// `x` in the quantiser's space: rotated into `scratch` when there is a rotation.
-    fn to_code_space<'a>(&self, x: &'a [f32], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    /// `x` in the quantiser's space: rotated into `scratch` when there is a rotation (whose
+    /// dimension is at most [`MAX_ROTATED_DIM`], so a stack buffer holds it).
+    fn to_code_space<'a>(
+        &self,
+        x: &'a [f32],
+        scratch: &'a mut [f32; MAX_ROTATED_DIM],
+    ) -> &'a [f32] {
         match &self.rotation {
             Some(rotation) => {
-                scratch.clear();
-                scratch.resize(self.dim, 0.0);
-                rotation.apply(x, scratch);
-                scratch
+                let rotated = &mut scratch[..self.dim];
+                rotation.apply(x, rotated);
+                rotated
             }
             None => x,
         }
@@ -244,7 +248,7 @@ impl ProductQuantizer {
             "vector length differs from the dimension"
         );
         debug_assert_eq!(code.len(), self.m, "code length differs from m");
-        let mut scratch = Vec::new();
+        let mut scratch = [0f32; MAX_ROTATED_DIM];
         let vector = self.to_code_space(vector, &mut scratch);
         let usable = self.usable_subspaces(vector.len(), code.len(), 1);
         let mut distances = [0f32; KSUB];
@@ -286,9 +290,9 @@ impl ProductQuantizer {
             "output length differs from the dimension"
         );
         if let Some(rotation) = &self.rotation {
-            let mut rotated = vec![0f32; self.dim];
-            self.decode_unrotated(code, &mut rotated);
-            rotation.apply_inverse(&rotated, out);
+            let mut rotated = [0f32; MAX_ROTATED_DIM];
+            self.decode_unrotated(code, &mut rotated[..self.dim]);
+            rotation.apply_inverse(&rotated[..self.dim], out);
         } else {
             self.decode_unrotated(code, out);
         }
@@ -337,7 +341,7 @@ impl ProductQuantizer {
             self.table_len(),
             "table length differs from m × 256"
         );
-        let mut scratch = Vec::new();
+        let mut scratch = [0f32; MAX_ROTATED_DIM];
         let query = self.to_code_space(query, &mut scratch);
         let usable = self.usable_subspaces(query.len(), table.len(), KSUB);
         for (j, (q, row)) in query

@@ -79,12 +79,14 @@ impl Rotation {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] if `rows` is not `dim × dim` finite floats or a row is not a
-    /// unit vector. Callers loading a file should report it as corrupted.
+    /// [`Error::InvalidArgument`] if `dim` is 0 or above [`MAX_ROTATED_DIM`], `rows` is not
+    /// `dim × dim` finite floats or a row is not a unit vector. Callers loading a file should
+    /// report it as corrupted.
     pub fn from_parts(dim: usize, rows: Vec<f32>) -> Result<Self> {
-        if dim == 0 || dim.checked_mul(dim) != Some(rows.len()) {
+        if dim == 0 || dim > MAX_ROTATED_DIM || dim.checked_mul(dim) != Some(rows.len()) {
             return Err(Error::InvalidArgument(format!(
-                "rotation: {} floats, expected {dim} × {dim}",
+                "rotation: {} floats for dimension {dim}, expected {dim} × {dim} with a \
+                 dimension of 1..={MAX_ROTATED_DIM}",
                 rows.len()
             )));
         }
@@ -167,7 +169,7 @@ impl Rotation {
 /// spaced rows of `data`, accumulated in parallel over chunks of rows.
 fn covariance(data: &[f32], dim: usize) -> Vec<f64> {
     let n = data.len() / dim;
-    let step = n.div_ceil(COVARIANCE_ROWS).max(1);
+    let step = n.div_ceil(COVARIANCE_ROWS);
     let rows: Vec<&[f32]> = data.chunks_exact(dim).step_by(step).collect();
     let count = rows.len() as f64;
     let mut mean = vec![0f64; dim];
@@ -361,6 +363,11 @@ mod tests {
         assert!(
             Rotation::from_parts(2, vec![1.0, 0.0, 0.0]).is_err(),
             "shape"
+        );
+        let wide = MAX_ROTATED_DIM + 1;
+        assert!(
+            Rotation::from_parts(wide, vec![0.0; wide * wide]).is_err(),
+            "too wide"
         );
         assert!(
             Rotation::from_parts(2, vec![2.0, 0.0, 0.0, 1.0]).is_err(),

@@ -490,47 +490,25 @@ fn damage_found_by_a_running_search_refuses_searches_until_a_reopen_rebuilds() {
 fn invalid_diskann_parameters_are_refused() {
     let dir = scratch_dir();
     let db = Database::open(dir.path()).unwrap();
+    let diskann = |r, l, pq_bytes, cache_nodes, build_ram_mb| IndexConfig::DiskAnn {
+        r,
+        l,
+        pq_bytes,
+        cache_nodes,
+        build_ram_mb,
+    };
     for (index, what) in [
+        (diskann(2, 100, None, 0, 64), "diskann r "),
+        (diskann(513, 600, None, 0, 64), "diskann r "),
+        (diskann(64, 10, None, 0, 64), "diskann l "),
+        (diskann(64, 4097, None, 0, 64), "diskann l "),
+        (diskann(64, 100, Some(0), 0, 64), "diskann pq_bytes "),
+        (diskann(64, 100, Some(5), 0, 64), "diskann pq_bytes "),
         (
-            IndexConfig::DiskAnn {
-                r: 2,
-                l: 100,
-                pq_bytes: None,
-                cache_nodes: 0,
-                build_ram_mb: 64,
-            },
-            "r",
+            diskann(64, 100, None, 10_000_001, 64),
+            "diskann cache_nodes ",
         ),
-        (
-            IndexConfig::DiskAnn {
-                r: 64,
-                l: 10,
-                pq_bytes: None,
-                cache_nodes: 0,
-                build_ram_mb: 64,
-            },
-            "l",
-        ),
-        (
-            IndexConfig::DiskAnn {
-                r: 64,
-                l: 100,
-                pq_bytes: Some(5),
-                cache_nodes: 0,
-                build_ram_mb: 64,
-            },
-            "pq_bytes",
-        ),
-        (
-            IndexConfig::DiskAnn {
-                r: 64,
-                l: 100,
-                pq_bytes: None,
-                cache_nodes: 0,
-                build_ram_mb: 0,
-            },
-            "build_ram_mb",
-        ),
+        (diskann(64, 100, None, 0, 0), "diskann build_ram_mb "),
     ] {
         let config = CollectionConfig::new(DIM, Metric::L2).with_index(index);
         match db.create_collection("bad", config) {

@@ -24,7 +24,7 @@ use super::disk::DiskGraph;
 use super::layout::{self, Geometry, Node};
 use super::merge::Merged;
 use super::nodefile::ReadMode;
-use super::nodefile::{write_node_file, NodeFileSpec};
+use super::nodefile::{write_node_file, NodeFile, NodeFileSpec, Trailer};
 use super::vamana::{self, VamanaParams};
 use super::DiskAnnParams;
 use crate::distance::MetricDistance;
@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::index::hnsw::graph::Scored;
 use crate::index::io::IndexDir;
 use crate::index::kmeans::{self, KMeansParams};
-use crate::index::pq::ProductQuantizer;
+use crate::index::pq::{ProductQuantizer, KSUB};
 use crate::index::rotation::MAX_ROTATED_DIM;
 use crate::index::stored::StoredVectors;
 use crate::types::Metric;
@@ -42,8 +42,6 @@ use std::sync::Arc;
 
 /// The product quantiser trains on at most this many vectors.
 const PQ_SAMPLES: usize = 65_536;
-/// The product quantiser needs at least this many training vectors (one per codeword).
-const MIN_PQ_TRAINING: usize = 256;
 /// k-means of a partitioned build trains on this many samples per partition.
 const SAMPLES_PER_PARTITION: usize = 512;
 /// File-name prefix of a merge's scratch files (removed when it ends, or at the next
@@ -199,7 +197,7 @@ fn build_bytes_per_point(dim: usize, max_degree: usize) -> usize {
 /// Builds generation `source.generation` from the source's live nodes (see the module docs).
 pub(super) fn merge(source: &MergeSource) -> Result<Merged> {
     let generation = source.generation;
-    let rows = gather(source)?;
+    let mut rows = gather(source)?;
     if rows.len == 0 {
         return Ok(Merged {
             disk: None,
@@ -241,17 +239,19 @@ pub(super) fn merge(source: &MergeSource) -> Result<Merged> {
             partitioned.node(slot, &rows, &source.distance, &params)
         })?;
     }
+    let ids = std::mem::take(&mut rows.ids);
     drop(rows);
     let path = source.dir.path().join(layout::file_name(generation));
-    let disk = DiskGraph::open(
+    let file = NodeFile::open(
         &path,
         source.dim,
         source.metric,
         source.config_fingerprint,
         source.read_mode,
-        source.params.cache_nodes,
-        super::disk::VERIFY_ON_LOAD_BYTES,
     )?;
+    // The trailer just written is still in RAM: no need to read it back.
+    let trailer = Trailer { pq, codes, ids };
+    let disk = DiskGraph::from_parts(file, trailer, source.params.cache_nodes)?;
     Ok(Merged {
         disk: Some(Arc::new(disk)),
         generation,
@@ -289,7 +289,7 @@ fn sample(rows: &Rows, max: usize) -> Result<Vec<f32>> {
 fn train_pq(source: &MergeSource, rows: &Rows) -> Result<ProductQuantizer> {
     let mut data = sample(rows, PQ_SAMPLES)?;
     let held = data.len();
-    while data.len() < MIN_PQ_TRAINING * source.dim {
+    while data.len() < KSUB * source.dim {
         data.extend_from_within(..held);
     }
     let (dim, m) = (source.dim, source.params.pq_bytes);

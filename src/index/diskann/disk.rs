@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::candidates::CandidateList;
 use super::layout::Node;
-use super::nodefile::{AlignedBlocks, NodeFile, ReadMode};
+use super::nodefile::{AlignedBlocks, NodeFile, Trailer};
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
 use crate::index::hnsw::graph::Scored;
@@ -65,34 +65,34 @@ pub struct DiskGraph {
 }
 
 impl DiskGraph {
-    /// Opens the node file at `path` and loads its trailer; checks every node when the file
-    /// is at most `verify_up_to` bytes, then caches up to `cache_nodes` nodes nearest the entry
-    /// point (BFS).
-    pub fn open(
-        path: &Path,
-        dim: usize,
-        metric: Metric,
-        fingerprint: u64,
-        mode: ReadMode,
-        cache_nodes: usize,
-        verify_up_to: u64,
-    ) -> Result<Self> {
-        let file = NodeFile::open(path, dim, metric, fingerprint, mode)?;
+    /// Loads the trailer of an opened node file; checks every node when the file is at most
+    /// `verify_up_to` bytes, then caches up to `cache_nodes` nodes nearest the entry point
+    /// (BFS).
+    pub fn open(file: NodeFile, cache_nodes: usize, verify_up_to: u64) -> Result<Self> {
         let trailer = file.read_trailer()?;
         if file.header().file_len() <= verify_up_to {
             file.verify_nodes()?;
         }
+        Self::from_parts(file, trailer, cache_nodes)
+    }
+
+    /// Assembles the graph from a node file and its trailer already in RAM (as a merge that
+    /// just wrote them holds them), then caches up to `cache_nodes` nodes nearest the entry
+    /// point.
+    pub fn from_parts(file: NodeFile, trailer: Trailer, cache_nodes: usize) -> Result<Self> {
+        let metric = file.header().metric;
+        let corrupted = |detail| Error::corrupted(file.path(), detail);
         let ids = trailer
             .ids
             .iter()
             .map(|&id| InternalId::try_from(id))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|_| Error::corrupted(path, "an internal id is out of range"))?;
+            .map_err(|_| corrupted("an internal id is out of range"))?;
         let mut order: Vec<u32> = (0..ids.len() as u32).collect();
         order.sort_unstable_by_key(|&slot| ids[slot as usize]);
         let sorted_ids: Vec<InternalId> = order.iter().map(|&s| ids[s as usize]).collect();
         if sorted_ids.windows(2).any(|w| w[0] == w[1]) {
-            return Err(Error::corrupted(path, "two nodes hold the same document"));
+            return Err(corrupted("two nodes hold the same document"));
         }
         let mut graph = DiskGraph {
             file,
@@ -164,11 +164,6 @@ impl DiskGraph {
     /// The node file.
     pub fn file(&self) -> &NodeFile {
         &self.file
-    }
-
-    /// The product quantiser.
-    pub fn pq(&self) -> &ProductQuantizer {
-        &self.pq
     }
 
     /// The slot holding internal id `id`.
@@ -278,8 +273,8 @@ impl DiskGraph {
                 match self.cache.get(&c.node) {
                     Some(cached) => {
                         stats.cache_hits += 1;
-                        let d = self.distance.distance(query, &cached.vector);
                         if keep(c.node, cached.id) {
+                            let d = self.distance.distance(query, &cached.vector);
                             top.push(neighbor(cached.id, cached.uuid, d));
                         }
                         neighbors.extend_from_slice(&cached.neighbors);

@@ -40,7 +40,7 @@ use uuid::Uuid;
 use self::build::MergeSource;
 use self::disk::{BeamParams, DiskGraph, DiskSearchStats};
 use self::merge::MergeJob;
-use self::nodefile::ReadMode;
+use self::nodefile::{NodeFile, ReadMode};
 use self::vamana::{Graph, VamanaParams};
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::io::IndexDir;
@@ -517,15 +517,14 @@ impl DiskAnnIndex {
                     "the node file the checkpoint names is missing",
                 ));
             }
-            let disk = DiskGraph::open(
+            let file = NodeFile::open(
                 &path,
                 self.dim,
                 self.metric,
                 self.config_fingerprint,
                 self.read_mode,
-                self.params.cache_nodes,
-                disk::VERIFY_ON_LOAD_BYTES,
             )?;
+            let disk = DiskGraph::open(file, self.params.cache_nodes, disk::VERIFY_ON_LOAD_BYTES)?;
             let header = disk.file().header();
             if header.generation != generation
                 || header.file_len() != word(1)

@@ -103,15 +103,8 @@ fn damage_is_refused_at_load_or_found_by_the_search_that_reads_it() {
     let vectors = random_vectors(400, 16, 3);
     let path = write_test_file(&dir, &vectors, 6);
     let open = |verify_up_to| {
-        DiskGraph::open(
-            &path,
-            16,
-            Metric::L2,
-            FINGERPRINT,
-            ReadMode::Buffered,
-            0,
-            verify_up_to,
-        )
+        let file = NodeFile::open(&path, 16, Metric::L2, FINGERPRINT, ReadMode::Buffered)?;
+        DiskGraph::open(file, 0, verify_up_to)
     };
     let search = |graph: &DiskGraph| {
         let mut top = TopK::new(10);

@@ -240,25 +240,31 @@ pub fn insert<V: VectorSource>(
             }
             list.push(point);
             if list.len() > slack {
-                let from = vectors.vector(neighbor as usize);
-                let scored = list
-                    .iter()
-                    .map(|&c| Scored {
-                        distance: distance.distance(from, vectors.vector(c as usize)),
-                        node: c,
-                    })
-                    .collect();
-                *list = robust_prune(
-                    vectors,
-                    distance,
-                    neighbor,
-                    scored,
-                    alpha,
-                    params.max_degree,
-                );
+                *list = reprune(vectors, distance, neighbor, &list, alpha, params.max_degree);
             }
         }
     });
+}
+
+/// `node`'s out-list `list` scored against it and cut back to at most `max_degree` by
+/// [`robust_prune`].
+fn reprune<V: VectorSource>(
+    vectors: &V,
+    distance: &MetricDistance,
+    node: u32,
+    list: &[u32],
+    alpha: f32,
+    max_degree: usize,
+) -> Vec<u32> {
+    let from = vectors.vector(node as usize);
+    let scored = list
+        .iter()
+        .map(|&c| Scored {
+            distance: distance.distance(from, vectors.vector(c as usize)),
+            node: c,
+        })
+        .collect();
+    robust_prune(vectors, distance, node, scored, alpha, max_degree)
 }
 
 /// Prunes every list longer than `R` (after inserts with slack).
@@ -272,19 +278,11 @@ pub fn prune_overfull<V: VectorSource>(
     graph.lists.par_iter().enumerate().for_each(|(node, list)| {
         let mut list = list.lock();
         if list.len() > params.max_degree {
-            let from = vectors.vector(node);
-            let scored = list
-                .iter()
-                .map(|&c| Scored {
-                    distance: distance.distance(from, vectors.vector(c as usize)),
-                    node: c,
-                })
-                .collect();
-            *list = robust_prune(
+            *list = reprune(
                 vectors,
                 distance,
                 node as u32,
-                scored,
+                &list,
                 alpha,
                 params.max_degree,
             );
