@@ -71,6 +71,21 @@ pub fn brute_force(
     all
 }
 
+/// How many of `hits` are among the exact top-`k` of `docs` for `query` (recall's numerator).
+pub fn true_hits(
+    metric: Metric,
+    docs: &[(Uuid, Vec<f32>)],
+    query: &[f32],
+    k: usize,
+    hits: &[Hit],
+) -> usize {
+    let truth: HashSet<Uuid> = brute_force(metric, docs, query, k)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    hits.iter().filter(|h| truth.contains(&h.id)).count()
+}
+
 /// Asserts that `hits` equal the brute force: same length, distances within 1e-4, and the same
 /// ids except where two candidates are within 1e-5 of each other (f32 vs f64 rounding).
 pub fn assert_matches_brute_force(hits: &[Hit], expected: &[(Uuid, f64)], all: &[(Uuid, f64)]) {

@@ -19,8 +19,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::common::{
-    assert_hits_exact, brute_force, fill, index_file, replace_file, scratch_dir, seeded_id,
-    Clusters, Docs, Rng,
+    assert_hits_exact, fill, index_file, replace_file, scratch_dir, seeded_id, true_hits, Clusters,
+    Docs, Rng,
 };
 
 const DIM: usize = 32;
@@ -61,15 +61,7 @@ fn recall(c: &Collection, metric: Metric, live: &Docs, queries: &[Vec<f32>], ctx
         assert_eq!(response.hits.len(), K.min(live.len()), "{ctx}");
         assert!(response.disk.is_some_and(|d| d.hops >= 1), "{ctx}");
         assert_hits_exact(&response.hits, metric, &by_id, query, &ctx);
-        let truth: HashSet<Uuid> = brute_force(metric, live, query, K)
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        found += response
-            .hits
-            .iter()
-            .filter(|h| truth.contains(&h.id))
-            .count();
+        found += true_hits(metric, live, query, K, &response.hits);
     }
     found as f64 / (queries.len() * K.min(live.len())) as f64
 }
@@ -329,15 +321,7 @@ fn filtered_searches_return_only_allowed_documents_exactly_or_by_beam() {
             assert_eq!(response.strategy, strategy);
             assert_eq!(response.hits.len(), K);
             assert_hits_exact(&response.hits, metric, &by_id, query, strategy);
-            let truth: HashSet<Uuid> = brute_force(metric, &allowed, query, K)
-                .into_iter()
-                .map(|p| p.0)
-                .collect();
-            found += response
-                .hits
-                .iter()
-                .filter(|h| truth.contains(&h.id))
-                .count();
+            found += true_hits(metric, &allowed, query, K, &response.hits);
         }
         let recall = found as f64 / (queries.len() * K) as f64;
         assert!(recall >= MIN_RECALL, "{strategy}: recall {recall}");

@@ -13,7 +13,7 @@ use quiverdb::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{assert_matches_brute_force, brute_force, distance_f64, Rng};
+use crate::common::{assert_matches_brute_force, brute_force, distance_f64, true_hits, Rng};
 
 const K: usize = 10;
 
@@ -103,15 +103,7 @@ fn recall(
                 );
             }
         }
-        let truth: HashSet<Uuid> = brute_force(metric, live, query, K)
-            .iter()
-            .map(|p| p.0)
-            .collect();
-        found += response
-            .hits
-            .iter()
-            .filter(|h| truth.contains(&h.id))
-            .count();
+        found += true_hits(metric, live, query, K, &response.hits);
     }
     found as f64 / (queries.len() * K) as f64
 }
