@@ -355,15 +355,6 @@ impl DiskAnnIndex {
             .linked
             .load(Ordering::Acquire)
             .min(stored.slots.slots());
-        let mut offer = |slot: usize, distance: f32| {
-            if let Some(id) = stored.slots.id(slot).filter(|&id| allowed(id)) {
-                top.push(Neighbor {
-                    id,
-                    uuid: stored.slots.uuid(slot),
-                    distance,
-                });
-            }
-        };
         if linked > 0 {
             let (found, _) = vamana::greedy_search(
                 &self.delta.graph,
@@ -375,15 +366,23 @@ impl DiskAnnIndex {
                 list,
             );
             for s in found {
-                offer(s.node as usize, s.distance);
+                let slot = s.node as usize;
+                if let Some(id) = stored.slots.id(slot).filter(|&id| allowed(id)) {
+                    top.push(Neighbor {
+                        id,
+                        uuid: stored.slots.uuid(slot),
+                        distance: s.distance,
+                    });
+                }
             }
         }
-        for slot in linked..stored.slots.slots() {
-            offer(
-                slot,
-                self.distance.distance(query, stored.vectors.get(slot)),
-            );
-        }
+        stored.scan_where(
+            query,
+            linked..stored.slots.slots(),
+            &self.distance,
+            top,
+            allowed,
+        );
     }
 
     /// Exact search over the allowed documents (few of them): reads their nodes.
@@ -393,23 +392,11 @@ impl DiskAnnIndex {
         k: usize,
         allowed: &RoaringBitmap,
     ) -> Result<TopK> {
-        let mut top = TopK::new(k);
-        let mut disk_slots = Vec::new();
-        for id in allowed {
-            if let Some(slot) = self.disk_slot(id) {
-                disk_slots.push(slot);
-            } else if let Some(slot) = self.delta.stored.slots.slot(id) {
-                top.push(Neighbor {
-                    id,
-                    uuid: self.delta.stored.slots.uuid(slot),
-                    distance: self
-                        .distance
-                        .distance(query, self.delta.stored.vectors.get(slot)),
-                });
-            }
-        }
+        // A document is live either in the delta or on disk, never both.
+        let delta = &self.delta.stored;
+        let mut top = delta.scan_ids(query, allowed, k, &self.distance, |id| delta.slots.slot(id));
         if let Some(disk) = &self.disk {
-            for slot in disk_slots {
+            for slot in allowed.iter().filter_map(|id| self.disk_slot(id)) {
                 let node = disk.node(slot)?;
                 top.push(Neighbor {
                     id: disk::node_id(disk.file().path(), node.id)?,
@@ -472,13 +459,15 @@ impl DiskAnnIndex {
         let mut deleted = Vec::new();
         self.deleted.serialize_into(&mut deleted)?;
         let delta = &self.delta.stored;
+        // Read before the lists: the nodes below it have their links complete.
+        let linked = self.delta.linked.load(Ordering::Acquire);
         let head = [
             self.generation,
             file_len,
             nodes,
             deleted.len() as u64,
             delta.slots.slots() as u64,
-            0,
+            linked.min(delta.slots.slots()) as u64,
             0,
             0,
         ];
@@ -503,7 +492,7 @@ impl DiskAnnIndex {
         input.read(&mut head)?;
         let word =
             |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-        if head[40..] != [0u8; 24] {
+        if head[48..] != [0u8; 16] {
             return Err(input.corrupted("reserved bytes are not zero"));
         }
         let generation = word(0);
@@ -551,6 +540,10 @@ impl DiskAnnIndex {
             return Err(input.corrupted("the delete list names a slot beyond the node file"));
         }
         let slots = usize::try_from(word(4)).map_err(|_| input.corrupted("absurd delta size"))?;
+        let linked = usize::try_from(word(5))
+            .ok()
+            .filter(|&linked| linked <= slots)
+            .ok_or_else(|| input.corrupted("more delta nodes linked than held"))?;
         input.ensure_remaining((slots as u64).saturating_mul(self.dim as u64 * 4 + 24))?;
         let stored = StoredVectors::read(input, slots, self.dim)?;
         let mut lists = Vec::with_capacity(slots);
@@ -576,7 +569,9 @@ impl DiskAnnIndex {
         let delta = Delta {
             stored,
             graph: Graph::from_lists(lists),
-            linked: AtomicUsize::new(slots),
+            // Nodes the checkpoint caught before they were linked are scanned exactly (and
+            // linked with the next batch).
+            linked: AtomicUsize::new(linked),
         };
         Ok((disk, generation, deleted, delta))
     }
