@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::collection::Collection;
+use crate::config::VectorPrecision;
 use crate::distance;
 use crate::error::{Error, Result};
 use crate::index::DerivedIndex;
@@ -158,6 +159,11 @@ pub fn check_collection(collection: &Collection) -> Result<IndexCheck> {
             let mut expected = doc.vector;
             if config.metric == Metric::Cosine {
                 distance::normalize(&mut expected);
+            }
+            if config.index.precision() == VectorPrecision::F16 {
+                for x in &mut expected {
+                    *x = distance::f16::from_f32(*x).to_f32();
+                }
             }
             if let Some(held) = index.vector(id) {
                 let close = held.len() == expected.len()

@@ -26,8 +26,8 @@ use crate::storage::{
 };
 use crate::sync::{self, CheckpointPolicy, Recovery};
 use crate::types::{
-    merge_patch, metadata_object, validate_metadata, validate_vector_for, Change, ChangeOp,
-    DocView, Document, DocumentInput,
+    merge_patch, metadata_object, validate_metadata, Change, ChangeOp, DocView, Document,
+    DocumentInput,
 };
 
 /// Most documents one write call (one transaction) accepts.
@@ -393,8 +393,10 @@ impl Collection {
     /// Checks a document against the collection (dimension, finite values, metadata object)
     /// without writing it.
     pub fn validate_document(&self, doc: &DocumentInput) -> Result<()> {
-        let config = &self.inner.record.config;
-        validate_vector_for(&doc.vector, config.dim, config.metric)?;
+        self.inner
+            .record
+            .config
+            .validate_document_vector(&doc.vector)?;
         validate_metadata(&doc.metadata)
     }
 
@@ -411,8 +413,7 @@ impl Collection {
 
     /// Replaces the vector of `id`.
     pub fn update_vector(&self, id: Uuid, vector: Vec<f32>) -> Result<()> {
-        let config = &self.inner.record.config;
-        validate_vector_for(&vector, config.dim, config.metric)?;
+        self.inner.record.config.validate_document_vector(&vector)?;
         self.update_one(id, move |doc| {
             doc.vector = vector;
             Ok(())

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::types::{Metric, MAX_DIM};
+use crate::types::{validate_vector_for, Metric, MAX_DIM};
 
 /// Which vector index serves approximate search. Later kinds (HNSW, IVF-PQ, DiskANN) are added
 /// as variants with their parameters.
@@ -22,6 +22,12 @@ pub enum IndexConfig {
         /// Candidate-list size while building, `M..=4096`; default 200.
         #[serde(default = "default_ef_construction")]
         ef_construction: usize,
+        /// How the index stores vectors: `f32` (default), or `f16` for half the memory and
+        /// faster searches, with distances computed on the vectors rounded to half precision
+        /// (about 3 significant digits; components must lie within ±65504). The documents in the
+        /// store keep their full `f32` vectors either way.
+        #[serde(default, skip_serializing_if = "VectorPrecision::is_f32")]
+        precision: VectorPrecision,
     },
     /// IVF-PQ (Jégou et al.): inverted lists of product-quantised codes; `nprobe` and `refine`
     /// per query. Exact until enough vectors exist to train (see `index::ivfpq`).
@@ -59,6 +65,46 @@ pub enum IndexConfig {
         build_ram_mb: usize,
     },
 }
+
+/// How an index stores vector components.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorPrecision {
+    /// 32-bit floats: exact.
+    #[default]
+    F32,
+    /// IEEE 754 half floats: half the memory, about 3 significant decimal digits, range ±65504.
+    F16,
+}
+
+impl VectorPrecision {
+    /// Whether this is the default, `f32`.
+    pub fn is_f32(&self) -> bool {
+        *self == VectorPrecision::F32
+    }
+
+    /// The name used in configs and on the command line: `"f32"` or `"f16"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VectorPrecision::F32 => "f32",
+            VectorPrecision::F16 => "f16",
+        }
+    }
+
+    /// Parses a name given on the command line.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "f32" => Ok(VectorPrecision::F32),
+            "f16" => Ok(VectorPrecision::F16),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown vector precision {other:?} (available: f32, f16)"
+            ))),
+        }
+    }
+}
+
+/// The largest magnitude an `f16` component can hold.
+pub const F16_MAX: f32 = 65504.0;
 
 /// DiskANN's default maximum out-degree `r`.
 pub const DEFAULT_DISKANN_R: usize = 64;
@@ -104,11 +150,20 @@ impl IndexConfig {
         }
     }
 
+    /// How the index stores vectors (`f32` for every kind but an `f16` HNSW).
+    pub fn precision(&self) -> VectorPrecision {
+        match *self {
+            IndexConfig::Hnsw { precision, .. } => precision,
+            _ => VectorPrecision::F32,
+        }
+    }
+
     /// HNSW with the default parameters (M = 16, efConstruction = 200).
     pub fn hnsw() -> Self {
         IndexConfig::Hnsw {
             m: default_m(),
             ef_construction: default_ef_construction(),
+            precision: VectorPrecision::F32,
         }
     }
 
@@ -169,7 +224,9 @@ impl IndexConfig {
                 }
                 Ok(())
             }
-            IndexConfig::Hnsw { m, ef_construction } => {
+            IndexConfig::Hnsw {
+                m, ef_construction, ..
+            } => {
                 if !(2..=128).contains(&m) {
                     return Err(Error::InvalidConfig(format!(
                         "hnsw m must be in 2..=128, got {m}"
@@ -384,6 +441,22 @@ impl CollectionConfig {
         fnv1a(&format!("{instance}|text|{}", self.text_tokenizer.name()))
     }
 
+    /// Checks a document's vector for this collection: dimension, finite values, a norm whose
+    /// distances cannot overflow, a direction under cosine, and, where the index stores `f16`,
+    /// components within its range (±65504; cosine vectors are normalised first, so any fits).
+    pub fn validate_document_vector(&self, vector: &[f32]) -> Result<()> {
+        validate_vector_for(vector, self.dim, self.metric)?;
+        if self.index.precision() == VectorPrecision::F16 && self.metric != Metric::Cosine {
+            if let Some((i, x)) = vector.iter().enumerate().find(|(_, x)| x.abs() > F16_MAX) {
+                return Err(Error::InvalidVector(format!(
+                    "component {i} is {x}, outside the range of this collection's f16 index \
+                     (±{F16_MAX})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every rule; called by `create_collection`.
     pub fn validate(&self) -> Result<()> {
         self.index.validate()?;
@@ -561,14 +634,80 @@ mod tests {
         );
         assert!(IndexConfig::from_kind_name("annoy").is_err());
         let bad_m = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw {
+            precision: VectorPrecision::F32,
             m: 1,
             ef_construction: 100,
         });
         assert!(bad_m.validate().is_err());
         let bad_ef = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::Hnsw {
+            precision: VectorPrecision::F16,
             m: 16,
             ef_construction: 8,
         });
         assert!(bad_ef.validate().is_err());
+    }
+
+    #[test]
+    fn precision_is_stored_only_when_not_the_default() {
+        let f32_json = serde_json::to_string(&IndexConfig::hnsw()).unwrap();
+        assert_eq!(f32_json, r#"{"kind":"hnsw","m":16,"ef_construction":200}"#);
+        let old: IndexConfig = serde_json::from_str(&f32_json).unwrap();
+        assert_eq!(old, IndexConfig::hnsw());
+        let half = IndexConfig::Hnsw {
+            m: 16,
+            ef_construction: 200,
+            precision: VectorPrecision::F16,
+        };
+        let half_json = serde_json::to_string(&half).unwrap();
+        assert!(half_json.contains(r#""precision":"f16""#), "{half_json}");
+        assert_eq!(
+            serde_json::from_str::<IndexConfig>(&half_json).unwrap(),
+            half
+        );
+        assert!(
+            serde_json::from_str::<IndexConfig>(r#"{"kind":"hnsw","precision":"f8"}"#).is_err()
+        );
+        assert_eq!(
+            VectorPrecision::from_name("f16").unwrap(),
+            VectorPrecision::F16
+        );
+        assert_eq!(VectorPrecision::F32.name(), "f32");
+        let err = VectorPrecision::from_name("bf16").unwrap_err().to_string();
+        assert!(err.contains("f32, f16"), "{err}");
+        // The fingerprint of an f32 index is the one it had before precision existed.
+        let config = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::hnsw());
+        let f16_config = CollectionConfig::new(4, Metric::L2).with_index(half);
+        assert_ne!(config.index_fingerprint(7), f16_config.index_fingerprint(7));
+    }
+
+    #[test]
+    fn f16_collections_refuse_components_out_of_half_range() {
+        let half = IndexConfig::Hnsw {
+            m: 16,
+            ef_construction: 200,
+            precision: VectorPrecision::F16,
+        };
+        for metric in [Metric::L2, Metric::Dot] {
+            let config = CollectionConfig::new(3, metric).with_index(half.clone());
+            assert!(config
+                .validate_document_vector(&[1.0, -65504.0, 3.0])
+                .is_ok());
+            let err = config
+                .validate_document_vector(&[1.0, 70000.0, 3.0])
+                .unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidVector(m) if m.contains("component 1")),
+                "{err}"
+            );
+            // An f32 index takes the same vector.
+            let exact = CollectionConfig::new(3, metric).with_index(IndexConfig::hnsw());
+            assert!(exact.validate_document_vector(&[1.0, 70000.0, 3.0]).is_ok());
+        }
+        // Cosine vectors are normalised before they are stored, so any magnitude fits.
+        let cosine = CollectionConfig::new(3, Metric::Cosine).with_index(half);
+        assert!(cosine
+            .validate_document_vector(&[1.0, 70000.0, 3.0])
+            .is_ok());
+        assert!(cosine.validate_document_vector(&[0.0, 0.0, 0.0]).is_err());
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use roaring::RoaringBitmap;
 use uuid::Uuid;
 
-use crate::config::{CollectionConfig, IndexConfig};
+use crate::config::{CollectionConfig, IndexConfig, VectorPrecision};
 use crate::error::{Error, Result};
 use crate::index::file::HEADER_LEN;
 use crate::index::io::IndexDir;
@@ -42,6 +42,7 @@ fn config(kind: IndexKind, metric: Metric) -> CollectionConfig {
         IndexKind::Hnsw => IndexConfig::Hnsw {
             m: 4,
             ef_construction: 16,
+            precision: VectorPrecision::F32,
         },
         IndexKind::IvfPq => IndexConfig::IvfPq {
             nlist: None,

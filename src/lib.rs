@@ -52,7 +52,9 @@ pub mod vectors;
 
 pub use check::{CheckReport, IndexCheck};
 pub use collection::{Collection, CollectionInfo, KeywordStatus, ScrollPage};
-pub use config::{CollectionConfig, IndexConfig, PayloadField, PayloadKind, TextTokenizer};
+pub use config::{
+    CollectionConfig, IndexConfig, PayloadField, PayloadKind, TextTokenizer, VectorPrecision,
+};
 pub use db::{Database, OpenOptions};
 pub use error::{Error, Result};
 pub use filter::{Condition, FieldPath, Filter};

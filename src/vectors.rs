@@ -1,46 +1,139 @@
-//! Vector storage shared by the indexes: a contiguous arena of fixed-dimension `f32` vectors,
-//! each starting on a 64-byte boundary (a cache line, and one AVX-512 register), so SIMD loads
-//! never straddle lines needlessly.
+//! Vector storage shared by the indexes: a contiguous arena of fixed-dimension vectors, each
+//! starting on a 64-byte boundary (a cache line, and one AVX-512 register), so SIMD loads never
+//! straddle lines needlessly. Components are stored as `f32`, or as IEEE half floats (`f16`) for
+//! half the memory and memory traffic, at about three significant decimal digits.
 //!
-//! The arena is safe code: it over-allocates a `Vec<f32>` by one cache line and starts slot 0 at
-//! the first 64-byte-aligned float; when the buffer grows, data is moved to the new buffer's
+//! The arena is safe code: it over-allocates a `Vec` by one cache line and starts slot 0 at the
+//! first 64-byte-aligned component; when the buffer grows, data is moved to the new buffer's
 //! aligned start.
 
-/// Read access to stored vectors by slot: all that index algorithms see of vectors, so the same
-/// algorithm can run over an in-RAM arena, a memory map or decoded codes.
-pub trait VectorSource: Sync {
-    /// The vector in `slot`.
-    fn vector(&self, slot: usize) -> &[f32];
+use std::borrow::Cow;
+
+use crate::distance::{f16, MetricDistance};
+
+/// A stored vector component: `f32` (exact) or `f16` (rounded to half precision, widened back
+/// exactly). Queries always stay `f32`.
+pub trait Element: Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 'static {
+    /// Bytes per component, in RAM and in index files (little-endian).
+    const BYTES: usize;
+    /// The code index files record for this component type: 0 for `f32`, 1 for `f16`.
+    const CODE: u8;
+    /// The stored value nearest to `x`.
+    fn from_f32(x: f32) -> Self;
+    /// The stored value as `f32` (exact).
+    fn to_f32(self) -> f32;
+    /// Distance from the prepared query `q` to the stored vector `v`.
+    fn distance(metric: &MetricDistance, q: &[f32], v: &[Self]) -> f32;
+    /// `v` as `f32`: borrowed when already `f32`.
+    fn widen(v: &[Self]) -> Cow<'_, [f32]>;
+    /// Appends the little-endian bytes of `self`.
+    fn put_le(self, out: &mut Vec<u8>);
+    /// Reads a component from its `BYTES` little-endian bytes.
+    fn get_le(bytes: &[u8]) -> Self;
 }
 
-impl VectorSource for VectorArena {
+impl Element for f32 {
+    const BYTES: usize = 4;
+    const CODE: u8 = 0;
     #[inline]
-    fn vector(&self, slot: usize) -> &[f32] {
-        self.get(slot)
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline]
+    fn distance(metric: &MetricDistance, q: &[f32], v: &[Self]) -> f32 {
+        metric.distance(q, v)
+    }
+    fn widen(v: &[Self]) -> Cow<'_, [f32]> {
+        Cow::Borrowed(v)
+    }
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn get_le(bytes: &[u8]) -> Self {
+        f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 }
 
-/// Floats per 64-byte cache line.
-const LINE_FLOATS: usize = 16;
+impl Element for f16 {
+    const BYTES: usize = 2;
+    const CODE: u8 = 1;
+    #[inline]
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+    #[inline]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline]
+    fn distance(metric: &MetricDistance, q: &[f32], v: &[Self]) -> f32 {
+        metric.distance_f16(q, v)
+    }
+    fn widen(v: &[Self]) -> Cow<'_, [f32]> {
+        Cow::Owned(v.iter().map(|x| x.to_f32()).collect())
+    }
+    fn put_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bits().to_le_bytes());
+    }
+    fn get_le(bytes: &[u8]) -> Self {
+        f16::from_bits(u16::from_le_bytes([bytes[0], bytes[1]]))
+    }
+}
+
+/// Read access to stored vectors by slot: all that graph algorithms see of vectors, so the same
+/// algorithm runs over `f32` or `f16` storage.
+pub trait VectorSource: Sync {
+    /// Distance from the prepared query `q` to the vector in `slot`.
+    fn distance_to(&self, metric: &MetricDistance, q: &[f32], slot: usize) -> f32;
+    /// The vector in `slot` as an `f32` query (borrowed when stored as `f32`).
+    fn query_of(&self, slot: usize) -> Cow<'_, [f32]>;
+    /// Hints the CPU to start loading the vector in `slot`.
+    fn prefetch(&self, slot: usize);
+}
+
+impl<E: Element> VectorSource for VectorArena<E> {
+    #[inline]
+    fn distance_to(&self, metric: &MetricDistance, q: &[f32], slot: usize) -> f32 {
+        E::distance(metric, q, self.get(slot))
+    }
+    #[inline]
+    fn query_of(&self, slot: usize) -> Cow<'_, [f32]> {
+        E::widen(self.get(slot))
+    }
+    #[inline]
+    fn prefetch(&self, slot: usize) {
+        crate::distance::prefetch(self.get(slot));
+    }
+}
+
+/// Bytes per cache line.
+const LINE_BYTES: usize = 64;
 
 /// A growable arena of `dim`-dimensional vectors addressed by dense slot numbers.
 #[derive(Clone, Debug)]
-pub struct VectorArena {
+pub struct VectorArena<E: Element = f32> {
     dim: usize,
-    /// Floats between the starts of consecutive slots: `dim` rounded up to a cache line.
+    /// Components between the starts of consecutive slots: `dim` rounded up to a cache line.
     stride: usize,
-    buf: Vec<f32>,
+    buf: Vec<E>,
     /// Index in `buf` of slot 0 (64-byte aligned).
     start: usize,
     len: usize,
 }
 
-impl VectorArena {
-    /// An empty arena for vectors of `dim` floats.
+impl<E: Element> VectorArena<E> {
+    /// Components per cache line.
+    const LINE: usize = LINE_BYTES / E::BYTES;
+
+    /// An empty arena for vectors of `dim` components.
     pub fn new(dim: usize) -> Self {
         let mut arena = VectorArena {
             dim,
-            stride: dim.div_ceil(LINE_FLOATS).max(1) * LINE_FLOATS,
+            stride: dim.div_ceil(Self::LINE).max(1) * Self::LINE,
             buf: Vec::new(),
             start: 0,
             len: 0,
@@ -66,19 +159,38 @@ impl VectorArena {
 
     /// Bytes of memory allocated for vectors.
     pub fn memory_bytes(&self) -> usize {
-        self.buf.capacity() * std::mem::size_of::<f32>()
+        self.buf.capacity() * E::BYTES
     }
 
     /// The vector in `slot`. Panics if `slot >= len()` (an internal invariant, never user input).
     #[inline]
-    pub fn get(&self, slot: usize) -> &[f32] {
+    pub fn get(&self, slot: usize) -> &[E] {
         assert!(slot < self.len, "slot {slot} out of {}", self.len);
         let at = self.start + slot * self.stride;
         &self.buf[at..at + self.dim]
     }
 
-    /// Overwrites the vector in `slot` (`vector.len()` must be `dim`).
+    /// Whether the vector in `slot` is what storing `vector` would give.
+    pub fn holds(&self, slot: usize, vector: &[f32]) -> bool {
+        let stored = self.get(slot);
+        stored.len() == vector.len()
+            && stored
+                .iter()
+                .zip(vector)
+                .all(|(s, &v)| *s == E::from_f32(v))
+    }
+
+    /// Overwrites the vector in `slot` (`vector.len()` must be `dim`), rounding to `E`.
     pub fn set(&mut self, slot: usize, vector: &[f32]) {
+        assert!(slot < self.len && vector.len() == self.dim);
+        let at = self.start + slot * self.stride;
+        for (to, &from) in self.buf[at..at + self.dim].iter_mut().zip(vector) {
+            *to = E::from_f32(from);
+        }
+    }
+
+    /// Overwrites the vector in `slot` with already-stored components.
+    pub fn set_stored(&mut self, slot: usize, vector: &[E]) {
         assert!(slot < self.len && vector.len() == self.dim);
         let at = self.start + slot * self.stride;
         self.buf[at..at + self.dim].copy_from_slice(vector);
@@ -87,13 +199,26 @@ impl VectorArena {
     /// Appends a vector and returns its slot.
     pub fn push(&mut self, vector: &[f32]) -> usize {
         assert_eq!(vector.len(), self.dim);
+        let slot = self.push_empty();
+        self.set(slot, vector);
+        slot
+    }
+
+    /// Appends already-stored components (a copy from another arena) and returns the slot.
+    pub fn push_stored(&mut self, vector: &[E]) -> usize {
+        assert_eq!(vector.len(), self.dim);
+        let slot = self.push_empty();
+        self.set_stored(slot, vector);
+        slot
+    }
+
+    fn push_empty(&mut self) -> usize {
         if self.start + (self.len + 1) * self.stride > self.buf.len() {
             // Grow by half: the old and new buffers coexist while copying, so the transient
             // peak stays at 2.5× the data instead of 3× with doubling.
             self.reserve_slots((self.len + 1).max(self.len + self.len / 2).max(16));
         }
         self.len += 1;
-        self.set(self.len - 1, vector);
         self.len - 1
     }
 
@@ -116,11 +241,11 @@ impl VectorArena {
 
     /// Makes room for `slots` vectors in total, moving the data to an aligned start.
     pub fn reserve_slots(&mut self, slots: usize) {
-        let needed = slots * self.stride + LINE_FLOATS;
+        let needed = slots * self.stride + Self::LINE;
         if needed <= self.buf.len() && self.start == aligned_start(&self.buf) {
             return;
         }
-        let mut buf = vec![0.0f32; needed.max(self.buf.len())];
+        let mut buf = vec![E::default(); needed.max(self.buf.len())];
         let start = aligned_start(&buf);
         let used = self.len * self.stride;
         buf[start..start + used].copy_from_slice(&self.buf[self.start..self.start + used]);
@@ -129,13 +254,13 @@ impl VectorArena {
     }
 }
 
-/// Index of the first 64-byte-aligned float of `buf` (within its first cache line).
-fn aligned_start(buf: &[f32]) -> usize {
-    let misalignment = buf.as_ptr() as usize % 64;
+/// Index of the first 64-byte-aligned component of `buf` (within its first cache line).
+fn aligned_start<E: Element>(buf: &[E]) -> usize {
+    let misalignment = buf.as_ptr() as usize % LINE_BYTES;
     if misalignment == 0 {
         0
     } else {
-        (64 - misalignment) / std::mem::size_of::<f32>()
+        (LINE_BYTES - misalignment) / E::BYTES
     }
 }
 
@@ -144,10 +269,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn every_slot_is_cache_line_aligned() {
+    fn check_alignment<E: Element>() {
         for dim in [1, 3, 16, 17, 100, 1024] {
-            let mut arena = VectorArena::new(dim);
+            let mut arena = VectorArena::<E>::new(dim);
             for i in 0..100 {
                 arena.push(&vec![i as f32; dim]);
             }
@@ -157,27 +281,72 @@ mod tests {
                     0,
                     "dim {dim} slot {slot}"
                 );
-                assert_eq!(arena.get(slot), vec![slot as f32; dim].as_slice());
+                assert_eq!(
+                    arena.query_of(slot).as_ref(),
+                    vec![slot as f32; dim].as_slice()
+                );
             }
         }
+    }
+
+    #[test]
+    fn every_slot_is_cache_line_aligned() {
+        check_alignment::<f32>();
+        check_alignment::<f16>();
+    }
+
+    #[test]
+    fn f16_storage_rounds_to_the_nearest_half_float() {
+        let mut arena = VectorArena::<f16>::new(4);
+        let v = [1.0f32 / 3.0, -2.5e-3, 1000.1, 65504.0];
+        arena.push(&v);
+        for (&got, &x) in arena.get(0).iter().zip(&v) {
+            assert_eq!(got, f16::from_f32(x));
+            assert!(
+                (got.to_f32() - x).abs() <= x.abs() / 2048.0,
+                "{x} stored as {got}"
+            );
+        }
+        assert!(arena.holds(0, &v));
+        assert!(!arena.holds(0, &[1.0 / 3.0, -2.5e-3, 1000.1, 65000.0]));
+        let metric = MetricDistance::new(crate::types::Metric::L2);
+        let q = [0.5f32, 0.0, 1000.0, 65504.0];
+        let widened: Vec<f32> = arena.get(0).iter().map(|x| x.to_f32()).collect();
+        assert_eq!(
+            arena.distance_to(&metric, &q, 0),
+            metric.distance(&q, &widened)
+        );
     }
 
     proptest! {
         #[test]
         fn behaves_like_a_vec_of_vectors(ops in proptest::collection::vec((0u8..3, 0usize..50, -5.0f32..5.0), 0..200)) {
             let dim = 5;
-            let mut arena = VectorArena::new(dim);
+            let mut arena = VectorArena::<f32>::new(dim);
+            let mut half = VectorArena::<f16>::new(dim);
             let mut model: Vec<Vec<f32>> = Vec::new();
             for (op, at, value) in ops {
                 match op {
-                    0 => { arena.push(&[value; 5]); model.push(vec![value; 5]); }
-                    1 if !model.is_empty() => { let slot = at % model.len(); arena.swap_remove(slot); model.swap_remove(slot); }
-                    _ if !model.is_empty() => { let slot = at % model.len(); arena.set(slot, &[value; 5]); model[slot] = vec![value; 5]; }
+                    0 => { arena.push(&[value; 5]); half.push(&[value; 5]); model.push(vec![value; 5]); }
+                    1 if !model.is_empty() => {
+                        let slot = at % model.len();
+                        arena.swap_remove(slot);
+                        half.swap_remove(slot);
+                        model.swap_remove(slot);
+                    }
+                    _ if !model.is_empty() => {
+                        let slot = at % model.len();
+                        arena.set(slot, &[value; 5]);
+                        half.set(slot, &[value; 5]);
+                        model[slot] = vec![value; 5];
+                    }
                     _ => {}
                 }
                 prop_assert_eq!(arena.len(), model.len());
+                prop_assert_eq!(half.len(), model.len());
                 for (slot, v) in model.iter().enumerate() {
                     prop_assert_eq!(arena.get(slot), v.as_slice());
+                    prop_assert!(half.holds(slot, v));
                 }
             }
         }

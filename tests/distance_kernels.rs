@@ -153,6 +153,32 @@ proptest! {
         );
     }
 
+    /// The half-precision kernels compute on `b` rounded to `f16` (widening back is exact): they
+    /// must match the f64 value on the rounded vector under the same bounds as the f32 kernels,
+    /// and the public wrappers must use the detected ISA's kernels.
+    #[test]
+    fn half_precision_kernels_match_reference((a, b) in pair(-10.0f32..10.0)) {
+        let half: Vec<distance::f16> = b.iter().map(|&x| distance::f16::from_f32(x)).collect();
+        let wide: Vec<f32> = half.iter().map(|x| x.to_f32()).collect();
+        for (&x, &y) in b.iter().zip(&wide) {
+            prop_assert!((x - y).abs() <= x.abs() / 1024.0 + 1e-7, "{} rounded to {}", x, y);
+        }
+        let (dot64, dot_scale) = dot_f64(&a, &wide);
+        let l2_64 = l2_f64(&a, &wide);
+        for k in all_kernels() {
+            let dot = f64::from((k.dot_f16)(&a, &half));
+            let l2 = f64::from((k.l2_squared_f16)(&a, &half));
+            prop_assert!((dot - dot64).abs() <= REL * dot64.abs().max(dot_scale), "{:?} dot {} vs {}", k.isa, dot, dot64);
+            prop_assert!((l2 - l2_64).abs() <= REL * l2_64, "{:?} l2 {} vs {}", k.isa, l2, l2_64);
+        }
+        let k = Kernels::for_isa(distance::detected_isa()).unwrap();
+        prop_assert_eq!(distance::dot_f16(&a, &half).to_bits(), (k.dot_f16)(&a, &half).to_bits());
+        prop_assert_eq!(
+            distance::l2_squared_f16(&a, &half).to_bits(),
+            (k.l2_squared_f16)(&a, &half).to_bits()
+        );
+    }
+
     /// normalize gives unit norm and preserves direction.
     #[test]
     fn normalize_gives_unit_vectors((a, _) in pair(wide_range())) {

@@ -11,7 +11,7 @@ use quiverdb::bench;
 use quiverdb::import::{self, FvecsIds};
 use quiverdb::{
     CollectionConfig, Database, Error, Filter, IndexConfig, Metric, OpenOptions, PayloadField,
-    SearchRequest,
+    SearchRequest, VectorPrecision,
 };
 use uuid::Uuid;
 
@@ -230,6 +230,10 @@ struct IndexArgs {
     /// HNSW: candidate-list size while building.
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
+    /// HNSW: how the index stores vectors, f32 or f16 (half the memory, faster; distances on
+    /// vectors rounded to half precision, components within ±65504).
+    #[arg(long, default_value = "f32")]
+    precision: String,
     /// IVF-PQ: inverted lists (default: 4·√n at training time).
     #[arg(long)]
     nlist: Option<usize>,
@@ -264,6 +268,7 @@ impl IndexArgs {
             IndexConfig::Hnsw { .. } => Ok(IndexConfig::Hnsw {
                 m: self.m,
                 ef_construction: self.ef_construction,
+                precision: VectorPrecision::from_name(&self.precision)?,
             }),
             IndexConfig::IvfPq { .. } => Ok(IndexConfig::IvfPq {
                 nlist: self.nlist,

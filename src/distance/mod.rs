@@ -20,6 +20,8 @@ mod x86;
 
 use std::sync::OnceLock;
 
+pub use half::f16;
+
 use crate::types::Metric;
 
 /// Which instruction set the kernels run on.
@@ -58,6 +60,10 @@ pub struct Kernels {
     pub l2_squared: fn(&[f32], &[f32]) -> f32,
     /// Cosine distance, see [`cosine_distance`].
     pub cosine_distance: fn(&[f32], &[f32]) -> f32,
+    /// Dot product with a half-precision vector, see [`dot_f16`].
+    pub dot_f16: fn(&[f32], &[f16]) -> f32,
+    /// Squared Euclidean distance to a half-precision vector, see [`l2_squared_f16`].
+    pub l2_squared_f16: fn(&[f32], &[f16]) -> f32,
 }
 
 /// The portable scalar table.
@@ -66,6 +72,8 @@ const SCALAR_KERNELS: Kernels = Kernels {
     dot: scalar::dot,
     l2_squared: scalar::l2_squared,
     cosine_distance: scalar::cosine_distance,
+    dot_f16: scalar::dot_f16,
+    l2_squared_f16: scalar::l2_squared_f16,
 };
 
 impl Kernels {
@@ -121,6 +129,16 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
 /// vector has zero norm (including empty slices).
 pub fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
     (kernels().cosine_distance)(a, b)
+}
+
+/// Dot product of `a` with the half-precision vector `b` (widened exactly to `f32`).
+pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    (kernels().dot_f16)(a, b)
+}
+
+/// Squared Euclidean distance between `a` and the half-precision vector `b`.
+pub fn l2_squared_f16(a: &[f32], b: &[f16]) -> f32 {
+    (kernels().l2_squared_f16)(a, b)
 }
 
 /// Scales `v` in place to unit L2 norm; returns `false` (leaving `v` unchanged) if the norm is 0
@@ -191,6 +209,16 @@ impl MetricDistance {
             Metric::Cosine => (1.0 - (self.kernels.dot)(a, b)).max(0.0),
             Metric::L2 => (self.kernels.l2_squared)(a, b),
             Metric::Dot => -(self.kernels.dot)(a, b),
+        }
+    }
+
+    /// Distance between a prepared query and a prepared vector stored in half precision.
+    #[inline]
+    pub fn distance_f16(&self, a: &[f32], b: &[f16]) -> f32 {
+        match self.metric {
+            Metric::Cosine => (1.0 - (self.kernels.dot_f16)(a, b)).max(0.0),
+            Metric::L2 => (self.kernels.l2_squared_f16)(a, b),
+            Metric::Dot => -(self.kernels.dot_f16)(a, b),
         }
     }
 
@@ -265,6 +293,35 @@ mod tests {
                 assert_eq!(
                     (k.cosine_distance)(&a, &b),
                     scalar::cosine_distance(&a, &b),
+                    "{:?} n={n}",
+                    k.isa
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn half_precision_kernels_equal_the_f32_kernels_on_the_widened_vector() {
+        // Half floats widen to f32 exactly, so each f16 kernel must match the f32 kernel of the
+        // same ISA run on the widened vector (same summation order) at every tail length, and
+        // every ISA must match the scalar reference on integer-valued inputs exactly.
+        for n in 0..=200usize {
+            let a: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
+            let b: Vec<f16> = (0..n)
+                .map(|i| f16::from_f32((i % 5) as f32 - 2.0))
+                .collect();
+            let wide: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+            for k in all_kernels() {
+                assert_eq!((k.dot_f16)(&a, &b), (k.dot)(&a, &wide), "{:?} n={n}", k.isa);
+                assert_eq!(
+                    (k.l2_squared_f16)(&a, &b),
+                    (k.l2_squared)(&a, &wide),
+                    "{:?} n={n}",
+                    k.isa
+                );
+                assert_eq!(
+                    (k.dot_f16)(&a, &b),
+                    scalar::dot(&a, &wide),
                     "{:?} n={n}",
                     k.isa
                 );

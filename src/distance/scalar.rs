@@ -9,6 +9,8 @@
 //! Like every kernel in [`crate::distance`], they expect slices of equal length
 //! (`debug_assert`ed); in release builds the common prefix (the shorter length) is used.
 
+use half::f16;
+
 use super::cosine_from_sums;
 
 /// Dot product `Σ a[i]·b[i]`; 0 for empty slices.
@@ -42,4 +44,25 @@ pub fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
         bb += y * y;
     }
     cosine_from_sums(ab, aa, bb)
+}
+
+/// Dot product of `f32` `a` and half-precision `b`; 0 for empty slices.
+pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    debug_assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
+    let mut sum = 0.0f32;
+    for (x, y) in a.iter().zip(b) {
+        sum += x * y.to_f32();
+    }
+    sum
+}
+
+/// Squared Euclidean distance between `f32` `a` and half-precision `b`; 0 for empty slices.
+pub fn l2_squared_f16(a: &[f32], b: &[f16]) -> f32 {
+    debug_assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
+    let mut sum = 0.0f32;
+    for (x, y) in a.iter().zip(b) {
+        let d = x - y.to_f32();
+        sum += d * d;
+    }
+    sum
 }

@@ -12,11 +12,19 @@
 //! [`avx2_fma_kernels`] / [`avx512_kernels`], which first confirm the features with
 //! `is_x86_feature_detected!`. So a wrapper can only ever be called on a CPU that has the features.
 
-use super::{cosine_from_sums, Isa, Kernels};
+use half::f16;
+
+use super::{cosine_from_sums, scalar, Isa, Kernels};
 
 /// Whether this CPU (and OS) supports AVX2 and FMA.
 fn has_avx2_fma() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// Whether this CPU supports F16C (half-precision conversion), which the AVX2 kernels over
+/// `f16` vectors need; every AVX2 CPU made so far has it.
+fn has_avx2_f16c() -> bool {
+    has_avx2_fma() && is_x86_feature_detected!("f16c")
 }
 
 /// Whether this CPU (and OS) supports AVX-512F. AVX2 and FMA are checked as well because
@@ -51,6 +59,16 @@ pub(super) fn avx2_fma_kernels() -> Option<Kernels> {
         dot: dot_avx2_fma,
         l2_squared: l2_squared_avx2_fma,
         cosine_distance: cosine_distance_avx2_fma,
+        dot_f16: if has_avx2_f16c() {
+            dot_f16_avx2
+        } else {
+            scalar::dot_f16
+        },
+        l2_squared_f16: if has_avx2_f16c() {
+            l2_squared_f16_avx2
+        } else {
+            scalar::l2_squared_f16
+        },
     })
 }
 
@@ -61,6 +79,8 @@ pub(super) fn avx512_kernels() -> Option<Kernels> {
         dot: dot_avx512,
         l2_squared: l2_squared_avx512,
         cosine_distance: cosine_distance_avx512,
+        dot_f16: dot_f16_avx512,
+        l2_squared_f16: l2_squared_f16_avx512,
     })
 }
 
@@ -71,8 +91,11 @@ pub(super) fn avx512_kernels() -> Option<Kernels> {
 /// Defines a private safe wrapper around a `#[target_feature]` kernel.
 macro_rules! safe_wrapper {
     ($name:ident => $kernel:path, $detected:ident) => {
+        safe_wrapper!($name => $kernel, $detected, f32);
+    };
+    ($name:ident => $kernel:path, $detected:ident, $stored:ty) => {
         #[doc = concat!("Safe wrapper of [`", stringify!($kernel), "`].")]
-        fn $name(a: &[f32], b: &[f32]) -> f32 {
+        fn $name(a: &[f32], b: &[$stored]) -> f32 {
             debug_assert!($detected());
             // SAFETY: this function is private and only escapes this module inside the kernel
             // table built after runtime detection (`$detected`) confirmed the CPU features the
@@ -88,6 +111,10 @@ safe_wrapper!(cosine_distance_avx2_fma => avx2_fma::cosine_distance, has_avx2_fm
 safe_wrapper!(dot_avx512 => avx512::dot, has_avx512);
 safe_wrapper!(l2_squared_avx512 => avx512::l2_squared, has_avx512);
 safe_wrapper!(cosine_distance_avx512 => avx512::cosine_distance, has_avx512);
+safe_wrapper!(dot_f16_avx2 => avx2_fma::dot_f16, has_avx2_f16c, f16);
+safe_wrapper!(l2_squared_f16_avx2 => avx2_fma::l2_squared_f16, has_avx2_f16c, f16);
+safe_wrapper!(dot_f16_avx512 => avx512::dot_f16, has_avx512, f16);
+safe_wrapper!(l2_squared_f16_avx512 => avx512::l2_squared_f16, has_avx512, f16);
 
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA
@@ -96,6 +123,8 @@ safe_wrapper!(cosine_distance_avx512 => avx512::cosine_distance, has_avx512);
 /// AVX2+FMA implementations (8 lanes, 4 accumulators).
 mod avx2_fma {
     use std::arch::x86_64::*;
+
+    use half::f16;
 
     use super::cosine_from_sums;
 
@@ -227,6 +256,68 @@ mod avx2_fma {
         }
         cosine_from_sums(sab, saa, sbb)
     }
+
+    /// Loads `s[at..at + 8]` half floats (unaligned), widened to `f32`.
+    #[inline]
+    #[target_feature(enable = "avx,f16c")]
+    fn load_f16(s: &[f16], at: usize) -> __m256 {
+        let s = &s[at..at + 8];
+        // SAFETY: `s` holds exactly 8 half floats (16 bytes; `f16` is a transparent `u16`), and
+        // `_mm_loadu_si128` has no alignment requirement.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.as_ptr().cast()) })
+    }
+
+    /// Dot product of `f32` `a` and half-precision `b` with AVX2+FMA+F16C; uses the common
+    /// prefix if lengths differ.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        debug_assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let (mut ca, mut cb) = (a.chunks_exact(32), b.chunks_exact(32));
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(load(x, 8 * k), load_f16(y, 8 * k), *acc);
+            }
+        }
+        let mut sum = reduce(acc);
+        for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+            sum += x * y.to_f32();
+        }
+        sum
+    }
+
+    /// Squared Euclidean distance between `f32` `a` and half-precision `b` with
+    /// AVX2+FMA+F16C; uses the common prefix if lengths differ.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn l2_squared_f16(a: &[f32], b: &[f16]) -> f32 {
+        debug_assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let (mut ca, mut cb) = (a.chunks_exact(32), b.chunks_exact(32));
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let d = _mm256_sub_ps(load(x, 8 * k), load_f16(y, 8 * k));
+                *acc = _mm256_fmadd_ps(d, d, *acc);
+            }
+        }
+        let mut sum = reduce(acc);
+        for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+            let d = x - y.to_f32();
+            sum += d * d;
+        }
+        sum
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,6 +327,8 @@ mod avx2_fma {
 /// AVX-512F implementations (16 lanes, 4 accumulators, masked tail).
 mod avx512 {
     use std::arch::x86_64::*;
+
+    use half::f16;
 
     use super::cosine_from_sums;
 
@@ -373,5 +466,93 @@ mod avx512 {
         aa[3] = _mm512_fmadd_ps(vx, vx, aa[3]);
         bb[3] = _mm512_fmadd_ps(vy, vy, bb[3]);
         cosine_from_sums(reduce(ab), reduce(aa), reduce(bb))
+    }
+
+    /// Loads `s[at..at + 16]` half floats (unaligned), widened to `f32`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load_f16(s: &[f16], at: usize) -> __m512 {
+        let s = &s[at..at + 16];
+        // SAFETY: `s` holds exactly 16 half floats (32 bytes; `f16` is a transparent `u16`), and
+        // `_mm256_loadu_si256` has no alignment requirement.
+        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(s.as_ptr().cast()) })
+    }
+
+    /// Loads the first `min(s.len(), 16)` half floats of `s`, widened, zeroing the other lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load_partial_f16(s: &[f16]) -> __m512 {
+        let mut lanes = [f16::ZERO; 16];
+        let len = s.len().min(16);
+        lanes[..len].copy_from_slice(&s[..len]);
+        load_f16(&lanes, 0)
+    }
+
+    /// Dot product of `f32` `a` and half-precision `b` with AVX-512F; uses the common prefix
+    /// if lengths differ.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        debug_assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let (mut ca, mut cb) = (a.chunks_exact(64), b.chunks_exact(64));
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(load(x, 16 * k), load_f16(y, 16 * k), *acc);
+            }
+        }
+        let (mut ca, mut cb) = (
+            ca.remainder().chunks_exact(16),
+            cb.remainder().chunks_exact(16),
+        );
+        for (k, (x, y)) in (&mut ca).zip(&mut cb).enumerate() {
+            acc[k] = _mm512_fmadd_ps(load(x, 0), load_f16(y, 0), acc[k]);
+        }
+        let (x, y) = (
+            load_partial(ca.remainder()),
+            load_partial_f16(cb.remainder()),
+        );
+        acc[3] = _mm512_fmadd_ps(x, y, acc[3]);
+        reduce(acc)
+    }
+
+    /// Squared Euclidean distance between `f32` `a` and half-precision `b` with AVX-512F; uses
+    /// the common prefix if lengths differ.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn l2_squared_f16(a: &[f32], b: &[f16]) -> f32 {
+        debug_assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let (mut ca, mut cb) = (a.chunks_exact(64), b.chunks_exact(64));
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let d = _mm512_sub_ps(load(x, 16 * k), load_f16(y, 16 * k));
+                *acc = _mm512_fmadd_ps(d, d, *acc);
+            }
+        }
+        let (mut ca, mut cb) = (
+            ca.remainder().chunks_exact(16),
+            cb.remainder().chunks_exact(16),
+        );
+        for (k, (x, y)) in (&mut ca).zip(&mut cb).enumerate() {
+            let d = _mm512_sub_ps(load(x, 0), load_f16(y, 0));
+            acc[k] = _mm512_fmadd_ps(d, d, acc[k]);
+        }
+        let d = _mm512_sub_ps(
+            load_partial(ca.remainder()),
+            load_partial_f16(cb.remainder()),
+        );
+        acc[3] = _mm512_fmadd_ps(d, d, acc[3]);
+        reduce(acc)
     }
 }

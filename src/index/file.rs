@@ -28,7 +28,7 @@ use super::io::{with_suffix, IndexDir, IndexIo};
 
 use crate::error::{Error, Result};
 use crate::types::{Metric, Seq};
-use crate::vectors::VectorArena;
+use crate::vectors::{Element, VectorArena};
 
 /// Magic bytes at the start of every QuiverDB index file.
 pub const MAGIC: [u8; 8] = *b"QUIVERIX";
@@ -390,24 +390,35 @@ impl FileReader {
     }
 }
 
-/// Writes every vector of `arena` in slot order, `dim` floats each.
-pub fn write_arena(out: &mut FileWriter, arena: &VectorArena) -> Result<()> {
+/// Writes every vector of `arena` in slot order, `dim` components each (little-endian).
+pub fn write_arena<E: Element>(out: &mut FileWriter, arena: &VectorArena<E>) -> Result<()> {
+    let mut bytes = Vec::with_capacity(arena.dim() * E::BYTES);
     for slot in 0..arena.len() {
-        out.write_f32s(arena.get(slot))?;
+        bytes.clear();
+        for &x in arena.get(slot) {
+            x.put_le(&mut bytes);
+        }
+        out.write(&bytes)?;
     }
     Ok(())
 }
 
-/// Reads `n` vectors of `dim` floats (written by [`write_arena`]) into a new arena.
-pub fn read_arena(input: &mut FileReader, n: usize, dim: usize) -> Result<VectorArena> {
-    input.ensure_remaining((n as u64).saturating_mul(dim as u64 * 4))?;
+/// Reads `n` vectors of `dim` components (written by [`write_arena`]) into a new arena.
+pub fn read_arena<E: Element>(
+    input: &mut FileReader,
+    n: usize,
+    dim: usize,
+) -> Result<VectorArena<E>> {
+    input.ensure_remaining((n as u64).saturating_mul((dim * E::BYTES) as u64))?;
     let mut arena = VectorArena::new(dim);
     arena.reserve_slots(n);
+    let mut bytes = vec![0u8; dim * E::BYTES];
     let mut vector = Vec::with_capacity(dim);
     for _ in 0..n {
+        input.read(&mut bytes)?;
         vector.clear();
-        input.read_f32s(dim, |x| vector.push(x))?;
-        arena.push(&vector);
+        vector.extend(bytes.chunks_exact(E::BYTES).map(E::get_le));
+        arena.push_stored(&vector);
     }
     Ok(arena)
 }

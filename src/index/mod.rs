@@ -24,7 +24,8 @@ use rayon::prelude::*;
 use roaring::RoaringBitmap;
 use uuid::Uuid;
 
-use crate::config::{CollectionConfig, IndexConfig};
+use crate::config::{CollectionConfig, IndexConfig, VectorPrecision};
+use crate::distance::f16;
 use crate::error::Result;
 use crate::types::{Change, DocView, InternalId, Seq};
 use io::IndexDir;
@@ -221,11 +222,21 @@ pub fn new_vector_index(
 ) -> Box<dyn VectorIndex> {
     match config.index {
         IndexConfig::Flat => Box::new(flat::FlatIndex::new(config, instance)),
-        IndexConfig::Hnsw { m, ef_construction } => Box::new(hnsw::HnswIndex::new(
-            config,
-            hnsw::HnswParams { m, ef_construction },
-            instance,
-        )),
+        IndexConfig::Hnsw {
+            m,
+            ef_construction,
+            precision,
+        } => {
+            let params = hnsw::HnswParams { m, ef_construction };
+            match precision {
+                VectorPrecision::F32 => {
+                    Box::new(hnsw::HnswIndex::<f32>::new(config, params, instance))
+                }
+                VectorPrecision::F16 => {
+                    Box::new(hnsw::HnswIndex::<f16>::new(config, params, instance))
+                }
+            }
+        }
         IndexConfig::IvfPq { nlist, pq_m } => Box::new(ivfpq::IvfPqIndex::new(
             config,
             ivfpq::IvfPqParams { nlist, pq_m },

@@ -12,7 +12,7 @@ use super::{IndexSearch, Neighbor, TopK};
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
 use crate::types::{Change, DocView, InternalId};
-use crate::vectors::VectorArena;
+use crate::vectors::{Element, VectorArena};
 
 /// What a committed change means for an index's stored vectors (see
 /// [`StoredVectors::classify`]).
@@ -35,14 +35,14 @@ pub enum StoredChange {
 
 /// Vectors by slot (prepared for the metric) and the documents they belong to.
 #[derive(Clone)]
-pub struct StoredVectors {
+pub struct StoredVectors<E: Element = f32> {
     /// The vectors, cache-line aligned.
-    pub vectors: VectorArena,
+    pub vectors: VectorArena<E>,
     /// Slot ↔ document maps; a vacant slot is a deleted document.
     pub slots: SlotIds,
 }
 
-impl StoredVectors {
+impl<E: Element> StoredVectors<E> {
     /// Empty storage for `dim`-dimensional vectors.
     pub fn new(dim: usize) -> Self {
         StoredVectors {
@@ -69,6 +69,18 @@ impl StoredVectors {
         self.vectors.push(vector)
     }
 
+    /// Appends a copy of the vector in `slot` of `from` for document `id`; returns the new slot.
+    pub fn push_copy(
+        &mut self,
+        id: InternalId,
+        uuid: Uuid,
+        from: &VectorArena<E>,
+        slot: usize,
+    ) -> usize {
+        self.slots.push(id, uuid);
+        self.vectors.push_stored(from.get(slot))
+    }
+
     /// Classifies a change for an index holding these vectors: `doc` is the document after it
     /// (`None` if deleted). A vector that cannot be prepared (wrong length, zero under cosine)
     /// is an internal error: the write path validated it.
@@ -88,7 +100,7 @@ impl StoredVectors {
             .filter(|v| v.len() == dim)
             .ok_or_else(|| Error::Internal(format!("unusable vector for document {}", doc.id)))?;
         Ok(match current {
-            Some(slot) if self.vectors.get(slot) == vector.as_slice() => {
+            Some(slot) if self.vectors.holds(slot, &vector) => {
                 self.slots.set_uuid(slot, doc.id);
                 StoredChange::Unchanged
             }
@@ -185,7 +197,7 @@ impl StoredVectors {
         distance: &MetricDistance,
         top: &mut TopK,
     ) {
-        let d = distance.distance(q, self.vectors.get(slot));
+        let d = E::distance(distance, q, self.vectors.get(slot));
         if d.total_cmp(&top.threshold()).is_le() {
             top.push(Neighbor {
                 id,
@@ -199,7 +211,7 @@ impl StoredVectors {
     pub fn vector_of(&self, id: InternalId) -> Option<Vec<f32>> {
         self.slots
             .slot(id)
-            .map(|slot| self.vectors.get(slot).to_vec())
+            .map(|slot| E::widen(self.vectors.get(slot)).into_owned())
     }
 
     /// The public id stored for document `id`.

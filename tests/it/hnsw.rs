@@ -16,19 +16,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use quiverdb::distance::f16;
 use quiverdb::index::hnsw::DEFAULT_EF;
 use quiverdb::query::MAX_EF;
 use quiverdb::sync::Recovery;
 use quiverdb::{
     Collection, CollectionConfig, Database, DocumentInput, Error, Hit, Include, IndexConfig,
-    Metric, SearchRequest,
+    Metric, SearchRequest, VectorPrecision,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::common::{
     assert_hits_exact, assert_matches_brute_force, brute_force, copy_dir, distance_f64, fill,
-    index_file, inputs, replace_file, seeded_id, Clusters, Docs, Rng,
+    index_file, inputs, replace_file, seeded_id, true_hits, Clusters, Docs, Rng,
 };
 
 /// Candidate-list size of the recall checks.
@@ -268,6 +269,125 @@ fn recall_at_10_cosine() {
 #[test]
 fn recall_at_10_dot() {
     recall_for(Metric::Dot, 103);
+}
+
+// ----- 1b. half-precision storage ---------------------------------------------------------------
+
+fn f16_config(dim: usize, metric: Metric) -> CollectionConfig {
+    CollectionConfig::new(dim, metric).with_index(IndexConfig::Hnsw {
+        m: 16,
+        ef_construction: 200,
+        precision: VectorPrecision::F16,
+    })
+}
+
+/// `docs` as an f16 index holds them: every component rounded to the nearest half float.
+fn rounded_to_f16(docs: &[(Uuid, Vec<f32>)]) -> Docs {
+    docs.iter()
+        .map(|(id, v)| (*id, v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()))
+        .collect()
+}
+
+/// An f16 index keeps recall@10 against the exact answer over the original f32 vectors, its
+/// distances are exact on the rounded vectors it holds, it takes much less memory than an f32
+/// index of the same documents, the store still returns the original vectors, a reload gives
+/// identical results, and components outside the half range are refused without writing.
+#[test]
+fn f16_storage_keeps_recall_halves_memory_and_keeps_the_original_vectors() {
+    const N: usize = 5_000;
+    const DIM: usize = 32;
+    for (metric, seed) in [(Metric::L2, 120), (Metric::Dot, 121), (Metric::Cosine, 122)] {
+        let ctx = format!("f16 {} seed {seed}", metric.name());
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng(seed);
+        let clusters = Clusters::new(&mut rng, 50, DIM);
+        let docs = clusters.docs(&mut rng, N);
+        let queries = clusters.points(&mut rng, QUERIES);
+        let rounded = rounded_to_f16(&docs);
+        let rounded_by_id: HashMap<Uuid, &[f32]> =
+            rounded.iter().map(|(id, v)| (*id, v.as_slice())).collect();
+        let search_all = |c: &Collection| -> Vec<Vec<Hit>> {
+            queries
+                .iter()
+                .map(|q| {
+                    c.search(&SearchRequest::new(q.clone(), K).with_ef(EF))
+                        .unwrap()
+                        .hits
+                })
+                .collect()
+        };
+        let db = Database::open(dir.path()).unwrap();
+        let c = db
+            .create_collection("half", f16_config(DIM, metric))
+            .unwrap();
+        let exact = db
+            .create_collection("full", hnsw_config(DIM, metric))
+            .unwrap();
+        fill(&c, &docs);
+        fill(&exact, &docs);
+        let before = search_all(&c);
+        let mut found = 0;
+        for (qi, (query, hits)) in queries.iter().zip(&before).enumerate() {
+            assert_eq!(hits.len(), K, "{ctx}, query {qi}");
+            found += true_hits(metric, &docs, query, K, hits);
+            // Cosine distances are computed against the normalised vector before rounding, which
+            // the model does not reproduce; order and liveness are still checked.
+            if metric != Metric::Cosine {
+                assert_hits_exact(
+                    hits,
+                    metric,
+                    &rounded_by_id,
+                    query,
+                    &format!("{ctx}, query {qi}"),
+                );
+            }
+        }
+        let r = found as f64 / (K * QUERIES) as f64;
+        eprintln!("hnsw {ctx}: recall@{K} {r:.4} against the f32 originals (ef {EF})");
+        assert!(r >= MIN_RECALL, "{ctx}: recall@{K} {r:.4} < {MIN_RECALL}");
+        let half_bytes = c.info().unwrap().vector_index.memory_bytes;
+        let full_bytes = exact.info().unwrap().vector_index.memory_bytes;
+        // Two bytes saved per stored component (the links are the same in both).
+        assert!(
+            full_bytes >= half_bytes + N * DIM * 2,
+            "{ctx}: f16 index {half_bytes} bytes vs f32 index {full_bytes} bytes"
+        );
+        for (id, v) in docs.iter().step_by(499) {
+            let doc = c.get(*id).unwrap().unwrap();
+            assert_eq!(&doc.vector, v, "{ctx}: the store must keep the f32 vector");
+        }
+        assert_check_ok(&db, &ctx);
+        drop((c, exact));
+        db.close().unwrap();
+
+        let db = Database::open(dir.path()).unwrap();
+        let c = db.collection("half").unwrap();
+        assert_eq!(
+            c.info().unwrap().vector_index.recovery,
+            Recovery::Loaded { replayed: 0 },
+            "{ctx}"
+        );
+        assert_eq!(
+            search_all(&c),
+            before,
+            "{ctx}: results changed across a reload"
+        );
+        if metric != Metric::Cosine {
+            let mut too_big = docs[0].1.clone();
+            too_big[3] = 70_000.0;
+            let err = c
+                .upsert(vec![DocumentInput::new(too_big).with_id(docs[0].0)])
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidVector(_)), "{ctx}: {err}");
+            let kept = c.get(docs[0].0).unwrap().unwrap();
+            assert_eq!(
+                kept.vector, docs[0].1,
+                "{ctx}: a refused write changed the document"
+            );
+        }
+        drop(c);
+        db.close().unwrap();
+    }
 }
 
 // ----- 2. small collections --------------------------------------------------------------------
@@ -1024,6 +1144,7 @@ fn searches_during_linking_return_k_hits() {
     let index = IndexConfig::Hnsw {
         m: 8,
         ef_construction: 400,
+        precision: VectorPrecision::F32,
     };
     concurrent_run(
         620,
@@ -1255,8 +1376,11 @@ fn invalid_hnsw_parameters_and_ef_values_are_rejected() {
         (16, 0),
         (16, 4_097),
     ] {
-        let config = CollectionConfig::new(8, Metric::L2)
-            .with_index(IndexConfig::Hnsw { m, ef_construction });
+        let config = CollectionConfig::new(8, Metric::L2).with_index(IndexConfig::Hnsw {
+            m,
+            ef_construction,
+            precision: VectorPrecision::F32,
+        });
         match db.create_collection("bad", config) {
             Err(Error::InvalidConfig(_)) => {}
             other => panic!("m {m}, ef_construction {ef_construction}: {other:?}"),
@@ -1281,8 +1405,11 @@ fn invalid_hnsw_parameters_and_ef_values_are_rejected() {
         .enumerate()
     {
         let ctx = format!("m {m}, ef_construction {ef_construction}");
-        let config = CollectionConfig::new(8, Metric::L2)
-            .with_index(IndexConfig::Hnsw { m, ef_construction });
+        let config = CollectionConfig::new(8, Metric::L2).with_index(IndexConfig::Hnsw {
+            m,
+            ef_construction,
+            precision: VectorPrecision::F32,
+        });
         let c = db.create_collection(&format!("ok{i}"), config).unwrap();
         fill(&c, &docs);
         let query = clusters.point(&mut rng);

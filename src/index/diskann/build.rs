@@ -260,7 +260,7 @@ pub(super) fn merge(source: &MergeSource) -> Result<Merged> {
 
 /// Every row's vector (in an arena) and UUID.
 fn load_all(rows: &Rows) -> Result<(VectorArena, Vec<Uuid>)> {
-    let mut arena = VectorArena::new(rows.dim);
+    let mut arena: VectorArena = VectorArena::new(rows.dim);
     arena.reserve_slots(rows.len);
     let mut uuids = Vec::with_capacity(rows.len);
     for start in (0..rows.len).step_by(1 << 14) {
@@ -384,7 +384,7 @@ impl Partitioned {
             if ids.is_empty() {
                 continue;
             }
-            let mut arena = VectorArena::new(dim);
+            let mut arena: VectorArena = VectorArena::new(dim);
             arena.reserve_slots(ids.len());
             for &id in ids {
                 arena.push(&rows.read(id as usize)?.0);
@@ -450,7 +450,7 @@ impl Partitioned {
         let neighbors = if union.len() <= params.max_degree {
             union
         } else {
-            let mut local = VectorArena::new(rows.dim);
+            let mut local: VectorArena = VectorArena::new(rows.dim);
             local.push(&vector);
             let mut scored = Vec::with_capacity(union.len());
             for (i, &next) in union.iter().enumerate() {

@@ -108,12 +108,12 @@ pub fn medoid<V: VectorSource>(vectors: &V, n: usize, distance: &MetricDistance)
     if n == 0 {
         return 0;
     }
-    let dim = vectors.vector(0).len();
+    let dim = vectors.query_of(0).len();
     let step = (n / 20_000).max(1);
     let mut mean = vec![0f64; dim];
     let mut count = 0usize;
     for slot in (0..n).step_by(step) {
-        for (m, &x) in mean.iter_mut().zip(vectors.vector(slot)) {
+        for (m, &x) in mean.iter_mut().zip(vectors.query_of(slot).iter()) {
             *m += f64::from(x);
         }
         count += 1;
@@ -122,7 +122,7 @@ pub fn medoid<V: VectorSource>(vectors: &V, n: usize, distance: &MetricDistance)
     (0..n)
         .into_par_iter()
         .map(|slot| Scored {
-            distance: distance.distance(&mean, vectors.vector(slot)),
+            distance: vectors.distance_to(distance, &mean, slot),
             node: slot as u32,
         })
         .min()
@@ -145,7 +145,7 @@ pub fn greedy_search<V: VectorSource>(
         let mut expanded = Vec::new();
         seen.insert(entry);
         candidates.insert(Scored {
-            distance: distance.distance(query, vectors.vector(entry as usize)),
+            distance: vectors.distance_to(distance, query, entry as usize),
             node: entry,
         });
         while let Some(current) = candidates.expand_next() {
@@ -153,7 +153,7 @@ pub fn greedy_search<V: VectorSource>(
             for next in graph.neighbors(current.node) {
                 if seen.insert(next) {
                     candidates.insert(Scored {
-                        distance: distance.distance(query, vectors.vector(next as usize)),
+                        distance: vectors.distance_to(distance, query, next as usize),
                         node: next,
                     });
                 }
@@ -187,11 +187,11 @@ pub fn robust_prune<V: VectorSource>(
         if kept.len() == max_degree {
             break;
         }
-        let chosen_vector = vectors.vector(chosen as usize);
+        let chosen_vector = vectors.query_of(chosen as usize);
         for j in i + 1..candidates.len() {
             if !removed[j] {
                 let between =
-                    distance.distance(chosen_vector, vectors.vector(candidates[j].node as usize));
+                    vectors.distance_to(distance, &chosen_vector, candidates[j].node as usize);
                 if alpha * between <= candidates[j].distance {
                     removed[j] = true;
                 }
@@ -215,19 +215,19 @@ pub fn insert<V: VectorSource>(
     let visited = VisitedPool::default();
     let slack = ((params.max_degree as f64) * SLACK).ceil() as usize;
     points.par_iter().for_each(|&point| {
-        let query = vectors.vector(point as usize);
+        let query = vectors.query_of(point as usize);
         let (_, mut pool) = greedy_search(
             graph,
             vectors,
             distance,
             &visited,
             entry,
-            query,
+            &query,
             params.build_list,
         );
         for old in graph.neighbors(point) {
             pool.push(Scored {
-                distance: distance.distance(query, vectors.vector(old as usize)),
+                distance: vectors.distance_to(distance, &query, old as usize),
                 node: old,
             });
         }
@@ -256,11 +256,11 @@ fn reprune<V: VectorSource>(
     alpha: f32,
     max_degree: usize,
 ) -> Vec<u32> {
-    let from = vectors.vector(node as usize);
+    let from = vectors.query_of(node as usize);
     let scored = list
         .iter()
         .map(|&c| Scored {
-            distance: distance.distance(from, vectors.vector(c as usize)),
+            distance: vectors.distance_to(distance, &from, c as usize),
             node: c,
         })
         .collect();
@@ -325,7 +325,7 @@ mod tests {
 
     fn arena(n: usize, dim: usize, seed: u64) -> VectorArena {
         let mut rng = SplitMix(seed);
-        let mut arena = VectorArena::new(dim);
+        let mut arena: VectorArena = VectorArena::new(dim);
         for _ in 0..n {
             let v: Vec<f32> = (0..dim).map(|_| rng.next_f64() as f32).collect();
             arena.push(&v);
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn robust_prune_keeps_the_closest_and_drops_covered_candidates() {
-        let mut vectors = VectorArena::new(1);
+        let mut vectors: VectorArena = VectorArena::new(1);
         for x in [0.0f32, 1.0, 1.1, 5.0] {
             vectors.push(&[x]);
         }

@@ -98,8 +98,7 @@ pub struct GraphParts<'g> {
 impl<V: VectorSource, L: Fn(u32) -> bool> Context<'_, V, L> {
     #[inline]
     fn distance_to(&self, q: &[f32], node: u32) -> f32 {
-        self.distance
-            .distance(q, self.vectors.vector(node as usize))
+        self.vectors.distance_to(&self.distance, q, node as usize)
     }
 }
 
@@ -308,7 +307,7 @@ impl Graph {
             // Only unvisited neighbours are worth loading; late in a search most are visited.
             neighbors.retain(|&e| tr.visited.insert(e));
             for &e in &neighbors {
-                prefetch(ctx.vectors.vector(e as usize));
+                ctx.vectors.prefetch(e as usize);
             }
             for &e in &neighbors {
                 let d = ctx.distance_to(q, e);
@@ -366,14 +365,12 @@ impl Graph {
             if kept.len() >= m {
                 break;
             }
-            let vc = ctx.vectors.vector(c.node as usize);
+            let vc = ctx.vectors.query_of(c.node as usize);
             // Prune `c` only if a kept neighbour is strictly closer to it than the base is: with
             // `<=`, an exact duplicate of the base would prune every other candidate.
-            let diverse = kept.iter().all(|k| {
-                ctx.distance
-                    .distance(vc, ctx.vectors.vector(k.node as usize))
-                    >= c.distance
-            });
+            let diverse = kept
+                .iter()
+                .all(|k| ctx.distance_to(&vc, k.node) >= c.distance);
             if diverse {
                 kept.push(c);
             } else {
@@ -395,7 +392,8 @@ impl Graph {
         q_node: u32,
         visited: &mut Visited,
     ) {
-        let q = vectors.vector(q_node as usize);
+        let q = vectors.query_of(q_node as usize);
+        let q = q.as_ref();
         let level = self.level(q_node as usize);
         // As in hnswlib: a node that will rise above the current top level holds the entry lock
         // for its whole insert, so two such nodes cannot both link below each other's levels.
@@ -479,12 +477,12 @@ impl Graph {
             self.set_neighbors(e, level, links);
             return;
         }
-        let ve = ctx.vectors.vector(e as usize);
+        let ve = ctx.vectors.query_of(e as usize);
         let mut scored: Vec<Scored> = links
             .iter()
             .chain(std::iter::once(&q_node))
             .map(|&n| Scored {
-                distance: ctx.distance.distance(ve, ctx.vectors.vector(n as usize)),
+                distance: ctx.distance_to(&ve, n),
                 node: n,
             })
             .collect();

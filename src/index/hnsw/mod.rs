@@ -14,8 +14,8 @@
 //! Checkpoint payload (kind version 1), after the container header:
 //! ```text
 //! u64 slots, u32 M, u32 efConstruction, u64 seed, u64 entry ((level << 32) | node, or
-//!     u64::MAX), u8 keep_pruned, 31 zero bytes              (64 bytes)
-//! slots × dim × f32            vectors
+//!     u64::MAX), u8 keep_pruned, u8 precision (0 f32, 1 f16), 30 zero bytes   (64 bytes)
+//! slots × dim × (f32 | f16)    vectors
 //! slots × u32, slots × [u8;16] slot → internal id (u32::MAX = vacant), slot → uuid
 //! slots × u8, zero-padded to a multiple of 4: levels
 //! slots × (1 + 2M) × u32       layer-0 blocks (count, ids)
@@ -41,6 +41,7 @@ use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
 use crate::index::visited::VisitedPool;
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
+use crate::vectors::Element;
 
 const KIND_VERSION: u16 = 1;
 const FILE_NAME: &str = "hnsw.qvi";
@@ -61,23 +62,23 @@ pub struct HnswParams {
 }
 
 /// Vectors and graph rebuilt over the live documents only.
-struct Compacted {
-    stored: StoredVectors,
+struct Compacted<E: Element> {
+    stored: StoredVectors<E>,
     graph: Graph,
 }
 
-/// An HNSW vector index.
-pub struct HnswIndex {
+/// An HNSW vector index over vectors stored as `E` (`f32`, or `f16` for half the memory).
+pub struct HnswIndex<E: Element = f32> {
     dim: usize,
     metric: Metric,
     distance: MetricDistance,
     config_fingerprint: u64,
-    stored: StoredVectors,
+    stored: StoredVectors<E>,
     graph: Graph,
     /// Nodes added by `apply` and not linked yet.
     pending: Mutex<Vec<u32>>,
     /// A compacted replacement built by `finish_batch`, waiting for `publish`.
-    compacted: Mutex<Option<Compacted>>,
+    compacted: Mutex<Option<Compacted<E>>>,
     /// Searches return only slots below this: a batch's new nodes become visible all at once,
     /// after they are linked.
     published: AtomicUsize,
@@ -88,7 +89,7 @@ pub struct HnswIndex {
     watermark: Seq,
 }
 
-impl HnswIndex {
+impl<E: Element> HnswIndex<E> {
     /// An empty index; `instance` identifies the collection and seeds the level draws.
     pub fn new(config: &CollectionConfig, params: HnswParams, instance: u64) -> Self {
         HnswIndex {
@@ -171,7 +172,7 @@ impl HnswIndex {
 
     /// Builds a new graph over the live vectors only (slots renumbered, memory reclaimed) while
     /// the current one keeps serving searches.
-    fn build_compacted(&self) -> Compacted {
+    fn build_compacted(&self) -> Compacted<E> {
         let live = self.stored.slots.live();
         log::info!(
             "compacting the HNSW index: {live} live of {} slots",
@@ -189,11 +190,8 @@ impl HnswIndex {
                 .id(slot)
                 .filter(|&id| self.stored.slots.slot(id) == Some(slot));
             if let Some(id) = current {
-                let new_slot = stored.push(
-                    id,
-                    self.stored.slots.uuid(slot),
-                    self.stored.vectors.get(slot),
-                );
+                let new_slot =
+                    stored.push_copy(id, self.stored.slots.uuid(slot), &self.stored.vectors, slot);
                 graph.add_node(graph.draw_level(new_slot));
             }
         }
@@ -246,6 +244,7 @@ impl HnswIndex {
         });
         head[24..32].copy_from_slice(&entry.to_le_bytes());
         head[32] = u8::from(params.keep_pruned);
+        head[33] = E::CODE;
         out.write(&head)?;
         self.stored.write(out)?;
         out.write(levels)?;
@@ -257,7 +256,7 @@ impl HnswIndex {
         Ok(())
     }
 
-    fn read_checkpoint(&self, input: &mut FileReader) -> Result<(StoredVectors, Graph)> {
+    fn read_checkpoint(&self, input: &mut FileReader) -> Result<(StoredVectors<E>, Graph)> {
         let mut head = [0u8; 64];
         input.read(&mut head)?;
         let word =
@@ -269,6 +268,9 @@ impl HnswIndex {
             seed: long(16),
             keep_pruned: head[32] != 0,
         };
+        if head[33] != E::CODE {
+            return Err(input.corrupted("vector precision differs from the collection's"));
+        }
         let expected = self.graph.params();
         if (params.m, params.ef_construction, params.seed)
             != (expected.m, expected.ef_construction, expected.seed)
@@ -281,7 +283,7 @@ impl HnswIndex {
             e => Some(((e & 0xffff_ffff) as u32, (e >> 32) as usize)),
         };
         // Check the smallest size `n` nodes can take before allocating anything for them.
-        let per_node = self.dim as u64 * 4 + 4 + 16 + 1 + 4 * (2 * params.m as u64 + 1);
+        let per_node = (self.dim * E::BYTES) as u64 + 4 + 16 + 1 + 4 * (2 * params.m as u64 + 1);
         input.ensure_remaining((n as u64).saturating_mul(per_node))?;
         let stored = StoredVectors::read(input, n, self.dim)?;
         input.ensure_remaining(n as u64)?;
@@ -302,7 +304,7 @@ impl HnswIndex {
     }
 }
 
-impl HnswIndex {
+impl<E: Element> HnswIndex<E> {
     /// Alg. 5 over the graph: the `ef` nearest nodes passing `accept` (live ones only), as
     /// neighbours closest first (ties by id), and the number of distances computed.
     fn graph_search(
@@ -368,7 +370,7 @@ impl HnswIndex {
     }
 }
 
-impl VectorIndexRead for HnswIndex {
+impl<E: Element> VectorIndexRead for HnswIndex<E> {
     fn search(&self, query: &[f32], k: usize, knobs: &SearchKnobs) -> IndexSearch {
         let Some(q) = self.distance.prepare(query) else {
             return IndexSearch {
@@ -453,7 +455,7 @@ impl VectorIndexRead for HnswIndex {
     }
 }
 
-impl DerivedIndex for HnswIndex {
+impl<E: Element> DerivedIndex for HnswIndex<E> {
     fn name(&self) -> &'static str {
         "hnsw"
     }
