@@ -2,13 +2,13 @@
 //! SIMD kernel table this CPU supports, at typical embedding dimensions.
 //!
 //! Run with `cargo bench --bench distance`. Benchmark ids are `<dims>/<kernel>/<isa>`, e.g.
-//! `1024/dot/avx512`. Measurement is kept short so the whole run takes a few minutes.
+//! `1024/dot/avx512`; `dot_f16` and `l2_squared_f16` take the second vector in half precision. Measurement is kept short so the whole run takes a few minutes.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use quiverdb::distance::{available_isas, scalar, Isa, Kernels};
+use quiverdb::distance::{available_isas, f16, scalar, Isa, Kernels};
 
 const DIMS: [usize; 5] = [128, 384, 768, 1024, 1536];
 
@@ -19,6 +19,8 @@ fn tables() -> Vec<Kernels> {
         dot: scalar::dot,
         l2_squared: scalar::l2_squared,
         cosine_distance: scalar::cosine_distance,
+        dot_f16: scalar::dot_f16,
+        l2_squared_f16: scalar::l2_squared_f16,
     };
     let simd = available_isas()
         .into_iter()
@@ -45,6 +47,7 @@ fn bench_distance(c: &mut Criterion) {
     for dims in DIMS {
         let a = vector(dims, 0x1234_5678);
         let b = vector(dims, 0x9abc_def0);
+        let b_half: Vec<f16> = b.iter().map(|&x| f16::from_f32(x)).collect();
         let mut group = c.benchmark_group(dims.to_string());
         group
             .throughput(Throughput::Elements(dims as u64))
@@ -60,6 +63,11 @@ fn bench_distance(c: &mut Criterion) {
             for (name, f) in kernels {
                 group.bench_function(BenchmarkId::new(name, k.isa.name()), |bench| {
                     bench.iter(|| f(black_box(&a), black_box(&b)))
+                });
+            }
+            for (name, f) in [("dot_f16", k.dot_f16), ("l2_squared_f16", k.l2_squared_f16)] {
+                group.bench_function(BenchmarkId::new(name, k.isa.name()), |bench| {
+                    bench.iter(|| f(black_box(&a), black_box(&b_half)))
                 });
             }
         }

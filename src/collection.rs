@@ -504,8 +504,9 @@ impl Collection {
         Ok(())
     }
 
-    /// Trains the vector index's quantisers now (IVF-PQ), or merges its in-RAM delta into a
-    /// new node file (DiskANN); others have nothing to train and answer `false`. Then
+    /// Trains the vector index's quantisers now (IVF-PQ), merges its in-RAM delta into a new
+    /// node file (DiskANN), or compacts away its tombstones when they are due (HNSW, which
+    /// otherwise does it in the background by itself); `false` when there is nothing to do. Then
     /// checkpoints so the result survives a restart. Writes wait meanwhile; searches wait
     /// only for the swap.
     pub fn train(&self) -> Result<bool> {
@@ -871,6 +872,12 @@ impl Collection {
         let _writer = self.inner.write_lock.lock();
         self.ensure_live()?;
         self.ensure_index_sound()?;
+        // Install background work that has ended (an HNSW compaction, a DiskANN merge), so that
+        // it lands even when no write follows it.
+        let finished = self.inner.vector_index.read().needs_publish();
+        if finished {
+            self.inner.vector_index.write().publish()?;
+        }
         let pending = self.inner.dirty_changes.swap(0, Ordering::Relaxed);
         // Set before trying, so that a failing disk is retried only after the policy's period.
         *self.inner.last_checkpoint.lock() = Instant::now();
@@ -901,16 +908,24 @@ impl Collection {
     pub(crate) fn checkpoint_if_due(&self, policy: &CheckpointPolicy) -> Result<()> {
         let dirty = self.inner.dirty_changes.load(Ordering::Relaxed);
         let elapsed = self.inner.last_checkpoint.lock().elapsed();
-        let due = dirty > 0 && (dirty >= policy.every_changes || elapsed >= policy.every);
+        let due = (dirty > 0 && (dirty >= policy.every_changes || elapsed >= policy.every))
+            || self.has_finished_background_work();
         if due && !self.inner.dropped.load(Ordering::Acquire) {
             self.checkpoint()?;
         }
         Ok(())
     }
 
-    /// Whether changes were applied since the last checkpoint.
+    /// Whether the vector index has background work (a compaction, a merge) that has ended and
+    /// waits to be installed, which a checkpoint does.
+    fn has_finished_background_work(&self) -> bool {
+        self.inner.vector_index.read().needs_publish()
+    }
+
+    /// Whether changes were applied since the last checkpoint, or background work waits to be
+    /// installed.
     pub(crate) fn is_dirty(&self) -> bool {
-        self.inner.dirty_changes.load(Ordering::Relaxed) > 0
+        self.has_finished_background_work() || self.inner.dirty_changes.load(Ordering::Relaxed) > 0
     }
 
     /// Checks the payload indexes against a snapshot taken under the writer lock: the stored rows

@@ -9,6 +9,8 @@
 
 use std::borrow::Cow;
 
+use half::slice::HalfFloatSliceExt;
+
 use crate::distance::{f16, MetricDistance};
 
 /// A stored vector component: `f32` (exact) or `f16` (rounded to half precision, widened back
@@ -20,6 +22,8 @@ pub trait Element: Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 
     const CODE: u8;
     /// The stored value nearest to `x`.
     fn from_f32(x: f32) -> Self;
+    /// Stores `from` into `to` (same length), rounding each component.
+    fn encode(from: &[f32], to: &mut [Self]);
     /// The stored value as `f32` (exact).
     fn to_f32(self) -> f32;
     /// Distance from the prepared query `q` to the stored vector `v`.
@@ -38,6 +42,9 @@ impl Element for f32 {
     #[inline]
     fn from_f32(x: f32) -> Self {
         x
+    }
+    fn encode(from: &[f32], to: &mut [Self]) {
+        to.copy_from_slice(from);
     }
     #[inline]
     fn to_f32(self) -> f32 {
@@ -65,6 +72,10 @@ impl Element for f16 {
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
     }
+    fn encode(from: &[f32], to: &mut [Self]) {
+        // SIMD conversion where the CPU has it (F16C), chosen at run time by `half`.
+        to.convert_from_f32_slice(from);
+    }
     #[inline]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
@@ -74,7 +85,9 @@ impl Element for f16 {
         metric.distance_f16(q, v)
     }
     fn widen(v: &[Self]) -> Cow<'_, [f32]> {
-        Cow::Owned(v.iter().map(|x| x.to_f32()).collect())
+        let mut wide = vec![0.0; v.len()];
+        v.convert_to_f32_slice(&mut wide);
+        Cow::Owned(wide)
     }
     fn put_le(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_bits().to_le_bytes());
@@ -184,9 +197,7 @@ impl<E: Element> VectorArena<E> {
     pub fn set(&mut self, slot: usize, vector: &[f32]) {
         assert!(slot < self.len && vector.len() == self.dim);
         let at = self.start + slot * self.stride;
-        for (to, &from) in self.buf[at..at + self.dim].iter_mut().zip(vector) {
-            *to = E::from_f32(from);
-        }
+        E::encode(vector, &mut self.buf[at..at + self.dim]);
     }
 
     /// Overwrites the vector in `slot` with already-stored components.

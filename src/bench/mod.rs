@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::{CollectionConfig, IndexConfig, PayloadKind};
+use crate::config::{CollectionConfig, IndexConfig, PayloadKind, VectorPrecision};
 use crate::db::{Database, OpenOptions};
 use crate::error::{Error, Result};
 use crate::import::{import_fvecs_with_metadata, FvecsIds};
@@ -143,7 +143,7 @@ pub struct DiskPoint {
 /// The report, serialised as the JSON `quiver bench --json` writes.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
-    /// Index kind.
+    /// Index kind, with the vector precision when not `f32` (e.g. `hnsw-f16`).
     pub index: String,
     /// Base vectors.
     pub n: usize,
@@ -336,7 +336,10 @@ fn measure(
     };
     db.close()?;
     Ok(BenchReport {
-        index: options.index.kind_name().to_string(),
+        index: match options.index.precision() {
+            VectorPrecision::F32 => options.index.kind_name().to_string(),
+            precision => format!("{}-{}", options.index.kind_name(), precision.name()),
+        },
         n,
         dim,
         queries: queries.len(),

@@ -232,8 +232,8 @@ struct IndexArgs {
     ef_construction: usize,
     /// HNSW: how the index stores vectors, f32 or f16 (half the memory, faster; distances on
     /// vectors rounded to half precision, components within ±65504).
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: VectorPrecision,
     /// IVF-PQ: inverted lists (default: 4·√n at training time).
     #[arg(long)]
     nlist: Option<usize>,
@@ -262,13 +262,18 @@ struct IndexArgs {
     build_ram_budget: usize,
 }
 
+/// Parses `--precision` (`f32` or `f16`).
+fn parse_precision(name: &str) -> Result<VectorPrecision, String> {
+    VectorPrecision::from_name(name).map_err(|e| e.to_string())
+}
+
 impl IndexArgs {
     fn config(&self) -> Result<IndexConfig, Error> {
         match IndexConfig::from_kind_name(&self.index)? {
             IndexConfig::Hnsw { .. } => Ok(IndexConfig::Hnsw {
                 m: self.m,
                 ef_construction: self.ef_construction,
-                precision: VectorPrecision::from_name(&self.precision)?,
+                precision: self.precision,
             }),
             IndexConfig::IvfPq { .. } => Ok(IndexConfig::IvfPq {
                 nlist: self.nlist,

@@ -10,6 +10,7 @@ pub mod flat;
 pub mod hnsw;
 pub mod io;
 pub mod ivfpq;
+pub(crate) mod job;
 pub mod kmeans;
 pub mod pq;
 pub mod rotation;

@@ -35,7 +35,7 @@ pub(super) const ROUTES: &[Operation] = &[
     op("/metrics", "get", "Prometheus metrics: requests and latency per route, collection sizes.", None),
     op("/openapi.json", "get", "This document.", None),
     op("/collections", "get", "Names of all collections: {\"collections\":[…]}.", None),
-    op("/collections/{name}", "put", "Create a collection (409 if it exists); answers its description.", Some("CollectionConfig: {\"dim\", \"metric\": \"cosine|l2|dot\", \"index\"?: {\"kind\": \"flat|hnsw\", \"m\"?, \"ef_construction\"?}, \"text_indexed\"?, \"text_tokenizer\"?: \"english|simple|whitespace\", \"payload_fields\"?: [{\"path\", \"kind\": \"keyword|integer|float|bool\"}]}")),
+    op("/collections/{name}", "put", "Create a collection (409 if it exists); answers its description.", Some("CollectionConfig: {\"dim\", \"metric\": \"cosine|l2|dot\", \"index\"?: {\"kind\": \"flat|hnsw|ivfpq|diskann\", hnsw: \"m\"?, \"ef_construction\"?, \"precision\"?: \"f32|f16\"; ivfpq: \"nlist\"?, \"pq_m\"?; diskann: \"r\"?, \"l\"?, \"pq_bytes\"?, \"cache_nodes\"?, \"build_ram_mb\"?}, \"text_indexed\"?, \"text_tokenizer\"?: \"english|simple|whitespace\", \"payload_fields\"?: [{\"path\", \"kind\": \"keyword|integer|float|bool\"}]}")),
     op("/collections/{name}", "get", "Describe a collection: configuration, count, index status.", None),
     op("/collections/{name}", "delete", "Drop a collection and all its documents.", None),
     op("/collections/{name}/documents", "post", "Upsert documents in one transaction (all or nothing): {\"ids\":[…]}.", Some("{\"documents\": [{\"id\"?, \"vector\", \"metadata\"?, \"text\"?}]}")),

@@ -5,7 +5,6 @@
 //! the new generation, and delta documents added since stay in a new delta.
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use roaring::RoaringBitmap;
 
@@ -13,6 +12,7 @@ use super::build::{self, MergeSource};
 use super::disk::DiskGraph;
 use super::Delta;
 use crate::error::{Error, Result};
+use crate::index::job::Job;
 use crate::types::InternalId;
 
 /// A merged generation (`disk` is `None` when nothing was live).
@@ -30,12 +30,7 @@ pub(super) struct MergeJob {
     delta_ids: Vec<Option<InternalId>>,
     /// Disk slots deleted when it started.
     deleted_at_start: RoaringBitmap,
-    outcome: Outcome,
-}
-
-enum Outcome {
-    Running(JoinHandle<Result<Merged>>),
-    Done(Result<Merged>),
+    job: Job<Merged>,
 }
 
 impl MergeJob {
@@ -46,67 +41,36 @@ impl MergeJob {
             .map(|slot| source.delta.slots.id(slot))
             .collect();
         let deleted_at_start = source.deleted.clone();
-        let handle = std::thread::Builder::new()
-            .name("quiver-diskann-merge".into())
-            .spawn(move || build::merge(&source))?;
+        let job = Job::start("quiver-diskann-merge", move || build::merge(&source))?;
         Ok(MergeJob {
             generation,
             delta_ids,
             deleted_at_start,
-            outcome: Outcome::Running(handle),
+            job,
         })
     }
 
     /// Whether the build has ended (successfully or not).
     pub fn is_done(&self) -> bool {
-        match &self.outcome {
-            Outcome::Running(handle) => handle.is_finished(),
-            Outcome::Done(_) => true,
-        }
-    }
-
-    /// Waits for the build to end.
-    pub fn wait(&mut self) {
-        if let Outcome::Running(_) = self.outcome {
-            let Outcome::Running(handle) =
-                std::mem::replace(&mut self.outcome, Outcome::Done(Err(placeholder())))
-            else {
-                return;
-            };
-            let result = handle
-                .join()
-                .unwrap_or_else(|_| Err(Error::Internal("the DiskANN merge panicked".into())));
-            self.outcome = Outcome::Done(result);
-        }
+        self.job.is_done()
     }
 
     /// The build's error, if it ended with one (taken: the job then holds nothing to install).
     pub fn take_error(&mut self) -> Option<Error> {
-        self.wait();
-        match std::mem::replace(&mut self.outcome, Outcome::Done(Err(placeholder()))) {
-            Outcome::Done(Err(e)) => Some(e),
-            other => {
-                self.outcome = other;
-                None
-            }
-        }
+        self.job.take_error()
     }
 
     /// Waits, then installs the new generation into (`disk`, `deleted`, `delta`), carrying over
     /// the changes applied since the job started. Returns the build's error instead if it
     /// failed (the index is then left as it was).
     pub fn install(
-        mut self,
+        self,
         disk: &mut Option<Arc<DiskGraph>>,
         deleted: &mut RoaringBitmap,
         delta: &mut Delta,
         dim: usize,
     ) -> Result<u64> {
-        self.wait();
-        let Outcome::Done(result) = self.outcome else {
-            return Err(Error::Internal("a DiskANN merge did not end".into()));
-        };
-        let merged = result?;
+        let merged = self.job.result()?;
         let mut still_deleted = RoaringBitmap::new();
         if let Some(new) = &merged.disk {
             // Disk documents deleted (or replaced) since the snapshot.
@@ -142,9 +106,4 @@ impl MergeJob {
         *delta = kept;
         Ok(merged.generation)
     }
-}
-
-/// Stands in for a taken outcome.
-fn placeholder() -> Error {
-    Error::Internal("the DiskANN merge outcome was already taken".into())
 }

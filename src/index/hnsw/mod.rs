@@ -8,8 +8,11 @@
 //! an unlinked graph node, or vacates a slot (a tombstone: traversed, never returned); then
 //! `finish_batch` (shared access, so searches keep running) links the new nodes, in parallel with
 //! rayon when there are many. Once vacant slots pass [`COMPACT_FRACTION`] of all slots, the index
-//! compacts itself: `finish_batch` builds a new graph over the live vectors while searches use the
-//! old one, and `publish` swaps it in, so memory stays flat under churn.
+//! compacts itself in the background: `finish_batch` copies the live vectors and starts building
+//! a new graph over them on its own thread, so the write that crossed the threshold returns at
+//! once and later writes and searches go on against the current graph. The next `publish` after
+//! the build ends (after a write, or at a checkpoint) swaps the new graph in, carrying over what
+//! changed meanwhile, so memory stays flat under churn.
 //!
 //! Checkpoint payload (kind version 1), after the container header:
 //! ```text
@@ -39,6 +42,7 @@ use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, VectorIndexRead};
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
+use crate::index::job::Job;
 use crate::index::visited::VisitedPool;
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
 use crate::vectors::Element;
@@ -67,6 +71,15 @@ struct Compacted<E: Element> {
     graph: Graph,
 }
 
+/// A compaction running in the background: a new graph over a snapshot of the live documents.
+struct Compaction<E: Element> {
+    /// Slots of the current storage below this were in the snapshot.
+    snapshot_slots: usize,
+    /// For each slot of the compacted storage, the slot of the current storage it copies.
+    source_slots: Vec<usize>,
+    job: Job<Compacted<E>>,
+}
+
 /// An HNSW vector index over vectors stored as `E` (`f32`, or `f16` for half the memory).
 pub struct HnswIndex<E: Element = f32> {
     dim: usize,
@@ -77,8 +90,8 @@ pub struct HnswIndex<E: Element = f32> {
     graph: Graph,
     /// Nodes added by `apply` and not linked yet.
     pending: Mutex<Vec<u32>>,
-    /// A compacted replacement built by `finish_batch`, waiting for `publish`.
-    compacted: Mutex<Option<Compacted<E>>>,
+    /// A compaction started by `finish_batch`, running or waiting for `publish` to install it.
+    compaction: Mutex<Option<Compaction<E>>>,
     /// Searches return only slots below this: a batch's new nodes become visible all at once,
     /// after they are linked.
     published: AtomicUsize,
@@ -105,7 +118,7 @@ impl<E: Element> HnswIndex<E> {
                 seed: instance,
             }),
             pending: Mutex::new(Vec::new()),
-            compacted: Mutex::new(None),
+            compaction: Mutex::new(None),
             published: AtomicUsize::new(0),
             replaced: Vec::new(),
             visited: VisitedPool::default(),
@@ -145,22 +158,25 @@ impl<E: Element> HnswIndex<E> {
     /// Links every pending node into the graph; parallel when there are several.
     fn link_pending(&self) {
         let pending = std::mem::take(&mut *self.pending.lock());
-        let nodes = self.graph.len();
-        let link = |&node: &u32| {
-            self.visited.with(nodes, |v| {
-                self.graph
-                    .insert(&self.stored.vectors, self.distance, node, v)
-            })
-        };
-        if pending.len() > 1 {
-            pending.par_iter().for_each(link);
-        } else {
-            pending.iter().for_each(link);
-        }
+        link(
+            &self.graph,
+            &self.stored,
+            self.distance,
+            &self.visited,
+            pending,
+        );
     }
 
     fn vacant_slots(&self) -> usize {
         self.stored.slots.slots() - self.stored.slots.live()
+    }
+
+    /// Whether a compaction has ended and waits to be installed.
+    fn compaction_done(&self) -> bool {
+        self.compaction
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.job.is_done())
     }
 
     /// Whether enough slots are vacant to compact.
@@ -170,18 +186,17 @@ impl<E: Element> HnswIndex<E> {
             && vacant as f64 > COMPACT_FRACTION * self.stored.slots.slots() as f64
     }
 
-    /// Builds a new graph over the live vectors only (slots renumbered, memory reclaimed) while
-    /// the current one keeps serving searches.
-    fn build_compacted(&self) -> Compacted<E> {
+    /// Starts building, on its own thread, a new graph over a copy of the live vectors (slots
+    /// renumbered, vacant ones dropped) while this one keeps serving searches and writes.
+    fn start_compaction(&self) -> Result<Compaction<E>> {
         let live = self.stored.slots.live();
         log::info!(
-            "compacting the HNSW index: {live} live of {} slots",
+            "compacting the HNSW index in the background: {live} live of {} slots",
             self.stored.slots.slots()
         );
         let mut stored = StoredVectors::new(self.dim);
         stored.reserve(live);
-        let mut graph = Graph::new(self.graph.params());
-        graph.reserve(live);
+        let mut source_slots = Vec::with_capacity(live);
         for slot in 0..self.stored.slots.slots() {
             // Skip vacant slots, and old versions the current batch replaced.
             let current = self
@@ -190,25 +205,75 @@ impl<E: Element> HnswIndex<E> {
                 .id(slot)
                 .filter(|&id| self.stored.slots.slot(id) == Some(slot));
             if let Some(id) = current {
-                let new_slot =
-                    stored.push_copy(id, self.stored.slots.uuid(slot), &self.stored.vectors, slot);
+                stored.push_copy(id, self.stored.slots.uuid(slot), &self.stored.vectors, slot);
+                source_slots.push(slot);
+            }
+        }
+        let params = self.graph.params();
+        let distance = self.distance;
+        let job = Job::start("quiver-hnsw-compaction", move || {
+            let mut graph = Graph::new(params);
+            graph.reserve(stored.slots.slots());
+            for slot in 0..stored.slots.slots() {
+                graph.add_node(graph.draw_level(slot));
+            }
+            let nodes = (0..graph.len() as u32).collect();
+            link(&graph, &stored, distance, &VisitedPool::default(), nodes);
+            Ok(Compacted { stored, graph })
+        })?;
+        Ok(Compaction {
+            snapshot_slots: self.stored.slots.slots(),
+            source_slots,
+            job,
+        })
+    }
+
+    /// Installs a finished compaction, carrying over the changes applied since its snapshot:
+    /// documents of the snapshot deleted or replaced since are vacated in the new storage, and
+    /// documents added since are copied in and linked. A failed compaction is logged and
+    /// dropped (the index keeps its tombstones and compacts again after the next write).
+    fn install(&mut self, compaction: Compaction<E>) {
+        let Compaction {
+            snapshot_slots,
+            source_slots,
+            job,
+        } = compaction;
+        let Compacted {
+            mut stored,
+            mut graph,
+        } = match job.result() {
+            Ok(compacted) => compacted,
+            Err(e) => {
+                log::warn!("HNSW compaction failed, tombstones stay until the next one: {e}");
+                return;
+            }
+        };
+        self.link_pending();
+        for (new_slot, &old_slot) in source_slots.iter().enumerate() {
+            if self.stored.slots.id(old_slot).is_none() {
+                stored.slots.vacate(new_slot);
+            }
+        }
+        let first_added = graph.len() as u32;
+        for old_slot in snapshot_slots..self.stored.slots.slots() {
+            if let Some(id) = self.stored.slots.id(old_slot) {
+                let uuid = self.stored.slots.uuid(old_slot);
+                let new_slot = stored.push_copy(id, uuid, &self.stored.vectors, old_slot);
                 graph.add_node(graph.draw_level(new_slot));
             }
         }
-        let nodes = graph.len();
-        (0..nodes as u32).into_par_iter().for_each(|node| {
-            self.visited.with(nodes, |v| {
-                graph.insert(&stored.vectors, self.distance, node, v)
-            })
-        });
-        Compacted { stored, graph }
+        let added = (first_added..graph.len() as u32).collect();
+        link(&graph, &stored, self.distance, &self.visited, added);
+        self.stored = stored;
+        self.graph = graph;
     }
 
     fn clear(&mut self) {
         self.stored.clear();
         self.graph = Graph::new(self.graph.params());
         self.pending.get_mut().clear();
-        *self.compacted.get_mut() = None;
+        // A running compaction finishes on its own thread; its result is dropped.
+        *self.compaction.get_mut() = None;
         self.published.store(0, Ordering::Release);
         self.replaced.clear();
     }
@@ -301,6 +366,26 @@ impl<E: Element> HnswIndex<E> {
         let graph = Graph::from_raw_parts(params, levels, level0, upper, entry)
             .map_err(|detail| input.corrupted(format!("graph: {detail}")))?;
         Ok((stored, graph))
+    }
+}
+
+/// Links `nodes` (already added to `graph`) with the vectors of `stored`; in parallel when
+/// there are several.
+fn link<E: Element>(
+    graph: &Graph,
+    stored: &StoredVectors<E>,
+    distance: MetricDistance,
+    visited: &VisitedPool,
+    nodes: Vec<u32>,
+) {
+    let size = graph.len();
+    let insert = |node: u32| {
+        visited.with(size, |v| graph.insert(&stored.vectors, distance, node, v));
+    };
+    if nodes.len() > 1 {
+        nodes.into_par_iter().for_each(insert);
+    } else {
+        nodes.into_iter().for_each(insert);
     }
 }
 
@@ -479,9 +564,14 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
 
     fn finish_batch(&self) -> Result<()> {
         self.link_pending();
-        if self.compaction_due() {
-            let compacted = self.build_compacted();
-            *self.compacted.lock() = Some(compacted);
+        {
+            let mut compaction = self.compaction.lock();
+            if compaction.is_none() && self.compaction_due() {
+                match self.start_compaction() {
+                    Ok(started) => *compaction = Some(started),
+                    Err(e) => log::warn!("could not start an HNSW compaction: {e}"),
+                }
+            }
         }
         if !self.needs_publish() {
             // Nothing to swap: the new nodes become visible at once.
@@ -491,16 +581,18 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
     }
 
     fn needs_publish(&self) -> bool {
-        !self.replaced.is_empty() || self.compacted.lock().is_some()
+        !self.replaced.is_empty() || self.compaction_done()
     }
 
     fn publish(&mut self) -> Result<()> {
+        // Replaced versions first: a compaction being installed must see them vacated.
         for slot in std::mem::take(&mut self.replaced) {
             self.stored.slots.vacate(slot);
         }
-        if let Some(Compacted { stored, graph }) = self.compacted.get_mut().take() {
-            self.stored = stored;
-            self.graph = graph;
+        if self.compaction_done() {
+            if let Some(compaction) = self.compaction.get_mut().take() {
+                self.install(compaction);
+            }
         }
         self.published.store(self.graph.len(), Ordering::Release);
         Ok(())
@@ -537,6 +629,7 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
         self.stored = stored;
         self.graph = graph;
         self.pending.get_mut().clear();
+        *self.compaction.get_mut() = None;
         self.replaced.clear();
         self.published.store(self.graph.len(), Ordering::Release);
         self.watermark = header.watermark;
@@ -552,6 +645,23 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
         self.stored.slots.sorted_ids()
     }
 
+    /// Compacts now if tombstones are due for it (or waits for the running compaction), for
+    /// `publish` to install.
+    fn train(&self) -> Result<bool> {
+        let mut compaction = self.compaction.lock();
+        if compaction.is_none() {
+            if !self.compaction_due() {
+                return Ok(false);
+            }
+            *compaction = Some(self.start_compaction()?);
+        }
+        if let Some(e) = compaction.as_mut().and_then(|c| c.job.take_error()) {
+            *compaction = None;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
     fn verify(&self) -> Vec<String> {
         let mut problems = self.graph.verify(10);
         if self.graph.len() != self.stored.slots.slots()
@@ -565,5 +675,144 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
             ));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::IndexConfig;
+    use crate::types::ChangeOp;
+
+    const DIM: usize = 8;
+
+    fn vector(seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::SplitMix(seed);
+        (0..DIM)
+            .map(|_| (rng.next_f64() * 10.0 - 5.0) as f32)
+            .collect()
+    }
+
+    /// Applies one batch to `index` and to the model (`Some` upserts, `None` deletes), and
+    /// publishes it. A compaction the batch started is taken out of the index, before it could
+    /// be installed, and returned.
+    fn batch(
+        index: &mut HnswIndex<f32>,
+        model: &mut BTreeMap<InternalId, Vec<f32>>,
+        seq: &mut Seq,
+        changes: &[(InternalId, Option<Vec<f32>>)],
+    ) -> Option<Compaction<f32>> {
+        let meta = serde_json::Map::new();
+        for (id, vector) in changes {
+            *seq += 1;
+            let op = if vector.is_some() {
+                ChangeOp::Upsert
+            } else {
+                ChangeOp::Delete
+            };
+            let view = vector.as_ref().map(|v| DocView {
+                id: uuid::Uuid::from_u128(u128::from(*id) + 1),
+                vector: v,
+                metadata: &meta,
+                text: None,
+            });
+            let change = Change {
+                seq: *seq,
+                op,
+                id: *id,
+            };
+            index.apply(&change, view).unwrap();
+            match vector {
+                Some(v) => model.insert(*id, v.clone()),
+                None => model.remove(id),
+            };
+        }
+        index.finish_batch().unwrap();
+        let started = index.compaction.get_mut().take();
+        index.publish().unwrap();
+        started
+    }
+
+    /// The index holds exactly the model's documents with their vectors, its graph is sound,
+    /// and a search as wide as the collection returns the exact nearest documents.
+    fn assert_matches(index: &HnswIndex<f32>, model: &BTreeMap<InternalId, Vec<f32>>, ctx: &str) {
+        let ids: Vec<InternalId> = model.keys().copied().collect();
+        assert_eq!(index.internal_ids(), ids, "{ctx}");
+        for (id, v) in model {
+            assert_eq!(index.vector(*id).as_ref(), Some(v), "{ctx}: document {id}");
+        }
+        assert_eq!(index.verify(), Vec::<String>::new(), "{ctx}");
+        let q = vector(999);
+        let knobs = SearchKnobs {
+            ef: Some(model.len()),
+            ..SearchKnobs::default()
+        };
+        let found: Vec<InternalId> = index
+            .search(&q, 5, &knobs)
+            .neighbors
+            .iter()
+            .map(|n| n.id)
+            .collect();
+        let mut exact: Vec<(f32, InternalId)> = model
+            .iter()
+            .map(|(id, v)| (crate::distance::l2_squared(&q, v), *id))
+            .collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let want: Vec<InternalId> = exact.iter().take(5).map(|p| p.1).collect();
+        assert_eq!(found, want, "{ctx}: nearest documents");
+    }
+
+    #[test]
+    fn a_compaction_carries_over_the_changes_made_while_it_ran() {
+        let config = crate::CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::hnsw());
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 64,
+        };
+        let mut index = HnswIndex::<f32>::new(&config, params, 7);
+        let mut model = BTreeMap::new();
+        let mut seq = 0;
+        let inserts: Vec<_> = (0..400)
+            .map(|id| (id, Some(vector(u64::from(id)))))
+            .collect();
+        assert!(batch(&mut index, &mut model, &mut seq, &inserts).is_none());
+        let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
+        // The deletes cross the threshold: the compaction they start is held back so that the
+        // changes below land while it is pending, whatever the thread timing.
+        let mut compaction =
+            batch(&mut index, &mut model, &mut seq, &deletes).expect("a compaction started");
+        compaction.job.wait();
+        assert_eq!(compaction.source_slots.len(), 300);
+        let meanwhile: Vec<_> = (1..400)
+            .step_by(4)
+            .take(20)
+            .map(|id| (id, None)) // snapshot documents deleted
+            .chain(
+                (2..400)
+                    .step_by(4)
+                    .take(20)
+                    .map(|id| (id, Some(vector(5000 + u64::from(id))))),
+            )
+            .chain((400..450).map(|id| (id, Some(vector(u64::from(id)))))) // new documents
+            .collect();
+        // (This batch starts a compaction of its own, which is dropped.)
+        batch(&mut index, &mut model, &mut seq, &meanwhile);
+        assert_matches(&index, &model, "before the install");
+        *index.compaction.get_mut() = Some(compaction);
+        index.publish().unwrap();
+        assert!(
+            index.compaction.get_mut().is_none(),
+            "the compaction was installed"
+        );
+        assert_matches(&index, &model, "after the install");
+        // Only documents deleted or replaced after the snapshot are left vacant.
+        assert_eq!(
+            index.stored.slots.slots(),
+            300 + 20 + 50,
+            "slots after the install"
+        );
+        assert_eq!(index.vacant_slots(), 40);
     }
 }

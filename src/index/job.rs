@@ -1,0 +1,115 @@
+//! Background jobs of the derived indexes: a build (a DiskANN merge, an HNSW compaction) runs on
+//! its own thread while writes and searches go on; the index installs its result later, under
+//! its write lock, reconciling what changed meanwhile.
+
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// A build running on its own thread, or its result once it ended.
+pub struct Job<T> {
+    name: &'static str,
+    state: State<T>,
+}
+
+enum State<T> {
+    Running(JoinHandle<Result<T>>),
+    Done(Result<T>),
+}
+
+impl<T: Send + 'static> Job<T> {
+    /// Starts `work` on a new thread called `name`.
+    pub fn start(
+        name: &'static str,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<Job<T>> {
+        let handle = std::thread::Builder::new().name(name.into()).spawn(work)?;
+        Ok(Job {
+            name,
+            state: State::Running(handle),
+        })
+    }
+
+    /// Whether the work has ended (successfully or not).
+    pub fn is_done(&self) -> bool {
+        match &self.state {
+            State::Running(handle) => handle.is_finished(),
+            State::Done(_) => true,
+        }
+    }
+
+    /// Waits for the work to end.
+    pub fn wait(&mut self) {
+        if let State::Done(_) = self.state {
+            return;
+        }
+        let name = self.name;
+        if let State::Running(handle) = std::mem::replace(&mut self.state, taken(name)) {
+            let result = handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal(format!("{name} panicked"))));
+            self.state = State::Done(result);
+        }
+    }
+
+    /// The work's error, if it ended with one; waits first. The error is taken: the job then
+    /// holds nothing to install.
+    pub fn take_error(&mut self) -> Option<Error> {
+        self.wait();
+        match std::mem::replace(&mut self.state, taken(self.name)) {
+            State::Done(Err(e)) => Some(e),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// Waits, then hands over the result.
+    pub fn result(mut self) -> Result<T> {
+        self.wait();
+        match self.state {
+            State::Done(result) => result,
+            State::Running(_) => Err(Error::Internal(format!("{} did not end", self.name))),
+        }
+    }
+}
+
+/// The state of a job whose result was taken.
+fn taken<T>(name: &str) -> State<T> {
+    State::Done(Err(Error::Internal(format!(
+        "the result of {name} was already taken"
+    ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_errors_and_panics_are_handed_over() {
+        let mut ok = Job::start("test-ok", || Ok(41 + 1)).unwrap();
+        ok.wait();
+        ok.wait();
+        assert!(ok.is_done());
+        assert_eq!(ok.result().unwrap(), 42, "waiting twice keeps the result");
+
+        let mut failed =
+            Job::<u8>::start("test-err", || Err(Error::Internal("no luck".into()))).unwrap();
+        let e = failed.take_error().unwrap();
+        assert!(e.to_string().contains("no luck"), "{e}");
+        assert!(failed.is_done());
+        assert!(
+            failed.result().is_err(),
+            "a taken error leaves nothing to install"
+        );
+
+        let mut fine = Job::start("test-fine", || Ok("x")).unwrap();
+        assert!(fine.take_error().is_none());
+        assert_eq!(fine.result().unwrap(), "x");
+
+        let panicked = Job::<u8>::start("test-panic", || panic!("boom")).unwrap();
+        let e = panicked.result().unwrap_err();
+        assert!(e.to_string().contains("test-panic panicked"), "{e}");
+    }
+}
