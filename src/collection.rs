@@ -874,8 +874,7 @@ impl Collection {
         self.ensure_index_sound()?;
         // Install background work that has ended (an HNSW compaction, a DiskANN merge), so that
         // it lands even when no write follows it.
-        let finished = self.inner.vector_index.read().needs_publish();
-        if finished {
+        if self.has_finished_background_work() {
             self.inner.vector_index.write().publish()?;
         }
         let pending = self.inner.dirty_changes.swap(0, Ordering::Relaxed);
@@ -918,14 +917,18 @@ impl Collection {
 
     /// Whether the vector index has background work (a compaction, a merge) that has ended and
     /// waits to be installed, which a checkpoint does.
+    /// A probe: `false` while a writer holds the index.
     fn has_finished_background_work(&self) -> bool {
-        self.inner.vector_index.read().needs_publish()
+        self.inner
+            .vector_index
+            .try_read()
+            .is_some_and(|index| index.needs_publish())
     }
 
     /// Whether changes were applied since the last checkpoint, or background work waits to be
     /// installed.
     pub(crate) fn is_dirty(&self) -> bool {
-        self.has_finished_background_work() || self.inner.dirty_changes.load(Ordering::Relaxed) > 0
+        self.inner.dirty_changes.load(Ordering::Relaxed) > 0 || self.has_finished_background_work()
     }
 
     /// Checks the payload indexes against a snapshot taken under the writer lock: the stored rows

@@ -73,7 +73,8 @@ pub enum VectorPrecision {
     /// 32-bit floats: exact.
     #[default]
     F32,
-    /// IEEE 754 half floats: half the memory, about 3 significant decimal digits, range ±65504.
+    /// IEEE 754 half floats: half the memory, about 3 significant decimal digits, range ±65504;
+    /// magnitudes under 6.1e-5 lose precision (subnormals) and under 3e-8 round to zero.
     F16,
 }
 

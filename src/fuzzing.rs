@@ -114,8 +114,9 @@ pub fn index_file_template(
     if index.needs_publish() {
         index.publish()?;
     }
-    if kind == IndexKind::IvfPq && index.len() >= 256 {
-        index.train()?;
+    // Train (IVF-PQ) or finish the compaction the deletes started (HNSW) before writing, so
+    // the template does not depend on thread timing.
+    if kind != IndexKind::Flat && index.train()? {
         index.publish()?;
     }
     index.checkpoint(&IndexDir::os(dir.to_path_buf()))?;

@@ -24,8 +24,6 @@ pub trait Element: Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 
     fn from_f32(x: f32) -> Self;
     /// Stores `from` into `to` (same length), rounding each component.
     fn encode(from: &[f32], to: &mut [Self]);
-    /// The stored value as `f32` (exact).
-    fn to_f32(self) -> f32;
     /// Distance from the prepared query `q` to the stored vector `v`.
     fn distance(metric: &MetricDistance, q: &[f32], v: &[Self]) -> f32;
     /// `v` as `f32`: borrowed when already `f32`.
@@ -45,10 +43,6 @@ impl Element for f32 {
     }
     fn encode(from: &[f32], to: &mut [Self]) {
         to.copy_from_slice(from);
-    }
-    #[inline]
-    fn to_f32(self) -> f32 {
-        self
     }
     #[inline]
     fn distance(metric: &MetricDistance, q: &[f32], v: &[Self]) -> f32 {
@@ -75,10 +69,6 @@ impl Element for f16 {
     fn encode(from: &[f32], to: &mut [Self]) {
         // SIMD conversion where the CPU has it (F16C), chosen at run time by `half`.
         to.convert_from_f32_slice(from);
-    }
-    #[inline]
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
     }
     #[inline]
     fn distance(metric: &MetricDistance, q: &[f32], v: &[Self]) -> f32 {

@@ -57,6 +57,7 @@ fn populate(db: &Database) {
         .with_index(IndexConfig::Hnsw {
             m: 4,
             ef_construction: 16,
+            precision: quiverdb::VectorPrecision::F32,
         })
         .with_payload_field("f", PayloadKind::Float);
     for (name, config) in [("c", c), ("h", h)] {

@@ -269,6 +269,7 @@ fuzz_target!(|case: (IndexChoice, Vec<Op>)| {
             IndexChoice::Hnsw => IndexConfig::Hnsw {
                 m: 4,
                 ef_construction: 16,
+                precision: quiverdb::VectorPrecision::F32,
             },
             IndexChoice::IvfPq => IndexConfig::ivfpq(),
         })

@@ -269,7 +269,15 @@ fn parse_precision(name: &str) -> Result<VectorPrecision, String> {
 
 impl IndexArgs {
     fn config(&self) -> Result<IndexConfig, Error> {
-        match IndexConfig::from_kind_name(&self.index)? {
+        let kind = IndexConfig::from_kind_name(&self.index)?;
+        if !matches!(kind, IndexConfig::Hnsw { .. }) && !self.precision.is_f32() {
+            return Err(Error::InvalidConfig(format!(
+                "--precision {} applies to hnsw only ({} stores f32)",
+                self.precision.name(),
+                kind.kind_name()
+            )));
+        }
+        match kind {
             IndexConfig::Hnsw { .. } => Ok(IndexConfig::Hnsw {
                 m: self.m,
                 ef_construction: self.ef_construction,

@@ -27,10 +27,10 @@ fn has_avx2_f16c() -> bool {
     has_avx2_fma() && is_x86_feature_detected!("f16c")
 }
 
-/// Whether this CPU (and OS) supports AVX-512F. AVX2 and FMA are checked as well because
+/// Whether this CPU (and OS) supports AVX-512F. AVX2, FMA and F16C are checked as well because
 /// `target_feature(enable = "avx512f")` implies them (every AVX-512F CPU has them).
 fn has_avx512() -> bool {
-    is_x86_feature_detected!("avx512f") && has_avx2_fma()
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c") && has_avx2_fma()
 }
 
 /// Asks the CPU to start loading the first cache lines of `data` (a hint: never changes results).
@@ -285,6 +285,13 @@ mod avx2_fma {
                 *acc = _mm256_fmadd_ps(load(x, 8 * k), load_f16(y, 8 * k), *acc);
             }
         }
+        let (mut ca, mut cb) = (
+            ca.remainder().chunks_exact(8),
+            cb.remainder().chunks_exact(8),
+        );
+        for (k, (x, y)) in (&mut ca).zip(&mut cb).enumerate() {
+            acc[k] = _mm256_fmadd_ps(load(x, 0), load_f16(y, 0), acc[k]);
+        }
         let mut sum = reduce(acc);
         for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
             sum += x * y.to_f32();
@@ -310,6 +317,14 @@ mod avx2_fma {
                 let d = _mm256_sub_ps(load(x, 8 * k), load_f16(y, 8 * k));
                 *acc = _mm256_fmadd_ps(d, d, *acc);
             }
+        }
+        let (mut ca, mut cb) = (
+            ca.remainder().chunks_exact(8),
+            cb.remainder().chunks_exact(8),
+        );
+        for (k, (x, y)) in (&mut ca).zip(&mut cb).enumerate() {
+            let d = _mm256_sub_ps(load(x, 0), load_f16(y, 0));
+            acc[k] = _mm256_fmadd_ps(d, d, acc[k]);
         }
         let mut sum = reduce(acc);
         for (x, y) in ca.remainder().iter().zip(cb.remainder()) {

@@ -716,6 +716,41 @@ fn deletes_reinserts_and_vector_updates_keep_recall_and_memory_flat() {
     verify(&model, "after 4 rounds of 20% churn");
 }
 
+/// `Collection::train` compacts tombstones at once (or waits for the background compaction
+/// they started), and then has nothing left to do.
+#[test]
+fn train_compacts_tombstones_at_once() {
+    const N: usize = 3_000;
+    const DIM: usize = 16;
+    const SEED: u64 = 410;
+    let metric = Metric::L2;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = db.create_collection("t", hnsw_config(DIM, metric)).unwrap();
+    let mut rng = Rng(SEED);
+    let clusters = Clusters::new(&mut rng, 30, DIM);
+    let queries = clusters.points(&mut rng, 20);
+    let mut model = Model::default();
+    model.insert(&c, &clusters.docs(&mut rng, N));
+    db.checkpoint().unwrap();
+    let file = hnsw_file(dir.path());
+    let full = std::fs::metadata(&file).unwrap().len();
+    model.delete_random(&c, &mut rng, N / 3);
+    // `true` if it compacted (or waited for the running compaction); `false` if a background
+    // checkpoint had installed it already. Either way no tombstone is left.
+    let trained = c.train().unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    eprintln!("hnsw train: {trained}, checkpoint {size} bytes, {full} before the deletes");
+    assert!(
+        (size as f64) < 0.75 * full as f64,
+        "seed {SEED}: the checkpoint is {size} bytes after train, {full} with every document"
+    );
+    assert!(!c.train().unwrap(), "a second train found work");
+    assert_no_deleted_hits(&c, metric, &model, &queries, "after train");
+    assert_recall(&c, metric, &model.docs(), &queries, Some(EF), "after train");
+    assert_check_ok(&db, "after train");
+}
+
 // ----- 5. metadata-only updates ----------------------------------------------------------------
 
 #[test]

@@ -171,12 +171,12 @@ impl<E: Element> HnswIndex<E> {
         self.stored.slots.slots() - self.stored.slots.live()
     }
 
-    /// Whether a compaction has ended and waits to be installed.
+    /// Whether a compaction has ended and waits to be installed (`false` while `train` holds
+    /// the slot: this is polled by the checkpointer and must not wait).
     fn compaction_done(&self) -> bool {
         self.compaction
-            .lock()
-            .as_ref()
-            .is_some_and(|c| c.job.is_done())
+            .try_lock()
+            .is_some_and(|c| c.as_ref().is_some_and(|c| c.job.is_done()))
     }
 
     /// Whether enough slots are vacant to compact.
@@ -217,8 +217,16 @@ impl<E: Element> HnswIndex<E> {
             for slot in 0..stored.slots.slots() {
                 graph.add_node(graph.draw_level(slot));
             }
+            // On a pool of its own, half the cores: on the global pool, rayon would serve this
+            // long job's tasks before the writes and batch searches queued behind it.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get() / 2);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .thread_name(|i| format!("quiver-hnsw-compaction-{i}"))
+                .build()
+                .map_err(|e| Error::Internal(format!("compaction threads: {e}")))?;
             let nodes = (0..graph.len() as u32).collect();
-            link(&graph, &stored, distance, &VisitedPool::default(), nodes);
+            pool.install(|| link(&graph, &stored, distance, &VisitedPool::default(), nodes));
             Ok(Compacted { stored, graph })
         })?;
         Ok(Compaction {
@@ -645,20 +653,21 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
         self.stored.slots.sorted_ids()
     }
 
-    /// Compacts now if tombstones are due for it (or waits for the running compaction), for
-    /// `publish` to install.
+    /// Compacts now if tombstones are due for it, for `publish` to install. A compaction
+    /// already running does not cover the deletes applied since it started: it is replaced by
+    /// one that covers everything. Waits without holding the compaction slot.
     fn train(&self) -> Result<bool> {
-        let mut compaction = self.compaction.lock();
-        if compaction.is_none() {
-            if !self.compaction_due() {
-                return Ok(false);
-            }
-            *compaction = Some(self.start_compaction()?);
+        let mut slot = self.compaction.lock();
+        *slot = None;
+        if !self.compaction_due() {
+            return Ok(false);
         }
-        if let Some(e) = compaction.as_mut().and_then(|c| c.job.take_error()) {
-            *compaction = None;
+        let mut compaction = self.start_compaction()?;
+        drop(slot);
+        if let Some(e) = compaction.job.take_error() {
             return Err(e);
         }
+        *self.compaction.lock() = Some(compaction);
         Ok(true)
     }
 
