@@ -476,6 +476,15 @@ impl<E: Element> VectorIndexRead for HnswIndex<E> {
             return self.exact(&q, k);
         }
         let (mut neighbors, examined) = self.graph_search(&q, ef, |_| true);
+        if neighbors.len() < k.min(self.stored.slots.live()) {
+            // The traversal reached fewer than k live documents (the graph is cut: tombstones
+            // everywhere around the entry, or damaged links that still pass the checks): answer
+            // exactly rather than return fewer hits than asked.
+            let mut exact = self.exact(&q, k);
+            exact.strategy = "hnsw_then_exact_scan";
+            exact.examined += examined;
+            return exact;
+        }
         neighbors.truncate(k);
         IndexSearch {
             strategy: "hnsw",
@@ -771,6 +780,56 @@ mod tests {
         exact.sort_by(|a, b| a.0.total_cmp(&b.0));
         let want: Vec<InternalId> = exact.iter().take(5).map(|p| p.1).collect();
         assert_eq!(found, want, "{ctx}: nearest documents");
+    }
+
+    #[test]
+    fn a_search_the_graph_cannot_serve_falls_back_to_an_exact_scan() {
+        let config = crate::CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::hnsw());
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 64,
+        };
+        let mut index = HnswIndex::<f32>::new(&config, params, 11);
+        let mut model = BTreeMap::new();
+        let inserts: Vec<_> = (0..300)
+            .map(|id| (id, Some(vector(u64::from(id)))))
+            .collect();
+        batch(&mut index, &mut model, &mut 0, &inserts);
+        let q = vector(999);
+        let knobs = SearchKnobs {
+            ef: Some(20),
+            ..SearchKnobs::default()
+        };
+        assert_eq!(index.search(&q, 10, &knobs).strategy, "hnsw");
+        // Cut every layer-0 list (as a damaged file could): the traversal ends where it lands.
+        let parts = index.graph.parts();
+        let width = 2 * params.m + 1;
+        let mut level0: Vec<u32> = parts
+            .level0
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        for block in level0.chunks_mut(width) {
+            block[0] = 0;
+        }
+        let upper = parts
+            .upper
+            .iter()
+            .map(|b| b.iter().map(|a| a.load(Ordering::Relaxed)).collect())
+            .collect();
+        let (levels, entry) = (parts.levels.to_vec(), parts.entry);
+        index.graph =
+            Graph::from_raw_parts(index.graph.params(), levels, level0, upper, entry).unwrap();
+        let found = index.search(&q, 10, &knobs);
+        assert_eq!(found.strategy, "hnsw_then_exact_scan");
+        let ids: Vec<InternalId> = found.neighbors.iter().map(|n| n.id).collect();
+        let mut exact: Vec<(f32, InternalId)> = model
+            .iter()
+            .map(|(id, v)| (crate::distance::l2_squared(&q, v), *id))
+            .collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let want: Vec<InternalId> = exact.iter().take(10).map(|p| p.1).collect();
+        assert_eq!(ids, want);
     }
 
     #[test]
