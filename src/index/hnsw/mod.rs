@@ -12,7 +12,8 @@
 //! a new graph over them on its own thread, so the write that crossed the threshold returns at
 //! once and later writes and searches go on against the current graph. The next `publish` after
 //! the build ends (after a write, or at a checkpoint) swaps the new graph in, carrying over what
-//! changed meanwhile, so memory stays flat under churn.
+//! changed meanwhile (many additions are first linked by a background catch-up job), so memory
+//! stays flat under churn.
 //!
 //! Checkpoint payload (kind version 1), after the container header:
 //! ```text
@@ -55,6 +56,9 @@ pub const DEFAULT_EF: usize = 100;
 pub const COMPACT_FRACTION: f64 = 0.10;
 /// ... and at least this many.
 const COMPACT_MIN_VACANT: usize = 64;
+/// Installing a compaction links the documents added since its snapshot under the write lock
+/// when there are at most this many; more are linked by a background catch-up job first.
+const LINK_UNDER_LOCK: usize = 1024;
 
 /// HNSW parameters of a collection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,26 +213,7 @@ impl<E: Element> HnswIndex<E> {
                 source_slots.push(slot);
             }
         }
-        let params = self.graph.params();
-        let distance = self.distance;
-        let job = Job::start("quiver-hnsw-compaction", move || {
-            let mut graph = Graph::new(params);
-            graph.reserve(stored.slots.slots());
-            for slot in 0..stored.slots.slots() {
-                graph.add_node(graph.draw_level(slot));
-            }
-            // On a pool of its own, half the cores: on the global pool, rayon would serve this
-            // long job's tasks before the writes and batch searches queued behind it.
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get() / 2);
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads.max(1))
-                .thread_name(|i| format!("quiver-hnsw-compaction-{i}"))
-                .build()
-                .map_err(|e| Error::Internal(format!("compaction threads: {e}")))?;
-            let nodes = (0..graph.len() as u32).collect();
-            pool.install(|| link(&graph, &stored, distance, &VisitedPool::default(), nodes));
-            Ok(Compacted { stored, graph })
-        })?;
+        let job = Self::link_in_background(stored, Graph::new(self.graph.params()), self.distance)?;
         Ok(Compaction {
             snapshot_slots: self.stored.slots.slots(),
             source_slots,
@@ -236,14 +221,42 @@ impl<E: Element> HnswIndex<E> {
         })
     }
 
+    /// Starts a job that adds the slots of `stored` beyond `graph`'s nodes to `graph` and links
+    /// them, on a pool of its own with half the cores: on the global pool, rayon would serve
+    /// this long job's tasks before the writes and batch searches queued behind it.
+    fn link_in_background(
+        stored: StoredVectors<E>,
+        mut graph: Graph,
+        distance: MetricDistance,
+    ) -> Result<Job<Compacted<E>>> {
+        Job::start("quiver-hnsw-compaction", move || {
+            let first = graph.len();
+            graph.reserve(stored.slots.slots() - first);
+            for slot in first..stored.slots.slots() {
+                graph.add_node(graph.draw_level(slot));
+            }
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get() / 2);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .thread_name(|i| format!("quiver-hnsw-compaction-{i}"))
+                .build()
+                .map_err(|e| Error::Internal(format!("compaction threads: {e}")))?;
+            let nodes = (first as u32..graph.len() as u32).collect();
+            pool.install(|| link(&graph, &stored, distance, &VisitedPool::default(), nodes));
+            Ok(Compacted { stored, graph })
+        })
+    }
+
     /// Installs a finished compaction, carrying over the changes applied since its snapshot:
     /// documents of the snapshot deleted or replaced since are vacated in the new storage, and
-    /// documents added since are copied in and linked. A failed compaction is logged and
-    /// dropped (the index keeps its tombstones and compacts again after the next write).
-    fn install(&mut self, compaction: Compaction<E>) {
+    /// documents added since are copied in and linked. When more than [`LINK_UNDER_LOCK`] were
+    /// added, they are linked by a catch-up job instead (returned, to be installed the same way
+    /// once it ends), so the write lock is never held for long. A failed compaction is logged
+    /// and dropped (the index keeps its tombstones and compacts again after the next write).
+    fn install(&mut self, compaction: Compaction<E>) -> Option<Compaction<E>> {
         let Compaction {
             snapshot_slots,
-            source_slots,
+            mut source_slots,
             job,
         } = compaction;
         let Compacted {
@@ -253,27 +266,45 @@ impl<E: Element> HnswIndex<E> {
             Ok(compacted) => compacted,
             Err(e) => {
                 log::warn!("HNSW compaction failed, tombstones stay until the next one: {e}");
-                return;
+                return None;
             }
         };
         self.link_pending();
+        // Vacate first: a document replaced since has its new version among the added ones.
         for (new_slot, &old_slot) in source_slots.iter().enumerate() {
             if self.stored.slots.id(old_slot).is_none() {
                 stored.slots.vacate(new_slot);
             }
         }
-        let first_added = graph.len() as u32;
+        let first_added = stored.slots.slots();
         for old_slot in snapshot_slots..self.stored.slots.slots() {
             if let Some(id) = self.stored.slots.id(old_slot) {
                 let uuid = self.stored.slots.uuid(old_slot);
-                let new_slot = stored.push_copy(id, uuid, &self.stored.vectors, old_slot);
-                graph.add_node(graph.draw_level(new_slot));
+                stored.push_copy(id, uuid, &self.stored.vectors, old_slot);
+                source_slots.push(old_slot);
             }
         }
-        let added = (first_added..graph.len() as u32).collect();
+        if stored.slots.slots() - first_added > LINK_UNDER_LOCK {
+            return match Self::link_in_background(stored, graph, self.distance) {
+                Ok(job) => Some(Compaction {
+                    snapshot_slots: self.stored.slots.slots(),
+                    source_slots,
+                    job,
+                }),
+                Err(e) => {
+                    log::warn!("could not start an HNSW compaction catch-up: {e}");
+                    None
+                }
+            };
+        }
+        for new_slot in first_added..stored.slots.slots() {
+            graph.add_node(graph.draw_level(new_slot));
+        }
+        let added = (first_added as u32..graph.len() as u32).collect();
         link(&graph, &stored, self.distance, &self.visited, added);
         self.stored = stored;
         self.graph = graph;
+        None
     }
 
     fn clear(&mut self) {
@@ -608,7 +639,7 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
         }
         if self.compaction_done() {
             if let Some(compaction) = self.compaction.get_mut().take() {
-                self.install(compaction);
+                *self.compaction.get_mut() = self.install(compaction);
             }
         }
         self.published.store(self.graph.len(), Ordering::Release);
@@ -882,5 +913,65 @@ mod tests {
             "slots after the install"
         );
         assert_eq!(index.vacant_slots(), 40);
+    }
+
+    #[test]
+    fn many_inserts_during_a_compaction_are_linked_by_a_catch_up_job() {
+        let config = crate::CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::hnsw());
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 32,
+        };
+        let mut index = HnswIndex::<f32>::new(&config, params, 9);
+        let mut model = BTreeMap::new();
+        let mut seq = 0;
+        let inserts: Vec<_> = (0..400)
+            .map(|id| (id, Some(vector(u64::from(id)))))
+            .collect();
+        batch(&mut index, &mut model, &mut seq, &inserts);
+        let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
+        let first = batch(&mut index, &mut model, &mut seq, &deletes).expect("a compaction");
+        let added = LINK_UNDER_LOCK as u32 + 76;
+        let meanwhile: Vec<_> = (1..400)
+            .step_by(4)
+            .take(20)
+            .map(|id| (id, None))
+            .chain(
+                (2..400)
+                    .step_by(4)
+                    .take(20)
+                    .map(|id| (id, Some(vector(5000 + u64::from(id))))),
+            )
+            .chain((400..400 + added).map(|id| (id, Some(vector(u64::from(id))))))
+            .collect();
+        batch(&mut index, &mut model, &mut seq, &meanwhile);
+        *index.compaction.get_mut() = Some(first);
+        index.publish().unwrap();
+        let mut catch_up = index
+            .compaction
+            .get_mut()
+            .take()
+            .expect("too many additions for the write lock: a catch-up job");
+        assert_eq!(catch_up.source_slots.len(), 300 + 20 + added as usize);
+        assert_matches(&index, &model, "while the catch-up runs");
+        catch_up.job.wait();
+        // Deletes of snapshot and caught-up documents, and replacements, during the catch-up.
+        let later: Vec<_> = (3..400)
+            .step_by(4)
+            .take(10)
+            .chain(400..410)
+            .map(|id| (id, None))
+            .chain((410..415).map(|id| (id, Some(vector(9000 + u64::from(id))))))
+            .collect();
+        batch(&mut index, &mut model, &mut seq, &later);
+        *index.compaction.get_mut() = Some(catch_up);
+        index.publish().unwrap();
+        assert!(
+            index.compaction.get_mut().is_none(),
+            "the catch-up was installed"
+        );
+        assert_matches(&index, &model, "after the catch-up");
+        assert_eq!(index.stored.slots.slots(), 300 + 20 + added as usize + 5);
+        assert_eq!(index.vacant_slots(), 20 + 20 + 20 + 5);
     }
 }
