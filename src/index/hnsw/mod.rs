@@ -784,6 +784,22 @@ mod tests {
         started
     }
 
+    /// An index (M 8, efConstruction 64, seeded by `instance`) and its model holding documents
+    /// `0..n`, with the last sequence number used.
+    fn indexed(n: u32, instance: u64) -> (HnswIndex<f32>, BTreeMap<InternalId, Vec<f32>>, Seq) {
+        let config = crate::CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::hnsw());
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 64,
+        };
+        let mut index = HnswIndex::<f32>::new(&config, params, instance);
+        let mut model = BTreeMap::new();
+        let mut seq = 0;
+        let inserts: Vec<_> = (0..n).map(|id| (id, Some(vector(u64::from(id))))).collect();
+        assert!(batch(&mut index, &mut model, &mut seq, &inserts).is_none());
+        (index, model, seq)
+    }
+
     /// The index holds exactly the model's documents with their vectors, its graph is sound,
     /// and a search as wide as the collection returns the exact nearest documents.
     fn assert_matches(index: &HnswIndex<f32>, model: &BTreeMap<InternalId, Vec<f32>>, ctx: &str) {
@@ -815,17 +831,7 @@ mod tests {
 
     #[test]
     fn a_search_the_graph_cannot_serve_falls_back_to_an_exact_scan() {
-        let config = crate::CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::hnsw());
-        let params = HnswParams {
-            m: 8,
-            ef_construction: 64,
-        };
-        let mut index = HnswIndex::<f32>::new(&config, params, 11);
-        let mut model = BTreeMap::new();
-        let inserts: Vec<_> = (0..300)
-            .map(|id| (id, Some(vector(u64::from(id)))))
-            .collect();
-        batch(&mut index, &mut model, &mut 0, &inserts);
+        let (mut index, model, _) = indexed(300, 11);
         let q = vector(999);
         let knobs = SearchKnobs {
             ef: Some(20),
@@ -834,7 +840,7 @@ mod tests {
         assert_eq!(index.search(&q, 10, &knobs).strategy, "hnsw");
         // Cut every layer-0 list (as a damaged file could): the traversal ends where it lands.
         let parts = index.graph.parts();
-        let width = 2 * params.m + 1;
+        let width = 2 * index.graph.params().m + 1;
         let mut level0: Vec<u32> = parts
             .level0
             .iter()
@@ -865,18 +871,7 @@ mod tests {
 
     #[test]
     fn a_compaction_carries_over_the_changes_made_while_it_ran() {
-        let config = crate::CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::hnsw());
-        let params = HnswParams {
-            m: 8,
-            ef_construction: 64,
-        };
-        let mut index = HnswIndex::<f32>::new(&config, params, 7);
-        let mut model = BTreeMap::new();
-        let mut seq = 0;
-        let inserts: Vec<_> = (0..400)
-            .map(|id| (id, Some(vector(u64::from(id)))))
-            .collect();
-        assert!(batch(&mut index, &mut model, &mut seq, &inserts).is_none());
+        let (mut index, mut model, mut seq) = indexed(400, 7);
         let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
         // The deletes cross the threshold: the compaction they start is held back so that the
         // changes below land while it is pending, whatever the thread timing.
@@ -917,18 +912,7 @@ mod tests {
 
     #[test]
     fn many_inserts_during_a_compaction_are_linked_by_a_catch_up_job() {
-        let config = crate::CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::hnsw());
-        let params = HnswParams {
-            m: 8,
-            ef_construction: 32,
-        };
-        let mut index = HnswIndex::<f32>::new(&config, params, 9);
-        let mut model = BTreeMap::new();
-        let mut seq = 0;
-        let inserts: Vec<_> = (0..400)
-            .map(|id| (id, Some(vector(u64::from(id)))))
-            .collect();
-        batch(&mut index, &mut model, &mut seq, &inserts);
+        let (mut index, mut model, mut seq) = indexed(400, 9);
         let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
         let first = batch(&mut index, &mut model, &mut seq, &deletes).expect("a compaction");
         let added = LINK_UNDER_LOCK as u32 + 76;
