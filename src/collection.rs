@@ -182,6 +182,9 @@ pub struct IndexStatus {
     /// For disk-resident indexes (DiskANN): node file, delta, delete list, cache, reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<crate::index::diskann::DiskStatus>,
+    /// For graph indexes (HNSW): vector precision, slots, tombstones, background compaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph: Option<crate::index::GraphStatus>,
 }
 
 impl Collection {
@@ -861,6 +864,7 @@ impl Collection {
                 recovery: self.inner.recovery.clone(),
                 quantization: index.quantization(),
                 disk: index.disk_status(),
+                graph: index.graph_status(),
             },
         })
     }

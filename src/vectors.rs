@@ -20,6 +20,8 @@ pub trait Element: Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 
     const BYTES: usize;
     /// The code index files record for this component type: 0 for `f32`, 1 for `f16`.
     const CODE: u8;
+    /// The type's name in configs and reports: `"f32"` or `"f16"`.
+    const NAME: &'static str;
     /// The stored value nearest to `x`.
     fn from_f32(x: f32) -> Self;
     /// Stores `from` into `to` (same length), rounding each component.
@@ -37,6 +39,7 @@ pub trait Element: Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 
 impl Element for f32 {
     const BYTES: usize = 4;
     const CODE: u8 = 0;
+    const NAME: &'static str = "f32";
     #[inline]
     fn from_f32(x: f32) -> Self {
         x
@@ -62,6 +65,7 @@ impl Element for f32 {
 impl Element for f16 {
     const BYTES: usize = 2;
     const CODE: u8 = 1;
+    const NAME: &'static str = "f16";
     #[inline]
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)

@@ -178,10 +178,28 @@ pub trait VectorIndexRead: Send + Sync {
     fn disk_status(&self) -> Option<diskann::DiskStatus> {
         None
     }
+    /// The state of an in-RAM graph index (HNSW); `None` for the others.
+    fn graph_status(&self) -> Option<GraphStatus> {
+        None
+    }
     /// True when the index holds no vector.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The state of an in-RAM graph index, as `info` reports it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct GraphStatus {
+    /// How vectors are stored: `"f32"` or `"f16"`.
+    pub precision: &'static str,
+    /// Node slots, vacant ones included.
+    pub slots: usize,
+    /// Slots of deleted or replaced documents (tombstones), traversed but never returned until
+    /// a compaction reclaims them.
+    pub vacant_slots: usize,
+    /// Whether a background compaction is running or waiting to be installed.
+    pub compacting: bool,
 }
 
 /// The state of a quantising index, as `info` reports it.

@@ -345,6 +345,10 @@ fn f16_storage_keeps_recall_halves_memory_and_keeps_the_original_vectors() {
         let r = found as f64 / (K * QUERIES) as f64;
         eprintln!("hnsw {ctx}: recall@{K} {r:.4} against the f32 originals (ef {EF})");
         assert!(r >= MIN_RECALL, "{ctx}: recall@{K} {r:.4} < {MIN_RECALL}");
+        assert_eq!(
+            c.info().unwrap().vector_index.graph.unwrap().precision,
+            "f16"
+        );
         let half_bytes = c.info().unwrap().vector_index.memory_bytes;
         let full_bytes = exact.info().unwrap().vector_index.memory_bytes;
         // Two bytes saved per stored component (the links are the same in both).
@@ -736,6 +740,12 @@ fn train_compacts_tombstones_at_once() {
     let file = hnsw_file(dir.path());
     let full = std::fs::metadata(&file).unwrap().len();
     model.delete_random(&c, &mut rng, N / 3);
+    let graph = c.info().unwrap().vector_index.graph.unwrap();
+    assert_eq!(graph.precision, "f32");
+    assert!(
+        graph.compacting || graph.vacant_slots == 0,
+        "tombstones past the threshold start a compaction: {graph:?}"
+    );
     // `true` if it compacted (or waited for the running compaction); `false` if a background
     // checkpoint had installed it already. Either way no tombstone is left.
     let trained = c.train().unwrap();
@@ -746,6 +756,12 @@ fn train_compacts_tombstones_at_once() {
         "seed {SEED}: the checkpoint is {size} bytes after train, {full} with every document"
     );
     assert!(!c.train().unwrap(), "a second train found work");
+    let graph = c.info().unwrap().vector_index.graph.unwrap();
+    assert_eq!(
+        (graph.slots, graph.vacant_slots, graph.compacting),
+        (N - N / 3, 0, false),
+        "after train"
+    );
     assert_no_deleted_hits(&c, metric, &model, &queries, "after train");
     assert_recall(&c, metric, &model.docs(), &queries, Some(EF), "after train");
     assert_check_ok(&db, "after train");

@@ -39,7 +39,7 @@ use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::io::IndexDir;
 use super::stored::{StoredChange, StoredVectors};
-use super::{DerivedIndex, IndexSearch, Neighbor, SearchKnobs, VectorIndexRead};
+use super::{DerivedIndex, GraphStatus, IndexSearch, Neighbor, SearchKnobs, VectorIndexRead};
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
@@ -585,6 +585,16 @@ impl<E: Element> VectorIndexRead for HnswIndex<E> {
 
     fn document_id(&self, id: InternalId) -> Option<uuid::Uuid> {
         self.stored.document_id(id)
+    }
+
+    fn graph_status(&self) -> Option<GraphStatus> {
+        Some(GraphStatus {
+            precision: E::NAME,
+            slots: self.stored.slots.slots(),
+            vacant_slots: self.vacant_slots(),
+            // A compaction slot held by `train` means one is running.
+            compacting: self.compaction.try_lock().is_none_or(|c| c.is_some()),
+        })
     }
 }
 
