@@ -105,7 +105,7 @@ impl VectorPrecision {
 }
 
 /// The largest magnitude an `f16` component can hold.
-pub const F16_MAX: f32 = 65504.0;
+pub const F16_MAX: f32 = half::f16::MAX.to_f32_const();
 
 /// DiskANN's default maximum out-degree `r`.
 pub const DEFAULT_DISKANN_R: usize = 64;

@@ -527,6 +527,7 @@ fn fields(kind: Kind, good: &[u8]) -> Vec<Field> {
                 Field::new("seed", P + 16, 8, true),
                 Field::new("entry point", P + 24, 8, false),
                 Field::new("keep_pruned", P + 32, 1, false),
+                Field::new("vector precision", P + 33, 1, true),
             ]);
             // Levels (one byte per slot), then layer-0 blocks of 1 + 2M words.
             for node in [0, 1, n / 2, n - 1] {

@@ -540,30 +540,23 @@ fn delta_nodes_a_checkpoint_caught_unlinked_are_still_found_after_a_reopen() {
     let db = Database::open(dir.path()).unwrap();
     let c = db.collection("d").unwrap();
     assert_eq!(disk_status(&c).delta, docs.len(), "{:?}", disk_status(&c));
-    for (id, vector) in docs.iter().step_by(7) {
-        let hits = c
-            .search(&SearchRequest::new(vector.clone(), 1))
-            .unwrap()
-            .hits;
-        assert_eq!(
-            hits.first().map(|h| h.id),
-            Some(*id),
-            "document {id} is lost"
-        );
-    }
+    let assert_found = |when: &str| {
+        for (id, vector) in docs.iter().step_by(7) {
+            let hits = c
+                .search(&SearchRequest::new(vector.clone(), 1))
+                .unwrap()
+                .hits;
+            assert_eq!(
+                hits.first().map(|h| h.id),
+                Some(*id),
+                "document {id} {when}"
+            );
+        }
+    };
+    assert_found("is lost");
     // The next batch links them; they stay found.
     fill(&c, &clusters.docs(&mut rng, 10));
-    for (id, vector) in docs.iter().step_by(7) {
-        let hits = c
-            .search(&SearchRequest::new(vector.clone(), 1))
-            .unwrap()
-            .hits;
-        assert_eq!(
-            hits.first().map(|h| h.id),
-            Some(*id),
-            "document {id} after linking"
-        );
-    }
+    assert_found("after linking");
 }
 
 #[test]

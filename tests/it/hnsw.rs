@@ -177,6 +177,18 @@ fn assert_no_deleted_hits(
     }
 }
 
+/// The hits of each query (k = [`K`], ef = [`EF`]), to compare answers across a reload.
+fn hits_for(c: &Collection, queries: &[Vec<f32>]) -> Vec<Vec<Hit>> {
+    queries
+        .iter()
+        .map(|q| {
+            c.search(&SearchRequest::new(q.clone(), K).with_ef(EF))
+                .unwrap()
+                .hits
+        })
+        .collect()
+}
+
 fn assert_check_ok(db: &Database, ctx: &str) {
     let report = db.check(None).unwrap();
     assert!(report.ok(), "{ctx}: check failed: {report:#?}");
@@ -306,16 +318,7 @@ fn f16_storage_keeps_recall_halves_memory_and_keeps_the_original_vectors() {
         let rounded = rounded_to_f16(&docs);
         let rounded_by_id: HashMap<Uuid, &[f32]> =
             rounded.iter().map(|(id, v)| (*id, v.as_slice())).collect();
-        let search_all = |c: &Collection| -> Vec<Vec<Hit>> {
-            queries
-                .iter()
-                .map(|q| {
-                    c.search(&SearchRequest::new(q.clone(), K).with_ef(EF))
-                        .unwrap()
-                        .hits
-                })
-                .collect()
-        };
+        let search_all = |c: &Collection| hits_for(c, &queries);
         let db = Database::open(dir.path()).unwrap();
         let c = db
             .create_collection("half", f16_config(DIM, metric))
@@ -497,16 +500,7 @@ fn reload_gives_identical_results_and_damaged_checkpoints_are_rebuilt() {
     let clusters = Clusters::new(&mut rng, 50, DIM);
     let docs = clusters.docs(&mut rng, N);
     let queries = clusters.points(&mut rng, QUERIES);
-    let search_all = |c: &Collection| -> Vec<Vec<Hit>> {
-        queries
-            .iter()
-            .map(|q| {
-                c.search(&SearchRequest::new(q.clone(), K).with_ef(EF))
-                    .unwrap()
-                    .hits
-            })
-            .collect()
-    };
+    let search_all = |c: &Collection| hits_for(c, &queries);
     let before = {
         let db = Database::open(dir.path()).unwrap();
         let c = db.create_collection("p", hnsw_config(DIM, metric)).unwrap();
@@ -1424,6 +1418,27 @@ fn cli_creates_imports_searches_describes_and_checks_an_hnsw_collection() {
     assert!(stderr.contains("f32, f16"), "{stderr}");
     assert_eq!(quiver_ok(&db, &["collection", "list"]).trim(), "h");
     assert!(create("half", &["--precision", "f16"]).status.success());
+    // Only HNSW stores half floats.
+    let out = quiver(
+        &db,
+        &[
+            "collection",
+            "create",
+            "flat16",
+            "--dim",
+            "4",
+            "--metric",
+            "l2",
+            "--precision",
+            "f16",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "--precision f16 was accepted for a flat index"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("applies to hnsw only"), "{stderr}");
     let info: Value =
         serde_json::from_str(&quiver_ok(&db, &["collection", "info", "half"])).unwrap();
     assert_eq!(
