@@ -791,16 +791,7 @@ fn metadata_only_updates_do_not_change_search_results() {
         .unwrap();
     }
     let queries = clusters.points(&mut rng, 50);
-    let search_all = || -> Vec<Vec<Hit>> {
-        queries
-            .iter()
-            .map(|q| {
-                c.search(&SearchRequest::new(q.clone(), K).with_ef(EF))
-                    .unwrap()
-                    .hits
-            })
-            .collect()
-    };
+    let search_all = || hits_for(&c, &queries);
     assert_recall(
         &c,
         metric,
