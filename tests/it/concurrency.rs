@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use quiverdb::{
-    Collection, CollectionConfig, Database, DocumentInput, Filter, Hit, IndexConfig, Metric,
-    PayloadKind, SearchRequest,
+    Collection, CollectionConfig, Database, DocumentInput, Filter, Hit, HitArms, IndexConfig,
+    Metric, PayloadKind, SearchRequest,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -310,7 +310,26 @@ impl Reader<'_> {
                 return;
             }
         }
+        let before = self.stats.violations.len();
+        let arms = |f: fn(&HitArms) -> bool| {
+            hits.iter()
+                .filter(|h| h.arms.as_ref().is_some_and(f))
+                .count()
+        };
+        // Which arm saw what, for a hybrid search that fails.
+        let detail = hits.iter().any(|h| h.arms.is_some()).then(|| {
+            format!(
+                " (in the vector arm: {}, in the keyword arm: {})",
+                arms(|a| a.vector.is_some()),
+                arms(|a| a.keyword.is_some())
+            )
+        });
         self.check_count(what, batch, hits.len() as u64, surely, deleted);
+        if let (Some(detail), true) = (detail, self.stats.violations.len() > before) {
+            if let Some(last) = self.stats.violations.last_mut() {
+                last.push_str(&detail);
+            }
+        }
     }
 
     fn check_count(&mut self, what: &str, batch: u64, n: u64, surely: bool, deleted: bool) {

@@ -1,7 +1,9 @@
 //! The HNSW index: an in-RAM graph kept in sync with the store.
 //!
 //! Batches are published atomically: searches return only slots below `published`, moved once
-//! the batch's new nodes are linked; replaced versions stay visible until then.
+//! the batch's new nodes are linked; replaced versions stay visible until then. Each search
+//! reads `published` once and works with that value throughout, so a batch published while it
+//! runs is seen whole or not at all.
 //!
 //! Vectors live in a cache-line-aligned arena addressed by slot; [`SlotIds`] maps slots to
 //! documents. A change is applied in two steps: `apply` (exclusive access) appends the vector and
@@ -145,9 +147,14 @@ impl<E: Element> HnswIndex<E> {
         dir.join(FILE_NAME)
     }
 
-    fn is_live(&self, node: u32) -> bool {
-        (node as usize) < self.published.load(Ordering::Acquire)
-            && self.stored.slots.id(node as usize).is_some()
+    /// The published slot count a search works with: loaded once per search, so that a batch
+    /// published while it runs is seen whole or not at all.
+    fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    fn is_live(&self, node: u32, published: usize) -> bool {
+        (node as usize) < published && self.stored.slots.id(node as usize).is_some()
     }
 
     /// Appends `vector` (prepared) as a new, unlinked node for document `id`.
@@ -317,9 +324,9 @@ impl<E: Element> HnswIndex<E> {
         self.replaced.clear();
     }
 
-    /// Exact scan of every live slot (used when the collection is no larger than `ef`).
-    fn exact(&self, q: &[f32], k: usize) -> IndexSearch {
-        let published = self.published.load(Ordering::Acquire);
+    /// Exact scan of every slot below `published` (used when the collection is no larger
+    /// than `ef`).
+    fn exact(&self, q: &[f32], k: usize, published: usize) -> IndexSearch {
         let top = self.stored.scan(q, 0..published, k, &self.distance);
         IndexSearch {
             strategy: "hnsw_exact_scan",
@@ -429,18 +436,20 @@ fn link<E: Element>(
 }
 
 impl<E: Element> HnswIndex<E> {
-    /// Alg. 5 over the graph: the `ef` nearest nodes passing `accept` (live ones only), as
-    /// neighbours closest first (ties by id), and the number of distances computed.
+    /// Alg. 5 over the graph: the `ef` nearest nodes passing `accept` (live ones below
+    /// `published` only), as neighbours closest first (ties by id), and the number of distances
+    /// computed.
     fn graph_search(
         &self,
         q: &[f32],
         ef: usize,
+        published: usize,
         accept: impl Fn(u32) -> bool,
     ) -> (Vec<Neighbor>, usize) {
         let ctx = Context {
             vectors: &self.stored.vectors,
             distance: self.distance,
-            is_live: |n: u32| self.is_live(n) && accept(n),
+            is_live: |n: u32| self.is_live(n, published) && accept(n),
         };
         let (found, examined) = self.visited.with(self.graph.len(), |visited| {
             let mut tr = Traversal {
@@ -465,10 +474,10 @@ impl<E: Element> HnswIndex<E> {
         (neighbors, examined)
     }
 
-    /// The slot serving document `id` to searches: its published slot, or, while a batch that
-    /// re-embeds it is being linked, the slot of its previous version.
-    fn visible_slot(&self, id: InternalId) -> Option<usize> {
-        let published = self.published.load(Ordering::Acquire);
+    /// The slot serving document `id` to a search that sees the slots below `published`: its
+    /// published slot, or, while a batch that re-embeds it is being linked, the slot of its
+    /// previous version.
+    fn visible_slot(&self, id: InternalId, published: usize) -> Option<usize> {
         match self.stored.slots.slot(id) {
             Some(slot) if slot < published => Some(slot),
             _ => self
@@ -479,17 +488,19 @@ impl<E: Element> HnswIndex<E> {
         }
     }
 
-    /// Exact scan of the documents in `allowed`.
+    /// Exact scan of the documents in `allowed`, as seen by a search that sees the slots below
+    /// `published`.
     fn exact_among(
         &self,
         q: &[f32],
         k: usize,
         allowed: &RoaringBitmap,
+        published: usize,
         strategy: &'static str,
     ) -> IndexSearch {
         self.stored
             .exact_among(q, allowed, k, &self.distance, strategy, |id| {
-                self.visible_slot(id)
+                self.visible_slot(id, published)
             })
     }
 }
@@ -503,15 +514,16 @@ impl<E: Element> VectorIndexRead for HnswIndex<E> {
             };
         };
         let ef = knobs.ef.unwrap_or(DEFAULT_EF).max(k);
+        let published = self.published();
         if self.stored.slots.live() <= ef {
-            return self.exact(&q, k);
+            return self.exact(&q, k, published);
         }
-        let (mut neighbors, examined) = self.graph_search(&q, ef, |_| true);
+        let (mut neighbors, examined) = self.graph_search(&q, ef, published, |_| true);
         if neighbors.len() < k.min(self.stored.slots.live()) {
             // The traversal reached fewer than k live documents (the graph is cut: tombstones
             // everywhere around the entry, or damaged links that still pass the checks): answer
             // exactly rather than return fewer hits than asked.
-            let mut exact = self.exact(&q, k);
+            let mut exact = self.exact(&q, k, published);
             exact.strategy = "hnsw_then_exact_scan";
             exact.examined += examined;
             return exact;
@@ -547,17 +559,19 @@ impl<E: Element> VectorIndexRead for HnswIndex<E> {
         let live = self.stored.slots.live() as f64;
         let matches = allowed.len() as f64;
         let graph_cost = (ef * self.graph.params().m) as f64 * live / matches.max(1.0);
+        let published = self.published();
         if matches <= graph_cost.min(live) {
-            return self.exact_among(&q, k, allowed, "filtered_exact_scan");
+            return self.exact_among(&q, k, allowed, published, "filtered_exact_scan");
         }
-        let (mut neighbors, examined) = self.graph_search(&q, ef, |node| {
+        let (mut neighbors, examined) = self.graph_search(&q, ef, published, |node| {
             self.stored
                 .slots
                 .id(node as usize)
                 .is_some_and(|id| allowed.contains(id))
         });
         if (neighbors.len() as u64) < allowed.len().min(k as u64) {
-            let mut exact = self.exact_among(&q, k, allowed, "hnsw_filtered_then_exact_scan");
+            let mut exact =
+                self.exact_among(&q, k, allowed, published, "hnsw_filtered_then_exact_scan");
             exact.examined += examined;
             return exact;
         }
@@ -631,15 +645,17 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
                 }
             }
         }
-        if !self.needs_publish() {
+        if self.replaced.is_empty() && !self.compaction_done() {
             // Nothing to swap: the new nodes become visible at once.
             self.published.store(self.graph.len(), Ordering::Release);
         }
         Ok(())
     }
 
+    /// Also true while nodes are unpublished: `compaction_done` only probes its lock, so it may
+    /// say `true` to `finish_batch` and `false` here, and the batch must still be published.
     fn needs_publish(&self) -> bool {
-        !self.replaced.is_empty() || self.compaction_done()
+        !self.replaced.is_empty() || self.published() < self.graph.len() || self.compaction_done()
     }
 
     fn publish(&mut self) -> Result<()> {
@@ -741,6 +757,8 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
     use crate::config::IndexConfig;
     use crate::types::ChangeOp;
@@ -763,6 +781,20 @@ mod tests {
         seq: &mut Seq,
         changes: &[(InternalId, Option<Vec<f32>>)],
     ) -> Option<Compaction<f32>> {
+        apply_batch(index, model, seq, changes);
+        index.finish_batch().unwrap();
+        let started = index.compaction.get_mut().take();
+        index.publish().unwrap();
+        started
+    }
+
+    /// The first step of [`batch`]: applies the changes, links and publishes nothing.
+    fn apply_batch(
+        index: &mut HnswIndex<f32>,
+        model: &mut BTreeMap<InternalId, Vec<f32>>,
+        seq: &mut Seq,
+        changes: &[(InternalId, Option<Vec<f32>>)],
+    ) {
         let meta = serde_json::Map::new();
         for (id, vector) in changes {
             *seq += 1;
@@ -788,10 +820,6 @@ mod tests {
                 None => model.remove(id),
             };
         }
-        index.finish_batch().unwrap();
-        let started = index.compaction.get_mut().take();
-        index.publish().unwrap();
-        started
     }
 
     /// An index (M 8, efConstruction 64, seeded by `instance`) and its model holding documents
@@ -877,6 +905,83 @@ mod tests {
         exact.sort_by(|a, b| a.0.total_cmp(&b.0));
         let want: Vec<InternalId> = exact.iter().take(10).map(|p| p.1).collect();
         assert_eq!(ids, want);
+    }
+
+    /// Searches running while `finish_batch` links a batch and publishes it see the batch whole
+    /// or not at all: each search works with one published count, however long it runs.
+    #[test]
+    fn searches_racing_a_publish_see_the_batch_whole_or_not_at_all() {
+        const BATCH: u32 = 400;
+        let (mut index, mut model, mut seq) = indexed(BATCH, 5);
+        let knobs = SearchKnobs::default();
+        let mut partial = Vec::new();
+        for round in 1..=12 {
+            let ids = round * BATCH..(round + 1) * BATCH;
+            let inserts: Vec<_> = ids
+                .clone()
+                .map(|id| (id, Some(vector(u64::from(id)))))
+                .collect();
+            apply_batch(&mut index, &mut model, &mut seq, &inserts);
+            let allowed: RoaringBitmap = ids.collect();
+            let linking = AtomicBool::new(true);
+            std::thread::scope(|scope| {
+                let index = &index;
+                let searches = scope.spawn(|| {
+                    let mut counts = Vec::new();
+                    let q = vector(u64::from(round) + 10_000);
+                    loop {
+                        let done = !linking.load(Ordering::Acquire);
+                        let found = index.search_filtered(&q, BATCH as usize, &knobs, &allowed);
+                        assert_eq!(found.strategy, "filtered_exact_scan");
+                        counts.push(found.neighbors.len());
+                        if done {
+                            return counts;
+                        }
+                    }
+                });
+                index.finish_batch().unwrap();
+                linking.store(false, Ordering::Release);
+                let counts = searches.join().unwrap();
+                assert_eq!(counts.last(), Some(&(BATCH as usize)), "round {round}");
+                partial.extend(
+                    counts
+                        .into_iter()
+                        .filter(|&n| n != 0 && n != BATCH as usize),
+                );
+            });
+            assert!(!index.needs_publish(), "round {round}");
+        }
+        assert_eq!(
+            partial,
+            Vec::<usize>::new(),
+            "searches that saw part of a batch"
+        );
+        assert_matches(&index, &model, "after the rounds");
+    }
+
+    /// A batch that `finish_batch` leaves for `publish` (a compaction has ended) still needs
+    /// publishing when the compaction's lock is busy as the writer asks (the checkpointer
+    /// probes it), or its documents would stay invisible.
+    #[test]
+    fn a_batch_left_for_publish_is_published_even_if_the_compaction_is_busy() {
+        let (mut index, mut model, mut seq) = indexed(400, 9);
+        let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
+        let mut compaction =
+            batch(&mut index, &mut model, &mut seq, &deletes).expect("a compaction started");
+        compaction.job.wait();
+        *index.compaction.get_mut() = Some(compaction);
+        let inserts: Vec<_> = (400..420)
+            .map(|id| (id, Some(vector(u64::from(id)))))
+            .collect();
+        apply_batch(&mut index, &mut model, &mut seq, &inserts);
+        index.finish_batch().unwrap();
+        let busy = index.compaction.lock();
+        assert!(index.needs_publish(), "unpublished nodes need a publish");
+        drop(busy);
+        index.publish().unwrap();
+        assert!(index.compaction.get_mut().is_none(), "installed");
+        assert!(!index.needs_publish());
+        assert_matches(&index, &model, "after the publish");
     }
 
     #[test]
