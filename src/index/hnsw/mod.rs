@@ -838,6 +838,25 @@ mod tests {
         (index, model, seq)
     }
 
+    /// [`indexed`] with 400 documents, then a quarter of them deleted: the compaction the
+    /// deletes start is held back (taken out of the index) and returned once it has ended, so
+    /// that a test can land changes while it is pending, whatever the thread timing.
+    fn compacting(
+        instance: u64,
+    ) -> (
+        HnswIndex<f32>,
+        BTreeMap<InternalId, Vec<f32>>,
+        Seq,
+        Compaction<f32>,
+    ) {
+        let (mut index, mut model, mut seq) = indexed(400, instance);
+        let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
+        let mut compaction =
+            batch(&mut index, &mut model, &mut seq, &deletes).expect("a compaction started");
+        compaction.job.wait();
+        (index, model, seq, compaction)
+    }
+
     /// The index holds exactly the model's documents with their vectors, its graph is sound,
     /// and a search as wide as the collection returns the exact nearest documents.
     fn assert_matches(index: &HnswIndex<f32>, model: &BTreeMap<InternalId, Vec<f32>>, ctx: &str) {
@@ -964,11 +983,7 @@ mod tests {
     /// probes it), or its documents would stay invisible.
     #[test]
     fn a_batch_left_for_publish_is_published_even_if_the_compaction_is_busy() {
-        let (mut index, mut model, mut seq) = indexed(400, 9);
-        let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
-        let mut compaction =
-            batch(&mut index, &mut model, &mut seq, &deletes).expect("a compaction started");
-        compaction.job.wait();
+        let (mut index, mut model, mut seq, compaction) = compacting(9);
         *index.compaction.get_mut() = Some(compaction);
         let inserts: Vec<_> = (400..420)
             .map(|id| (id, Some(vector(u64::from(id)))))
@@ -986,13 +1001,7 @@ mod tests {
 
     #[test]
     fn a_compaction_carries_over_the_changes_made_while_it_ran() {
-        let (mut index, mut model, mut seq) = indexed(400, 7);
-        let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
-        // The deletes cross the threshold: the compaction they start is held back so that the
-        // changes below land while it is pending, whatever the thread timing.
-        let mut compaction =
-            batch(&mut index, &mut model, &mut seq, &deletes).expect("a compaction started");
-        compaction.job.wait();
+        let (mut index, mut model, mut seq, compaction) = compacting(7);
         assert_eq!(compaction.source_slots.len(), 300);
         let meanwhile: Vec<_> = (1..400)
             .step_by(4)
