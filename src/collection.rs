@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use rayon::prelude::*;
@@ -870,6 +870,30 @@ impl Collection {
     }
 
     // ----- maintenance --------------------------------------------------------------------
+
+    /// Waits until the vector index has no background work left (an IVF-PQ training, an HNSW
+    /// compaction, a DiskANN merge), installing and checkpointing each piece as it ends; at
+    /// most `timeout` (`Duration::MAX`: no limit). Returns whether it got there in time. Writes and searches go on
+    /// meanwhile (so work they start is waited for too).
+    pub fn wait_for_background_work(&self, timeout: Duration) -> Result<bool> {
+        const POLL: Duration = Duration::from_millis(10);
+        // `None`: no deadline representable, so none at all.
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            self.ensure_live()?;
+            if self.has_finished_background_work() {
+                self.checkpoint()?;
+            }
+            let busy = self.inner.vector_index.read().background_work();
+            if !busy {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
 
     /// Writes checkpoints of every index and trims the change log they make redundant.
     pub fn checkpoint(&self) -> Result<()> {

@@ -10,7 +10,7 @@ pub mod filtered;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -270,6 +270,8 @@ fn measure(
         |_| {},
     )
     .map_err(|e| e.error)?;
+    // Background work the import started (an IVF-PQ training) is part of the build.
+    collection.wait_for_background_work(Duration::MAX)?;
     let diskann = matches!(options.index, IndexConfig::DiskAnn { .. });
     if diskann {
         // Merge the in-RAM delta into the node file: the build a DiskANN bench measures.

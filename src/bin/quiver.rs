@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use quiverdb::bench;
@@ -489,7 +490,11 @@ fn run(cli: Cli) -> CliResult {
             if show_progress {
                 eprintln!();
             }
-            writeln!(out, "imported {}", imported?)?;
+            let imported = imported?;
+            // A training the import started (IVF-PQ) runs in the background: see it through
+            // rather than lose it when the process ends.
+            collection.wait_for_background_work(Duration::MAX)?;
+            writeln!(out, "imported {imported}")?;
             ExitCode::SUCCESS
         }
         Command::Get { name, id } => {

@@ -1,6 +1,6 @@
-//! Background jobs of the derived indexes: a build (a DiskANN merge, an HNSW compaction) runs on
-//! its own thread while writes and searches go on; the index installs its result later, under
-//! its write lock, reconciling what changed meanwhile.
+//! Background jobs of the derived indexes: a build (a DiskANN merge, an HNSW compaction, an
+//! IVF-PQ training) runs on its own thread while writes and searches go on; the index installs
+//! its result later, under its write lock, reconciling what changed meanwhile.
 
 use std::thread::JoinHandle;
 
@@ -27,6 +27,24 @@ impl<T: Send + 'static> Job<T> {
         Ok(Job {
             name,
             state: State::Running(handle),
+        })
+    }
+
+    /// Starts `work` on a new thread called `name`, inside a rayon pool of its own with half
+    /// the cores: on the global pool, rayon would serve a long job's tasks before the writes and
+    /// batch searches queued behind it.
+    pub fn start_pooled(
+        name: &'static str,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<Job<T>> {
+        Job::start(name, move || {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get() / 2);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .thread_name(move |i| format!("{name}-{i}"))
+                .build()
+                .map_err(|e| Error::Internal(format!("{name} threads: {e}")))?;
+            pool.install(work)
         })
     }
 

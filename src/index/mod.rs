@@ -16,6 +16,8 @@ pub mod pq;
 pub mod rotation;
 pub mod slots;
 pub mod stored;
+#[cfg(test)]
+pub(crate) mod testing;
 mod topk;
 pub(crate) mod visited;
 
@@ -59,6 +61,11 @@ pub trait DerivedIndex: Send + Sync {
     /// `finish_batch` prepared (a quick swap, so searches wait only briefly).
     fn publish(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// Whether background work (a training, a compaction, a merge) is running or waits to be
+    /// installed by [`DerivedIndex::publish`]. A probe, polled without waiting.
+    fn background_work(&self) -> bool {
+        false
     }
     /// The last change-log sequence number reflected.
     fn watermark(&self) -> Seq;
@@ -216,6 +223,9 @@ pub struct QuantizationStatus {
     /// Live vectors when the quantisers were trained.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trained_on: Option<usize>,
+    /// Whether a training, retraining or compaction runs in the background (searches meanwhile
+    /// use the current state: exact scans before the first training).
+    pub training: bool,
     /// Bytes of the codes and list entries (without the full vectors).
     pub code_memory_bytes: usize,
     /// Mean squared error of the reconstructed vectors (centroid + decoded residual), over a

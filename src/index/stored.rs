@@ -33,6 +33,51 @@ pub enum StoredChange {
     Delete(usize),
 }
 
+/// Where each slot of a [`StoredVectors::live_copy`] came from in the original.
+pub struct SlotOrigins {
+    /// Slots of the original below this were looked at.
+    seen: usize,
+    /// For each slot of the copy, the slot of the original it copies.
+    sources: Vec<usize>,
+}
+
+impl SlotOrigins {
+    /// Number of slots of the copy.
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Whether the copy has no slot.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// Brings `copy` up to date with the changes `original` received since it was copied (or
+    /// last caught up): copies of slots vacated since are vacated (a document replaced since
+    /// has its new version among the added slots), and slots added since are appended. Returns
+    /// the appended slots of the copy.
+    pub fn catch_up<E: Element>(
+        &mut self,
+        copy: &mut StoredVectors<E>,
+        original: &StoredVectors<E>,
+    ) -> Range<usize> {
+        for (copy_slot, &slot) in self.sources.iter().enumerate() {
+            if original.slots.id(slot).is_none() {
+                copy.slots.vacate(copy_slot);
+            }
+        }
+        let first_added = copy.slots.slots();
+        for slot in self.seen..original.slots.slots() {
+            if let Some(id) = original.slots.id(slot) {
+                copy.push_copy(id, original.slots.uuid(slot), &original.vectors, slot);
+                self.sources.push(slot);
+            }
+        }
+        self.seen = original.slots.slots();
+        first_added..copy.slots.slots()
+    }
+}
+
 /// Vectors by slot (prepared for the metric) and the documents they belong to.
 #[derive(Clone)]
 pub struct StoredVectors<E: Element = f32> {
@@ -79,6 +124,30 @@ impl<E: Element> StoredVectors<E> {
     ) -> usize {
         self.slots.push(id, uuid);
         self.vectors.push_stored(from.get(slot))
+    }
+
+    /// A copy of the live slots, renumbered (vacant slots, and old versions a later slot of the
+    /// same document supersedes, are left out), and where each came from: the start of a
+    /// rebuild in the background, which [`SlotOrigins::catch_up`] later brings up to date.
+    pub fn live_copy(&self) -> (StoredVectors<E>, SlotOrigins) {
+        let mut copy = StoredVectors::new(self.vectors.dim());
+        copy.reserve(self.slots.live());
+        let mut sources = Vec::with_capacity(self.slots.live());
+        for slot in 0..self.slots.slots() {
+            let current = self
+                .slots
+                .id(slot)
+                .filter(|&id| self.slots.slot(id) == Some(slot));
+            if let Some(id) = current {
+                copy.push_copy(id, self.slots.uuid(slot), &self.vectors, slot);
+                sources.push(slot);
+            }
+        }
+        let origins = SlotOrigins {
+            seen: self.slots.slots(),
+            sources,
+        };
+        (copy, origins)
     }
 
     /// Classifies a change for an index holding these vectors: `doc` is the document after it

@@ -3,6 +3,7 @@
 //! retraining, the integrity check.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use quiverdb::index::ivfpq::MIN_TRAINING_VECTORS;
 use quiverdb::sync::Recovery;
@@ -16,6 +17,8 @@ use uuid::Uuid;
 use crate::common::{assert_matches_brute_force, brute_force, distance_f64, true_hits, Rng};
 
 const K: usize = 10;
+/// Longest wait for a background training.
+const WAIT: Duration = Duration::from_secs(120);
 
 fn id(i: usize) -> Uuid {
     Uuid::from_u128(i as u128 + 1)
@@ -139,6 +142,18 @@ fn training_happens_by_itself_and_recall_follows_nprobe_and_refine() {
     let c = collection_with(&db, dim, Metric::L2, None, None);
     let n = MIN_TRAINING_VECTORS + 2_000;
     let live = upsert(&c, &clustered(&mut rng, n, dim), 0);
+    // The batch that crossed the training size started it in the background.
+    let quantization = c.info().unwrap().vector_index.quantization.unwrap();
+    assert!(
+        quantization.training || quantization.trained,
+        "{quantization:?}"
+    );
+    assert!(c.wait_for_background_work(WAIT).unwrap(), "training ended");
+    let quantization = c.info().unwrap().vector_index.quantization.unwrap();
+    assert!(
+        quantization.trained && !quantization.training,
+        "{quantization:?}"
+    );
     let queries: Vec<Vec<f32>> = clustered(&mut rng, 40, dim);
     let response = c
         .search(&SearchRequest::new(queries[0].clone(), K))
@@ -297,6 +312,15 @@ fn deletes_are_never_returned_and_compaction_and_retraining_keep_recall() {
     }
     live.extend(deleted.iter().copied().zip(back));
     live.extend(upsert(&c, &clustered(&mut rng, 6_000, dim), 100_000));
+    assert!(
+        c.wait_for_background_work(WAIT).unwrap(),
+        "retraining ended"
+    );
+    let quantization = c.info().unwrap().vector_index.quantization.unwrap();
+    assert!(
+        quantization.trained_on.unwrap() >= 4 * 2_000,
+        "retrained on the grown collection: {quantization:?}"
+    );
     let got = recall(
         &c,
         Metric::L2,

@@ -649,6 +649,10 @@ impl DerivedIndex for DiskAnnIndex {
         self.merge.lock().as_ref().is_some_and(MergeJob::is_done)
     }
 
+    fn background_work(&self) -> bool {
+        self.merge.try_lock().is_none_or(|m| m.is_some())
+    }
+
     fn publish(&mut self) -> Result<()> {
         if self.merge.get_mut().as_ref().is_some_and(MergeJob::is_done) {
             if let Some(job) = self.merge.get_mut().take() {

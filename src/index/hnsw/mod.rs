@@ -40,7 +40,7 @@ use roaring::RoaringBitmap;
 use self::graph::{Context, Graph, GraphParams, GraphParts, Scored, Traversal};
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::io::IndexDir;
-use super::stored::{StoredChange, StoredVectors};
+use super::stored::{SlotOrigins, StoredChange, StoredVectors};
 use super::{DerivedIndex, GraphStatus, IndexSearch, Neighbor, SearchKnobs, VectorIndexRead};
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
@@ -79,10 +79,8 @@ struct Compacted<E: Element> {
 
 /// A compaction running in the background: a new graph over a snapshot of the live documents.
 struct Compaction<E: Element> {
-    /// Slots of the current storage below this were in the snapshot.
-    snapshot_slots: usize,
-    /// For each slot of the compacted storage, the slot of the current storage it copies.
-    source_slots: Vec<usize>,
+    /// Where each slot of the compacted storage comes from in the current one.
+    origins: SlotOrigins,
     job: Job<Compacted<E>>,
 }
 
@@ -205,51 +203,26 @@ impl<E: Element> HnswIndex<E> {
             "compacting the HNSW index in the background: {live} live of {} slots",
             self.stored.slots.slots()
         );
-        let mut stored = StoredVectors::new(self.dim);
-        stored.reserve(live);
-        let mut source_slots = Vec::with_capacity(live);
-        for slot in 0..self.stored.slots.slots() {
-            // Skip vacant slots, and old versions the current batch replaced.
-            let current = self
-                .stored
-                .slots
-                .id(slot)
-                .filter(|&id| self.stored.slots.slot(id) == Some(slot));
-            if let Some(id) = current {
-                stored.push_copy(id, self.stored.slots.uuid(slot), &self.stored.vectors, slot);
-                source_slots.push(slot);
-            }
-        }
+        let (stored, origins) = self.stored.live_copy();
         let job = Self::link_in_background(stored, Graph::new(self.graph.params()), self.distance)?;
-        Ok(Compaction {
-            snapshot_slots: self.stored.slots.slots(),
-            source_slots,
-            job,
-        })
+        Ok(Compaction { origins, job })
     }
 
     /// Starts a job that adds the slots of `stored` beyond `graph`'s nodes to `graph` and links
-    /// them, on a pool of its own with half the cores: on the global pool, rayon would serve
-    /// this long job's tasks before the writes and batch searches queued behind it.
+    /// them (on a pool of its own, see [`Job::start_pooled`]).
     fn link_in_background(
         stored: StoredVectors<E>,
         mut graph: Graph,
         distance: MetricDistance,
     ) -> Result<Job<Compacted<E>>> {
-        Job::start("quiver-hnsw-compaction", move || {
+        Job::start_pooled("quiver-hnsw-compaction", move || {
             let first = graph.len();
             graph.reserve(stored.slots.slots() - first);
             for slot in first..stored.slots.slots() {
                 graph.add_node(graph.draw_level(slot));
             }
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get() / 2);
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads.max(1))
-                .thread_name(|i| format!("quiver-hnsw-compaction-{i}"))
-                .build()
-                .map_err(|e| Error::Internal(format!("compaction threads: {e}")))?;
             let nodes = (first as u32..graph.len() as u32).collect();
-            pool.install(|| link(&graph, &stored, distance, &VisitedPool::default(), nodes));
+            link(&graph, &stored, distance, &VisitedPool::default(), nodes);
             Ok(Compacted { stored, graph })
         })
     }
@@ -261,11 +234,7 @@ impl<E: Element> HnswIndex<E> {
     /// once it ends), so the write lock is never held for long. A failed compaction is logged
     /// and dropped (the index keeps its tombstones and compacts again after the next write).
     fn install(&mut self, compaction: Compaction<E>) -> Option<Compaction<E>> {
-        let Compaction {
-            snapshot_slots,
-            mut source_slots,
-            job,
-        } = compaction;
+        let Compaction { mut origins, job } = compaction;
         let Compacted {
             mut stored,
             mut graph,
@@ -277,37 +246,20 @@ impl<E: Element> HnswIndex<E> {
             }
         };
         self.link_pending();
-        // Vacate first: a document replaced since has its new version among the added ones.
-        for (new_slot, &old_slot) in source_slots.iter().enumerate() {
-            if self.stored.slots.id(old_slot).is_none() {
-                stored.slots.vacate(new_slot);
-            }
-        }
-        let first_added = stored.slots.slots();
-        for old_slot in snapshot_slots..self.stored.slots.slots() {
-            if let Some(id) = self.stored.slots.id(old_slot) {
-                let uuid = self.stored.slots.uuid(old_slot);
-                stored.push_copy(id, uuid, &self.stored.vectors, old_slot);
-                source_slots.push(old_slot);
-            }
-        }
-        if stored.slots.slots() - first_added > LINK_UNDER_LOCK {
+        let added = origins.catch_up(&mut stored, &self.stored);
+        if added.len() > LINK_UNDER_LOCK {
             return match Self::link_in_background(stored, graph, self.distance) {
-                Ok(job) => Some(Compaction {
-                    snapshot_slots: self.stored.slots.slots(),
-                    source_slots,
-                    job,
-                }),
+                Ok(job) => Some(Compaction { origins, job }),
                 Err(e) => {
                     log::warn!("could not start an HNSW compaction catch-up: {e}");
                     None
                 }
             };
         }
-        for new_slot in first_added..stored.slots.slots() {
+        for new_slot in added.clone() {
             graph.add_node(graph.draw_level(new_slot));
         }
-        let added = (first_added as u32..graph.len() as u32).collect();
+        let added = added.map(|slot| slot as u32).collect();
         link(&graph, &stored, self.distance, &self.visited, added);
         self.stored = stored;
         self.graph = graph;
@@ -607,7 +559,7 @@ impl<E: Element> VectorIndexRead for HnswIndex<E> {
             slots: self.stored.slots.slots(),
             vacant_slots: self.vacant_slots(),
             // A compaction slot held by `train` means one is running.
-            compacting: self.compaction.try_lock().is_none_or(|c| c.is_some()),
+            compacting: self.background_work(),
         })
     }
 }
@@ -656,6 +608,10 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
     /// say `true` to `finish_batch` and `false` here, and the batch must still be published.
     fn needs_publish(&self) -> bool {
         !self.replaced.is_empty() || self.published() < self.graph.len() || self.compaction_done()
+    }
+
+    fn background_work(&self) -> bool {
+        self.compaction.try_lock().is_none_or(|c| c.is_some())
     }
 
     fn publish(&mut self) -> Result<()> {
@@ -755,21 +711,16 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use std::sync::atomic::AtomicBool;
 
     use super::*;
     use crate::config::IndexConfig;
-    use crate::types::ChangeOp;
+    use crate::index::testing::{self, apply_changes, found_ids, nearest_in_model, Model};
 
     const DIM: usize = 8;
 
     fn vector(seed: u64) -> Vec<f32> {
-        let mut rng = crate::rng::SplitMix(seed);
-        (0..DIM)
-            .map(|_| (rng.next_f64() * 10.0 - 5.0) as f32)
-            .collect()
+        testing::vector(seed, DIM)
     }
 
     /// Applies one batch to `index` and to the model (`Some` upserts, `None` deletes), and
@@ -777,61 +728,27 @@ mod tests {
     /// be installed, and returned.
     fn batch(
         index: &mut HnswIndex<f32>,
-        model: &mut BTreeMap<InternalId, Vec<f32>>,
+        model: &mut Model,
         seq: &mut Seq,
         changes: &[(InternalId, Option<Vec<f32>>)],
     ) -> Option<Compaction<f32>> {
-        apply_batch(index, model, seq, changes);
+        apply_changes(index, model, seq, changes);
         index.finish_batch().unwrap();
         let started = index.compaction.get_mut().take();
         index.publish().unwrap();
         started
     }
 
-    /// The first step of [`batch`]: applies the changes, links and publishes nothing.
-    fn apply_batch(
-        index: &mut HnswIndex<f32>,
-        model: &mut BTreeMap<InternalId, Vec<f32>>,
-        seq: &mut Seq,
-        changes: &[(InternalId, Option<Vec<f32>>)],
-    ) {
-        let meta = serde_json::Map::new();
-        for (id, vector) in changes {
-            *seq += 1;
-            let op = if vector.is_some() {
-                ChangeOp::Upsert
-            } else {
-                ChangeOp::Delete
-            };
-            let view = vector.as_ref().map(|v| DocView {
-                id: uuid::Uuid::from_u128(u128::from(*id) + 1),
-                vector: v,
-                metadata: &meta,
-                text: None,
-            });
-            let change = Change {
-                seq: *seq,
-                op,
-                id: *id,
-            };
-            index.apply(&change, view).unwrap();
-            match vector {
-                Some(v) => model.insert(*id, v.clone()),
-                None => model.remove(id),
-            };
-        }
-    }
-
     /// An index (M 8, efConstruction 64, seeded by `instance`) and its model holding documents
     /// `0..n`, with the last sequence number used.
-    fn indexed(n: u32, instance: u64) -> (HnswIndex<f32>, BTreeMap<InternalId, Vec<f32>>, Seq) {
+    fn indexed(n: u32, instance: u64) -> (HnswIndex<f32>, Model, Seq) {
         let config = crate::CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::hnsw());
         let params = HnswParams {
             m: 8,
             ef_construction: 64,
         };
         let mut index = HnswIndex::<f32>::new(&config, params, instance);
-        let mut model = BTreeMap::new();
+        let mut model = Model::new();
         let mut seq = 0;
         let inserts: Vec<_> = (0..n).map(|id| (id, Some(vector(u64::from(id))))).collect();
         assert!(batch(&mut index, &mut model, &mut seq, &inserts).is_none());
@@ -841,14 +758,7 @@ mod tests {
     /// [`indexed`] with 400 documents, then a quarter of them deleted: the compaction the
     /// deletes start is held back (taken out of the index) and returned once it has ended, so
     /// that a test can land changes while it is pending, whatever the thread timing.
-    fn compacting(
-        instance: u64,
-    ) -> (
-        HnswIndex<f32>,
-        BTreeMap<InternalId, Vec<f32>>,
-        Seq,
-        Compaction<f32>,
-    ) {
+    fn compacting(instance: u64) -> (HnswIndex<f32>, Model, Seq, Compaction<f32>) {
         let (mut index, mut model, mut seq) = indexed(400, instance);
         let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();
         let mut compaction =
@@ -859,7 +769,7 @@ mod tests {
 
     /// The index holds exactly the model's documents with their vectors, its graph is sound,
     /// and a search as wide as the collection returns the exact nearest documents.
-    fn assert_matches(index: &HnswIndex<f32>, model: &BTreeMap<InternalId, Vec<f32>>, ctx: &str) {
+    fn assert_matches(index: &HnswIndex<f32>, model: &Model, ctx: &str) {
         let ids: Vec<InternalId> = model.keys().copied().collect();
         assert_eq!(index.internal_ids(), ids, "{ctx}");
         for (id, v) in model {
@@ -871,18 +781,8 @@ mod tests {
             ef: Some(model.len()),
             ..SearchKnobs::default()
         };
-        let found: Vec<InternalId> = index
-            .search(&q, 5, &knobs)
-            .neighbors
-            .iter()
-            .map(|n| n.id)
-            .collect();
-        let mut exact: Vec<(f32, InternalId)> = model
-            .iter()
-            .map(|(id, v)| (crate::distance::l2_squared(&q, v), *id))
-            .collect();
-        exact.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let want: Vec<InternalId> = exact.iter().take(5).map(|p| p.1).collect();
+        let found = found_ids(&index.search(&q, 5, &knobs));
+        let want = nearest_in_model(model, &q, 5);
         assert_eq!(found, want, "{ctx}: nearest documents");
     }
 
@@ -916,14 +816,7 @@ mod tests {
             Graph::from_raw_parts(index.graph.params(), levels, level0, upper, entry).unwrap();
         let found = index.search(&q, 10, &knobs);
         assert_eq!(found.strategy, "hnsw_then_exact_scan");
-        let ids: Vec<InternalId> = found.neighbors.iter().map(|n| n.id).collect();
-        let mut exact: Vec<(f32, InternalId)> = model
-            .iter()
-            .map(|(id, v)| (crate::distance::l2_squared(&q, v), *id))
-            .collect();
-        exact.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let want: Vec<InternalId> = exact.iter().take(10).map(|p| p.1).collect();
-        assert_eq!(ids, want);
+        assert_eq!(found_ids(&found), nearest_in_model(&model, &q, 10));
     }
 
     /// Searches running while `finish_batch` links a batch and publishes it see the batch whole
@@ -940,7 +833,7 @@ mod tests {
                 .clone()
                 .map(|id| (id, Some(vector(u64::from(id)))))
                 .collect();
-            apply_batch(&mut index, &mut model, &mut seq, &inserts);
+            apply_changes(&mut index, &mut model, &mut seq, &inserts);
             let allowed: RoaringBitmap = ids.collect();
             let linking = AtomicBool::new(true);
             std::thread::scope(|scope| {
@@ -988,7 +881,7 @@ mod tests {
         let inserts: Vec<_> = (400..420)
             .map(|id| (id, Some(vector(u64::from(id)))))
             .collect();
-        apply_batch(&mut index, &mut model, &mut seq, &inserts);
+        apply_changes(&mut index, &mut model, &mut seq, &inserts);
         index.finish_batch().unwrap();
         let busy = index.compaction.lock();
         assert!(index.needs_publish(), "unpublished nodes need a publish");
@@ -1002,7 +895,7 @@ mod tests {
     #[test]
     fn a_compaction_carries_over_the_changes_made_while_it_ran() {
         let (mut index, mut model, mut seq, compaction) = compacting(7);
-        assert_eq!(compaction.source_slots.len(), 300);
+        assert_eq!(compaction.origins.len(), 300);
         let meanwhile: Vec<_> = (1..400)
             .step_by(4)
             .take(20)
@@ -1060,7 +953,7 @@ mod tests {
             .get_mut()
             .take()
             .expect("too many additions for the write lock: a catch-up job");
-        assert_eq!(catch_up.source_slots.len(), 300 + 20 + added as usize);
+        assert_eq!(catch_up.origins.len(), 300 + 20 + added as usize);
         assert_matches(&index, &model, "while the catch-up runs");
         catch_up.job.wait();
         // Deletes of snapshot and caught-up documents, and replacements, during the catch-up.

@@ -6,18 +6,23 @@
 //! Lifecycle under the sync protocol:
 //! - **Untrained** while the collection holds fewer than [`MIN_TRAINING_VECTORS`] (or
 //!   `39 × nlist`) vectors: searches scan every vector exactly.
-//! - **Training** happens by itself in the batch that crosses that size (and on
-//!   [`DerivedIndex::train`], `quiver collection train`): k-means on a sample of at most
-//!   `256 × nlist` vectors, a product quantiser on the residuals of that sample, then every
-//!   vector is assigned and encoded. `nlist` defaults to `4·√n` at training time, `m` to the
-//!   largest divisor of the dimension ≤ `dim / 8`.
+//! - **Training** starts by itself in the batch that crosses that size, in the background: a
+//!   job copies the live vectors, runs k-means on a sample of at most `256 × nlist` of them,
+//!   trains a product quantiser on the residuals of that sample, and assigns and encodes every
+//!   vector. The write returns at once and searches stay exact until the next `publish` after
+//!   the job ends (after a write, or at a checkpoint) installs it, carrying over what changed
+//!   meanwhile. [`DerivedIndex::train`] (`quiver collection train`) trains at once instead.
+//!   `nlist` defaults to `4·√n` at training time, `m` to the largest divisor of the dimension
+//!   ≤ `dim / 8`.
 //! - **Afterwards** inserts are encoded into their nearest list when their batch finishes
 //!   (until then they are scanned exactly, so searches stay complete); deletes vacate their slot
 //!   (a tombstone the scan skips).
 //! - **Retraining rule**: when the live vectors reach [`RETRAIN_GROWTH`]× the number the
 //!   quantisers were trained on (the data has drifted from the sample), everything is retrained
 //!   and re-encoded; when more than [`COMPACT_VACANT_FRACTION`] of the slots are tombstones,
-//!   the lists and vectors are compacted with the same quantisers.
+//!   the lists and vectors are compacted with the same quantisers. Both run in the background
+//!   like the first training, while the current lists keep serving (new vectors are encoded
+//!   with the current quantisers meanwhile).
 //!
 //! The index keeps the full vectors too (exact search before training, re-ranking, retraining).
 //!
@@ -39,9 +44,10 @@ use uuid::Uuid;
 
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::io::IndexDir;
+use super::job::Job;
 use super::kmeans::{self, KMeansParams};
 use super::pq::ProductQuantizer;
-use super::stored::{StoredChange, StoredVectors};
+use super::stored::{SlotOrigins, StoredChange, StoredVectors};
 use super::DerivedIndex;
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
@@ -64,6 +70,9 @@ const MAX_TRAINING_SAMPLES: usize = 131_072;
 pub const RETRAIN_GROWTH: usize = 4;
 /// Compact when more than this fraction of the slots are tombstones.
 pub const COMPACT_VACANT_FRACTION: f64 = 0.2;
+/// Installing a background rebuild encodes the vectors added since its copy at once when there
+/// are at most this many (under the write lock); more are encoded by the next batch.
+const ENCODE_UNDER_LOCK: usize = 1024;
 /// Seed of the training runs (training is deterministic for the same vectors).
 const TRAINING_SEED: u64 = 0x1f_5eed;
 
@@ -173,6 +182,17 @@ impl Trained {
         self.lists.len()
     }
 
+    /// Adds encoded slots (list, slot, code) to their lists; slots below `indexed` are then
+    /// all in the lists (or vacant).
+    fn append(&mut self, entries: Vec<(u32, u32, Vec<u8>)>, indexed: usize) {
+        for (list, slot, code) in entries {
+            let list = &mut self.lists[list as usize];
+            list.slots.push(slot);
+            list.codes.extend_from_slice(&code);
+        }
+        self.indexed = indexed;
+    }
+
     fn memory_bytes(&self) -> usize {
         self.centroids.len() * 8
             + self.pq.memory_bytes()
@@ -198,107 +218,22 @@ enum Prepared {
     Compact(StoredVectors),
 }
 
-/// The IVF-PQ index of a collection.
-pub struct IvfPqIndex {
+/// A (re)training or compaction running in the background.
+struct Rebuild {
+    /// Where each slot of the rebuilt storage comes from in the current one.
+    origins: SlotOrigins,
+    job: Job<(StoredVectors, Trained)>,
+}
+
+/// What training and encoding need, owned, so that a background job can run them.
+#[derive(Clone, Copy)]
+struct Builder {
     dim: usize,
     metric: Metric,
-    distance: MetricDistance,
-    config_fingerprint: u64,
     params: IvfPqParams,
-    stored: StoredVectors,
-    trained: Option<Trained>,
-    prepared: Mutex<Option<Prepared>>,
-    watermark: Seq,
 }
 
-/// `nlist` for `n` vectors when the collection does not fix it: `4·√n`, at least 1, at most
-/// `n / 39` (k-means wants ~39 points per centroid).
-fn auto_nlist(n: usize) -> usize {
-    let by_sqrt = (4.0 * (n as f64).sqrt()).round() as usize;
-    by_sqrt.min(n / 39).max(1)
-}
-
-/// The largest divisor of `dim` that is at most `max(1, dim / 8)`.
-pub fn default_pq_m(dim: usize) -> usize {
-    let cap = (dim / 8).max(1);
-    (1..=cap)
-        .rev()
-        .find(|&m| dim.is_multiple_of(m))
-        .unwrap_or(1)
-}
-
-impl IvfPqIndex {
-    /// An empty, untrained index for a collection of this configuration.
-    pub fn new(config: &CollectionConfig, params: IvfPqParams, instance: u64) -> Self {
-        IvfPqIndex {
-            dim: config.dim,
-            metric: config.metric,
-            distance: MetricDistance::new(config.metric),
-            config_fingerprint: config.index_fingerprint(instance),
-            params,
-            stored: StoredVectors::new(config.dim),
-            trained: None,
-            prepared: Mutex::new(None),
-            watermark: 0,
-        }
-    }
-
-    fn header(&self) -> FileHeader {
-        FileHeader {
-            kind: IndexFileKind::IvfPq,
-            kind_version: KIND_VERSION,
-            dim: self.dim as u32,
-            metric: self.metric,
-            config_fingerprint: self.config_fingerprint,
-            watermark: self.watermark,
-        }
-    }
-
-    fn path(dir: &Path) -> PathBuf {
-        dir.join(FILE_NAME)
-    }
-
-    /// Whether the quantisers are trained.
-    pub fn is_trained(&self) -> bool {
-        self.trained.is_some()
-    }
-
-    /// Vectors the index holds before it trains by itself.
-    fn training_threshold(&self) -> usize {
-        self.params.nlist.map_or(MIN_TRAINING_VECTORS, |nlist| {
-            MIN_TRAINING_VECTORS.max(39 * nlist)
-        })
-    }
-
-    /// The stored vectors' prepared form for the metric (inner products for cosine and dot).
-    fn uses_inner_product(&self) -> bool {
-        self.metric != Metric::L2
-    }
-
-    /// Live slots in slot order.
-    fn live_slots(&self) -> Vec<usize> {
-        (0..self.stored.slots.slots())
-            .filter(|&s| self.stored.slots.id(s).is_some())
-            .collect()
-    }
-
-    /// A copy of the stored vectors without vacant slots.
-    fn compacted_storage(&self) -> StoredVectors {
-        let mut stored = StoredVectors::new(self.dim);
-        let live = self.live_slots();
-        stored.reserve(live.len());
-        for slot in live {
-            if let Some(id) = self.stored.slots.id(slot) {
-                stored.push(
-                    id,
-                    self.stored.slots.uuid(slot),
-                    self.stored.vectors.get(slot),
-                );
-            }
-        }
-        stored
-    }
-
+impl Builder {
     /// Trains coarse centroids and a product quantiser on a sample of `stored`.
     fn train_quantisers(&self, stored: &StoredVectors) -> Result<(Vec<f32>, ProductQuantizer)> {
         let n = stored.slots.slots();
@@ -340,15 +275,39 @@ impl IvfPqIndex {
         (list, code)
     }
 
-    /// A compacted copy of the index with every vector in its list: quantisers retrained if
-    /// `retrain` (or never trained), else reused.
-    fn rebuild(&self, retrain: bool) -> Result<(StoredVectors, Trained)> {
-        let stored = self.compacted_storage();
-        let (centroids, pq) = match (&self.trained, retrain) {
-            (Some(t), false) => (t.centroids.clone(), t.pq.clone()),
-            _ => self.train_quantisers(&stored)?,
-        };
+    /// The occupied slots of `range` encoded with `trained`'s quantisers: (list, slot, code).
+    fn encode_slots(
+        &self,
+        trained: &Trained,
+        stored: &StoredVectors,
+        range: std::ops::Range<usize>,
+    ) -> Vec<(u32, u32, Vec<u8>)> {
+        range
+            .into_par_iter()
+            .filter(|&slot| stored.slots.id(slot).is_some())
+            .map(|slot| {
+                let vector = stored.vectors.get(slot);
+                let (list, code) = self.encode(&trained.centroids, &trained.pq, vector);
+                (list, slot as u32, code)
+            })
+            .collect()
+    }
+
+    /// `stored` (without vacant slots) with every vector in its list: the quantisers `reuse`d
+    /// (centroids, quantiser, vectors trained on), or trained on `stored`.
+    fn build(
+        &self,
+        stored: StoredVectors,
+        reuse: Option<(Vec<f32>, ProductQuantizer, usize)>,
+    ) -> Result<(StoredVectors, Trained)> {
         let n = stored.slots.slots();
+        let (centroids, pq, trained_on) = match reuse {
+            Some(quantisers) => quantisers,
+            None => {
+                let (centroids, pq) = self.train_quantisers(&stored)?;
+                (centroids, pq, n)
+            }
+        };
         let encoded: Vec<(u32, Vec<u8>)> = (0..n)
             .into_par_iter()
             .map(|slot| self.encode(&centroids, &pq, stored.vectors.get(slot)))
@@ -359,73 +318,212 @@ impl IvfPqIndex {
             list.slots.push(slot as u32);
             list.codes.extend_from_slice(&code);
         }
-        let trained_on = match (&self.trained, retrain) {
-            (Some(t), false) => t.trained_on,
-            _ => n,
-        };
-        Ok((
-            stored,
-            Trained::new(centroids, pq, lists, trained_on, n, self.metric),
-        ))
+        let trained = Trained::new(centroids, pq, lists, trained_on, n, self.metric);
+        Ok((stored, trained))
     }
+}
 
-    /// A retrained index, or `None` (logged) if training failed: searches then go on with the
-    /// current state (exact, or the old quantisers) rather than failing the write.
-    fn try_training(&self) -> Option<(StoredVectors, Trained)> {
-        match self.rebuild(true) {
-            Ok(rebuilt) => Some(rebuilt),
-            Err(e) => {
-                log::warn!("IVF-PQ training failed, keeping the current index: {e}");
-                None
-            }
+/// The IVF-PQ index of a collection.
+pub struct IvfPqIndex {
+    dim: usize,
+    metric: Metric,
+    distance: MetricDistance,
+    config_fingerprint: u64,
+    params: IvfPqParams,
+    stored: StoredVectors,
+    trained: Option<Trained>,
+    prepared: Mutex<Option<Prepared>>,
+    /// A training, retraining or compaction running in the background, or waiting for
+    /// `publish` to install it.
+    rebuild: Mutex<Option<Rebuild>>,
+    watermark: Seq,
+}
+
+/// `nlist` for `n` vectors when the collection does not fix it: `4·√n`, at least 1, at most
+/// `n / 39` (k-means wants ~39 points per centroid).
+fn auto_nlist(n: usize) -> usize {
+    let by_sqrt = (4.0 * (n as f64).sqrt()).round() as usize;
+    by_sqrt.min(n / 39).max(1)
+}
+
+/// The largest divisor of `dim` that is at most `max(1, dim / 8)`.
+pub fn default_pq_m(dim: usize) -> usize {
+    let cap = (dim / 8).max(1);
+    (1..=cap)
+        .rev()
+        .find(|&m| dim.is_multiple_of(m))
+        .unwrap_or(1)
+}
+
+impl IvfPqIndex {
+    /// An empty, untrained index for a collection of this configuration.
+    pub fn new(config: &CollectionConfig, params: IvfPqParams, instance: u64) -> Self {
+        IvfPqIndex {
+            dim: config.dim,
+            metric: config.metric,
+            distance: MetricDistance::new(config.metric),
+            config_fingerprint: config.index_fingerprint(instance),
+            params,
+            stored: StoredVectors::new(config.dim),
+            trained: None,
+            prepared: Mutex::new(None),
+            rebuild: Mutex::new(None),
+            watermark: 0,
         }
     }
 
-    /// What the batch just applied calls for: training, retraining, compaction, or encoding the
-    /// new slots.
-    fn prepare(&self) -> Result<Option<Prepared>> {
+    fn header(&self) -> FileHeader {
+        FileHeader {
+            kind: IndexFileKind::IvfPq,
+            kind_version: KIND_VERSION,
+            dim: self.dim as u32,
+            metric: self.metric,
+            config_fingerprint: self.config_fingerprint,
+            watermark: self.watermark,
+        }
+    }
+
+    fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE_NAME)
+    }
+
+    /// Whether the quantisers are trained.
+    pub fn is_trained(&self) -> bool {
+        self.trained.is_some()
+    }
+
+    /// Vectors the index holds before it trains by itself.
+    fn training_threshold(&self) -> usize {
+        self.params.nlist.map_or(MIN_TRAINING_VECTORS, |nlist| {
+            MIN_TRAINING_VECTORS.max(39 * nlist)
+        })
+    }
+
+    /// The stored vectors' prepared form for the metric (inner products for cosine and dot).
+    fn uses_inner_product(&self) -> bool {
+        self.metric != Metric::L2
+    }
+
+    /// What training and encoding need, owned, for a job in the background.
+    fn builder(&self) -> Builder {
+        Builder {
+            dim: self.dim,
+            metric: self.metric,
+            params: self.params,
+        }
+    }
+
+    /// Whether a (re)training or compaction runs in the background (or waits to be installed).
+    /// A probe: `true` while the slot is held.
+    fn rebuilding(&self) -> bool {
+        self.rebuild.try_lock().is_none_or(|r| r.is_some())
+    }
+
+    /// Whether a background rebuild has ended and waits to be installed (a probe: `false`
+    /// while the slot is held).
+    fn rebuild_done(&self) -> bool {
+        self.rebuild
+            .try_lock()
+            .is_some_and(|r| r.as_ref().is_some_and(|r| r.job.is_done()))
+    }
+
+    /// Starts rebuilding the index in the background from a copy of the live vectors:
+    /// retraining the quantisers (`retrain`, or never trained) or reusing them (a compaction).
+    /// A failure to start is logged; the next batch tries again.
+    fn start_rebuild(&self, retrain: bool) {
         let live = self.stored.slots.live();
+        log::info!(
+            "IVF-PQ: {} in the background over {live} vectors",
+            if retrain { "training" } else { "compacting" }
+        );
+        let (stored, origins) = self.stored.live_copy();
+        let reuse = self
+            .trained
+            .as_ref()
+            .filter(|_| !retrain)
+            .map(|t| (t.centroids.clone(), t.pq.clone(), t.trained_on));
+        let builder = self.builder();
+        match Job::start_pooled("quiver-ivfpq-training", move || {
+            builder.build(stored, reuse)
+        }) {
+            Ok(job) => *self.rebuild.lock() = Some(Rebuild { origins, job }),
+            Err(e) => log::warn!("could not start an IVF-PQ rebuild: {e}"),
+        }
+    }
+
+    /// Starts the background rebuild the index calls for, unless one runs: the first training
+    /// (at the training size), a retraining (grown [`RETRAIN_GROWTH`]×), or a compaction of a
+    /// trained index (tombstones past [`COMPACT_VACANT_FRACTION`]). Returns whether it started
+    /// one.
+    fn start_due_rebuild(&self) -> bool {
+        if self.rebuilding() {
+            return false;
+        }
+        let live = self.stored.slots.live();
+        let retrain = match &self.trained {
+            None if live >= self.training_threshold() => true,
+            Some(t) if live >= RETRAIN_GROWTH * t.trained_on.max(1) => true,
+            Some(_) if self.compaction_due() => false,
+            _ => return false,
+        };
+        self.start_rebuild(retrain);
+        true
+    }
+
+    /// Whether tombstones passed [`COMPACT_VACANT_FRACTION`] of the slots.
+    fn compaction_due(&self) -> bool {
         let slots = self.stored.slots.slots();
-        let vacant = slots - live;
-        let compact = vacant as f64 > COMPACT_VACANT_FRACTION * slots as f64;
+        (slots - self.stored.slots.live()) as f64 > COMPACT_VACANT_FRACTION * slots as f64
+    }
+
+    /// What the batch just applied calls for: starting a training, retraining or compaction in
+    /// the background, compacting an untrained index, or encoding the new slots.
+    fn prepare(&self) -> Result<Option<Prepared>> {
+        let started = self.start_due_rebuild();
         let Some(trained) = &self.trained else {
-            if live >= self.training_threshold() {
-                if let Some(rebuilt) = self.try_training() {
-                    return Ok(Some(Prepared::Replace(Box::new(rebuilt))));
-                }
-            }
-            if compact {
-                return Ok(Some(Prepared::Compact(self.compacted_storage())));
+            // A running rebuild covers the vectors it copied and catches up with the others
+            // when it is installed: nothing may renumber the slots meanwhile.
+            if !started && !self.rebuilding() && self.compaction_due() {
+                return Ok(Some(Prepared::Compact(self.stored.live_copy().0)));
             }
             return Ok(None);
         };
-        if live >= RETRAIN_GROWTH * trained.trained_on.max(1) {
-            if let Some(rebuilt) = self.try_training() {
-                return Ok(Some(Prepared::Replace(Box::new(rebuilt))));
-            }
-        }
-        if compact {
-            return Ok(Some(Prepared::Replace(Box::new(self.rebuild(false)?))));
-        }
+        // Meanwhile new vectors are encoded with the current quantisers.
+        let slots = self.stored.slots.slots();
         if trained.indexed >= slots {
             return Ok(None);
         }
-        let entries = (trained.indexed..slots)
-            .into_par_iter()
-            .filter(|&slot| self.stored.slots.id(slot).is_some())
-            .map(|slot| {
-                let (list, code) = self.encode(
-                    &trained.centroids,
-                    &trained.pq,
-                    self.stored.vectors.get(slot),
-                );
-                (list, slot as u32, code)
-            })
-            .collect();
         Ok(Some(Prepared::Append {
-            entries,
+            entries: self
+                .builder()
+                .encode_slots(trained, &self.stored, trained.indexed..slots),
             indexed: slots,
         }))
+    }
+
+    /// Installs a finished background rebuild, carrying over the changes applied since its
+    /// copy: copies of vectors deleted or replaced since are vacated, vectors added since are
+    /// appended — and encoded at once when there are at most [`ENCODE_UNDER_LOCK`], else by the
+    /// next batch (they are scanned exactly until then). A failed rebuild is logged and
+    /// dropped: the index goes on as it was, and the next batch starts another.
+    fn install_rebuild(&mut self, rebuild: Rebuild) {
+        let Rebuild { mut origins, job } = rebuild;
+        let (mut stored, mut trained) = match job.result() {
+            Ok(rebuilt) => rebuilt,
+            Err(e) => {
+                log::warn!("IVF-PQ training failed, keeping the current index: {e}");
+                return;
+            }
+        };
+        let added = origins.catch_up(&mut stored, &self.stored);
+        if added.len() <= ENCODE_UNDER_LOCK {
+            let entries = self
+                .builder()
+                .encode_slots(&trained, &stored, added.clone());
+            trained.append(entries, added.end);
+        }
+        self.stored = stored;
+        self.trained = Some(trained);
     }
 
     /// Installs what [`IvfPqIndex::prepare`] made.
@@ -439,12 +537,7 @@ impl IvfPqIndex {
             }
             Prepared::Append { entries, indexed } => {
                 if let Some(trained) = &mut self.trained {
-                    for (list, slot, code) in entries {
-                        let list = &mut trained.lists[list as usize];
-                        list.slots.push(slot);
-                        list.codes.extend_from_slice(&code);
-                    }
-                    trained.indexed = indexed;
+                    trained.append(entries, indexed);
                 }
             }
         }
@@ -573,6 +666,8 @@ impl IvfPqIndex {
         self.stored.clear();
         self.trained = None;
         *self.prepared.get_mut() = None;
+        // A running rebuild finishes on its own thread; its result is dropped.
+        *self.rebuild.get_mut() = None;
     }
 }
 
@@ -631,12 +726,28 @@ impl DerivedIndex for IvfPqIndex {
     }
 
     fn needs_publish(&self) -> bool {
-        self.prepared.lock().is_some()
+        self.prepared.lock().is_some() || self.rebuild_done()
+    }
+
+    fn background_work(&self) -> bool {
+        self.rebuilding()
     }
 
     fn publish(&mut self) -> Result<()> {
         if let Some(prepared) = self.prepared.get_mut().take() {
             self.install(prepared);
+        }
+        if self
+            .rebuild
+            .get_mut()
+            .as_ref()
+            .is_some_and(|r| r.job.is_done())
+        {
+            if let Some(rebuild) = self.rebuild.get_mut().take() {
+                self.install_rebuild(rebuild);
+                // What came due while it ran (say, growth past the retraining size).
+                self.start_due_rebuild();
+            }
         }
         Ok(())
     }
@@ -671,6 +782,7 @@ impl DerivedIndex for IvfPqIndex {
         self.stored = stored;
         self.trained = trained;
         *self.prepared.get_mut() = None;
+        *self.rebuild.get_mut() = None;
         self.watermark = header.watermark;
         Ok(true)
     }
@@ -690,7 +802,9 @@ impl DerivedIndex for IvfPqIndex {
                 self.stored.slots.live()
             )));
         }
-        let rebuilt = self.rebuild(true)?;
+        // Covers every vector now: a rebuild running in the background is superseded.
+        *self.rebuild.lock() = None;
+        let rebuilt = self.builder().build(self.stored.live_copy().0, None)?;
         *self.prepared.lock() = Some(Prepared::Replace(Box::new(rebuilt)));
         Ok(true)
     }
@@ -729,4 +843,122 @@ fn uuid_of(stored: &StoredVectors, slot: usize) -> Option<(InternalId, Uuid)> {
         .slots
         .id(slot)
         .map(|id| (id, stored.slots.uuid(slot)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IndexConfig;
+    use crate::index::testing::{apply_changes, found_ids, nearest_in_model, vector, Model};
+    use crate::index::{SearchKnobs, VectorIndexRead};
+
+    const DIM: usize = 8;
+    const NLIST: usize = 8;
+
+    fn new_index() -> IvfPqIndex {
+        let params = IvfPqParams {
+            nlist: Some(NLIST),
+            pq_m: Some(4),
+        };
+        let config = CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::IvfPq {
+            nlist: params.nlist,
+            pq_m: params.pq_m,
+        });
+        IvfPqIndex::new(&config, params, 3)
+    }
+
+    fn finish(index: &mut IvfPqIndex) {
+        index.finish_batch().unwrap();
+        if index.needs_publish() {
+            index.publish().unwrap();
+        }
+    }
+
+    /// The index holds exactly the model's documents with their vectors, its lists are sound,
+    /// and a search probing every list with a wide re-ranking returns the exact nearest.
+    fn assert_matches(index: &IvfPqIndex, model: &Model, ctx: &str) {
+        let ids: Vec<InternalId> = model.keys().copied().collect();
+        assert_eq!(index.internal_ids(), ids, "{ctx}");
+        for (id, v) in model {
+            assert_eq!(index.stored.vector_of(*id).as_ref(), Some(v), "{ctx}: {id}");
+        }
+        assert_eq!(index.verify(), Vec::<String>::new(), "{ctx}");
+        let knobs = SearchKnobs {
+            nprobe: Some(NLIST),
+            refine: Some(model.len()),
+            ..SearchKnobs::default()
+        };
+        for seed in 0..5 {
+            let q = vector(900 + seed, DIM);
+            let found = found_ids(&index.search(&q, 10, &knobs));
+            let want = nearest_in_model(model, &q, 10);
+            assert_eq!(found, want, "{ctx}: nearest documents");
+        }
+    }
+
+    /// The batch that crosses the training size starts a training in the background and
+    /// returns untrained; deletes, replacements and inserts landing before the training is
+    /// installed are carried over: inserts are encoded at once when few, else by the next
+    /// batch.
+    #[test]
+    fn a_background_training_carries_over_the_writes_made_while_it_ran() {
+        for added in [600u32, ENCODE_UNDER_LOCK as u32 + 100] {
+            let ctx = format!("{added} added");
+            let mut index = new_index();
+            let (mut model, mut seq) = (Model::new(), 0);
+            let n = MIN_TRAINING_VECTORS as u32;
+            let inserts: Vec<_> = (0..n)
+                .map(|id| (id, Some(vector(id.into(), DIM))))
+                .collect();
+            apply_changes(&mut index, &mut model, &mut seq, &inserts);
+            index.finish_batch().unwrap();
+            // Held back, so that the changes below land while it is pending.
+            let mut rebuild = index.rebuild.get_mut().take().expect("a training started");
+            rebuild.job.wait();
+            assert!(!index.is_trained(), "{ctx}: the write returned untrained");
+            assert_matches(&index, &model, &format!("{ctx}, untrained"));
+            let meanwhile: Vec<_> = (0..400)
+                .step_by(4)
+                .map(|id| (id, None))
+                .chain(
+                    (1..400)
+                        .step_by(4)
+                        .map(|id| (id, Some(vector(7_000 + u64::from(id), DIM)))),
+                )
+                .chain((n..n + added).map(|id| (id, Some(vector(id.into(), DIM)))))
+                .collect();
+            apply_changes(&mut index, &mut model, &mut seq, &meanwhile);
+            // (This batch starts a training of its own, which is dropped.)
+            finish(&mut index);
+            *index.rebuild.get_mut() = Some(rebuild);
+            assert!(index.background_work() && index.needs_publish(), "{ctx}");
+            index.publish().unwrap();
+            assert!(!index.background_work(), "{ctx}: installed");
+            let t = index.trained.as_ref().expect("trained");
+            assert_eq!((t.nlist(), t.trained_on), (NLIST, n as usize), "{ctx}");
+            let slots = index.stored.slots.slots();
+            // Copied: the n documents; vacated since: the 100 deleted and 100 replaced ones.
+            assert_eq!(slots, n as usize + 100 + added as usize, "{ctx}: slots");
+            assert_eq!(index.stored.slots.live(), model.len(), "{ctx}");
+            let encoded_at_once = added as usize + 100 <= ENCODE_UNDER_LOCK;
+            assert_eq!(
+                t.indexed == slots,
+                encoded_at_once,
+                "{ctx}: indexed {}",
+                t.indexed
+            );
+            assert_matches(&index, &model, &format!("{ctx}, installed"));
+            // The next batch encodes what is left.
+            apply_changes(
+                &mut index,
+                &mut model,
+                &mut seq,
+                &[(0, Some(vector(1, DIM)))],
+            );
+            finish(&mut index);
+            let t = index.trained.as_ref().expect("trained");
+            assert_eq!(t.indexed, index.stored.slots.slots(), "{ctx}");
+            assert_matches(&index, &model, &format!("{ctx}, next batch"));
+        }
+    }
 }

@@ -219,7 +219,7 @@ impl IvfPqIndex {
                 continue;
             }
             let x = self.stored.vectors.get(slot);
-            let (list, code) = self.encode(&t.centroids, &t.pq, x);
+            let (list, code) = self.builder().encode(&t.centroids, &t.pq, x);
             t.pq.decode(&code, &mut decoded);
             let c = &t.centroids[list as usize * self.dim..(list as usize + 1) * self.dim];
             for ((&xi, &ri), &ci) in x.iter().zip(&decoded).zip(c) {
@@ -345,6 +345,7 @@ impl VectorIndexRead for IvfPqIndex {
                 nlist: None,
                 code_bytes: None,
                 trained_on: None,
+                training: self.rebuilding(),
                 code_memory_bytes: 0,
                 reconstruction_mse: None,
                 relative_reconstruction_error: None,
@@ -358,6 +359,7 @@ impl VectorIndexRead for IvfPqIndex {
             nlist: Some(t.nlist()),
             code_bytes: Some(t.pq.code_size()),
             trained_on: Some(t.trained_on),
+            training: self.rebuilding(),
             code_memory_bytes: t
                 .lists
                 .iter()
