@@ -70,8 +70,8 @@ const MAX_TRAINING_SAMPLES: usize = 131_072;
 pub const RETRAIN_GROWTH: usize = 4;
 /// Compact when more than this fraction of the slots are tombstones.
 pub const COMPACT_VACANT_FRACTION: f64 = 0.2;
-/// Installing a background rebuild encodes the vectors added since its copy at once when there
-/// are at most this many (under the write lock); more are encoded by the next batch.
+/// Installing a background rebuild encodes the vectors added since its copy under the write
+/// lock when there are at most this many; more are encoded by a background catch-up job first.
 const ENCODE_UNDER_LOCK: usize = 1024;
 /// Seed of the training runs (training is deterministic for the same vectors).
 const TRAINING_SEED: u64 = 0x1f_5eed;
@@ -503,27 +503,43 @@ impl IvfPqIndex {
 
     /// Installs a finished background rebuild, carrying over the changes applied since its
     /// copy: copies of vectors deleted or replaced since are vacated, vectors added since are
-    /// appended — and encoded at once when there are at most [`ENCODE_UNDER_LOCK`], else by the
-    /// next batch (they are scanned exactly until then). A failed rebuild is logged and
+    /// appended and encoded. When more than [`ENCODE_UNDER_LOCK`] were added, they are encoded
+    /// by a background catch-up job instead (returned, to be installed the same way once it
+    /// ends), so the write lock is never held for long. A failed rebuild is logged and
     /// dropped: the index goes on as it was, and the next batch starts another.
-    fn install_rebuild(&mut self, rebuild: Rebuild) {
+    fn install_rebuild(&mut self, rebuild: Rebuild) -> Option<Rebuild> {
         let Rebuild { mut origins, job } = rebuild;
         let (mut stored, mut trained) = match job.result() {
             Ok(rebuilt) => rebuilt,
             Err(e) => {
                 log::warn!("IVF-PQ training failed, keeping the current index: {e}");
-                return;
+                return None;
             }
         };
         let added = origins.catch_up(&mut stored, &self.stored);
-        if added.len() <= ENCODE_UNDER_LOCK {
-            let entries = self
-                .builder()
-                .encode_slots(&trained, &stored, added.clone());
+        let many = added.len() > ENCODE_UNDER_LOCK;
+        let builder = self.builder();
+        let encode_added = move |stored: &StoredVectors, trained: &mut Trained| {
+            let entries = builder.encode_slots(trained, stored, added.clone());
             trained.append(entries, added.end);
+        };
+        if many {
+            let catch_up = Job::start_pooled("quiver-ivfpq-catch-up", move || {
+                encode_added(&stored, &mut trained);
+                Ok((stored, trained))
+            });
+            return match catch_up {
+                Ok(job) => Some(Rebuild { origins, job }),
+                Err(e) => {
+                    log::warn!("could not start an IVF-PQ training catch-up: {e}");
+                    None
+                }
+            };
         }
+        encode_added(&stored, &mut trained);
         self.stored = stored;
         self.trained = Some(trained);
+        None
     }
 
     /// Installs what [`IvfPqIndex::prepare`] made.
@@ -744,7 +760,7 @@ impl DerivedIndex for IvfPqIndex {
             .is_some_and(|r| r.job.is_done())
         {
             if let Some(rebuild) = self.rebuild.get_mut().take() {
-                self.install_rebuild(rebuild);
+                *self.rebuild.get_mut() = self.install_rebuild(rebuild);
                 // What came due while it ran (say, growth past the retraining size).
                 self.start_due_rebuild();
             }
@@ -898,8 +914,8 @@ mod tests {
 
     /// The batch that crosses the training size starts a training in the background and
     /// returns untrained; deletes, replacements and inserts landing before the training is
-    /// installed are carried over: inserts are encoded at once when few, else by the next
-    /// batch.
+    /// installed are carried over: inserts are encoded at once when few, else by a catch-up
+    /// job installed the same way.
     #[test]
     fn a_background_training_carries_over_the_writes_made_while_it_ran() {
         for added in [600u32, ENCODE_UNDER_LOCK as u32 + 100] {
@@ -933,6 +949,22 @@ mod tests {
             *index.rebuild.get_mut() = Some(rebuild);
             assert!(index.background_work() && index.needs_publish(), "{ctx}");
             index.publish().unwrap();
+            let encoded_at_once = added as usize + 100 <= ENCODE_UNDER_LOCK;
+            if !encoded_at_once {
+                assert!(
+                    !index.is_trained(),
+                    "{ctx}: a catch-up job encodes the added ones"
+                );
+                index
+                    .rebuild
+                    .get_mut()
+                    .as_mut()
+                    .expect("catching up")
+                    .job
+                    .wait();
+                assert!(index.needs_publish(), "{ctx}");
+                index.publish().unwrap();
+            }
             assert!(!index.background_work(), "{ctx}: installed");
             let t = index.trained.as_ref().expect("trained");
             assert_eq!((t.nlist(), t.trained_on), (NLIST, n as usize), "{ctx}");
@@ -940,15 +972,9 @@ mod tests {
             // Copied: the n documents; vacated since: the 100 deleted and 100 replaced ones.
             assert_eq!(slots, n as usize + 100 + added as usize, "{ctx}: slots");
             assert_eq!(index.stored.slots.live(), model.len(), "{ctx}");
-            let encoded_at_once = added as usize + 100 <= ENCODE_UNDER_LOCK;
-            assert_eq!(
-                t.indexed == slots,
-                encoded_at_once,
-                "{ctx}: indexed {}",
-                t.indexed
-            );
+            assert_eq!(t.indexed, slots, "{ctx}: every vector encoded");
             assert_matches(&index, &model, &format!("{ctx}, installed"));
-            // The next batch encodes what is left.
+            // Later batches are encoded with the new quantisers.
             apply_changes(
                 &mut index,
                 &mut model,
