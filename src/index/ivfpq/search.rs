@@ -103,10 +103,11 @@ impl IvfPqIndex {
         let mut residual = vec![0f32; self.dim];
         let mut order = ProbeOrder::new(q, t, nprobe);
         let mut probed = 0;
-        while let Some((list, centroid_distance)) = order.next() {
-            if probed >= nprobe && candidates.len() >= k {
+        // Decide before asking for the next list: past the first `nprobe`, that sorts the rest.
+        while probed < nprobe || candidates.len() < k {
+            let Some((list, centroid_distance)) = order.next() else {
                 break;
-            }
+            };
             probed += 1;
             let list_index = list as usize;
             let Some(entries) = t.lists.get(list_index) else {
