@@ -16,6 +16,57 @@ pub const DEFAULT_REFINE: usize = 4;
 /// A scanned entry: approximate (or, for the tail, exact) distance and slot.
 type Candidate = (f32, u32);
 
+/// The best `want` candidates offered, kept by an amortised selection: the list grows to
+/// `2 · want`, then keeps its best `want`, and later offers beyond the cut-off are skipped —
+/// far less work than collecting every scanned code and selecting once.
+struct Shortlist {
+    want: usize,
+    items: Vec<Candidate>,
+    /// Offers above this cannot enter (the worst kept after the last selection).
+    bound: f32,
+    /// Offers made, kept or not.
+    offered: usize,
+}
+
+impl Shortlist {
+    fn new(want: usize) -> Self {
+        Shortlist {
+            want,
+            items: Vec::with_capacity(want.saturating_mul(2).min(1 << 16)),
+            bound: f32::INFINITY,
+            offered: 0,
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, candidate: Candidate) {
+        self.offered += 1;
+        if candidate.0 > self.bound {
+            return;
+        }
+        self.items.push(candidate);
+        if self.items.len() >= self.want.saturating_mul(2).max(1) {
+            self.keep_best();
+            self.bound = self.items.last().map_or(f32::INFINITY, |c| c.0);
+        }
+    }
+
+    /// Keeps the best `want`, the worst of them last.
+    fn keep_best(&mut self) {
+        if self.items.len() > self.want && self.want > 0 {
+            self.items
+                .select_nth_unstable_by(self.want - 1, |a, b| a.0.total_cmp(&b.0));
+        }
+        self.items.truncate(self.want);
+    }
+
+    /// The best `want` candidates, in no particular order.
+    fn into_best(mut self) -> Vec<Candidate> {
+        self.keep_best();
+        self.items
+    }
+}
+
 /// The lists in order of their centroid's (squared L2) distance to the query: the first
 /// `nprobe` selected at once, the rest sorted only if the search needs them.
 struct ProbeOrder {
@@ -75,14 +126,13 @@ impl IvfPqIndex {
 
     /// Scans the `nprobe` lists nearest to `q` (and the unencoded tail), keeping documents that
     /// pass `keep` — and further lists, nearest first, while fewer than `k` candidates were
-    /// found (small lists never make a search return fewer than `k` hits). Returns the
-    /// candidates and how many codes were scanned.
+    /// found (small lists never make a search return fewer than `k` hits). Returns the best
+    /// `want` candidates and how many codes were scanned.
     fn probe(
         &self,
         t: &Trained,
         q: &[f32],
-        nprobe: usize,
-        k: usize,
+        (nprobe, k, want): (usize, usize, usize),
         keep: &dyn Fn(InternalId) -> bool,
     ) -> (Vec<Candidate>, usize) {
         let m = t.pq.code_size();
@@ -97,14 +147,14 @@ impl IvfPqIndex {
             query_table.iter_mut().for_each(|x| *x *= -2.0);
         }
         let mut table = vec![0f32; m * 256];
-        let mut candidates = Vec::new();
+        let mut candidates = Shortlist::new(want);
         let mut scanned = 0;
         let mut adc_out = Vec::new();
         let mut residual = vec![0f32; self.dim];
         let mut order = ProbeOrder::new(q, t, nprobe);
         let mut probed = 0;
         // Decide before asking for the next list: past the first `nprobe`, that sorts the rest.
-        while probed < nprobe || candidates.len() < k {
+        while probed < nprobe || candidates.offered < k {
             let Some((list, centroid_distance)) = order.next() else {
                 break;
             };
@@ -142,7 +192,7 @@ impl IvfPqIndex {
                         } else {
                             base + value
                         };
-                        candidates.push((d, slot));
+                        candidates.offer((d, slot));
                     }
                     _ => {}
                 }
@@ -152,32 +202,33 @@ impl IvfPqIndex {
             if let Some(id) = self.stored.slots.id(slot) {
                 if keep(id) {
                     let d = self.distance.distance(q, self.stored.vectors.get(slot));
-                    candidates.push((d, slot as u32));
+                    candidates.offer((d, slot as u32));
                     scanned += 1;
                 }
             }
         }
-        (candidates, scanned)
+        (candidates.into_best(), scanned)
     }
 
-    /// The `k` best of `candidates`: the best `k × refine` re-ranked with exact distances (or,
-    /// with `refine` 0, the approximate distances as they are).
-    fn select(
-        &self,
-        q: &[f32],
-        mut candidates: Vec<Candidate>,
-        k: usize,
-        refine: usize,
-    ) -> Vec<Neighbor> {
-        let want = if refine == 0 {
+    /// How many candidates a search keeps from probing: `k × refine` to re-rank with exact
+    /// distances, or `k` with `refine` 0.
+    fn shortlist_len(k: usize, refine: usize) -> usize {
+        if refine == 0 {
             k
         } else {
             k.saturating_mul(refine)
-        };
-        if candidates.len() > want {
-            candidates.select_nth_unstable_by(want, |a, b| a.0.total_cmp(&b.0));
-            candidates.truncate(want);
         }
+    }
+
+    /// The `k` best of the shortlisted `candidates`: re-ranked with exact distances (or, with
+    /// `refine` 0, by the approximate distances as they are).
+    fn select(
+        &self,
+        q: &[f32],
+        candidates: Vec<Candidate>,
+        k: usize,
+        refine: usize,
+    ) -> Vec<Neighbor> {
         let mut top = TopK::new(k);
         for (approximate, slot) in candidates {
             let Some((id, uuid)) = uuid_of(&self.stored, slot as usize) else {
@@ -262,7 +313,8 @@ impl VectorIndexRead for IvfPqIndex {
             };
         };
         let (nprobe, refine) = Self::knobs(t, knobs);
-        let (candidates, scanned) = self.probe(t, &q, nprobe, k, &|_| true);
+        let want = Self::shortlist_len(k, refine);
+        let (candidates, scanned) = self.probe(t, &q, (nprobe, k, want), &|_| true);
         IndexSearch {
             strategy: if refine == 0 {
                 "ivfpq"
@@ -306,7 +358,9 @@ impl VectorIndexRead for IvfPqIndex {
         if matches <= probed {
             return exact_scan();
         }
-        let (candidates, scanned) = self.probe(t, &q, nprobe, k, &|id| allowed.contains(id));
+        let want = Self::shortlist_len(k, refine);
+        let (candidates, scanned) =
+            self.probe(t, &q, (nprobe, k, want), &|id| allowed.contains(id));
         let neighbors = self.select(&q, candidates, k, refine);
         if neighbors.len() < k.min(matches) {
             let mut fallback = exact_scan();
@@ -369,5 +423,34 @@ impl VectorIndexRead for IvfPqIndex {
             reconstruction_mse: Some(mse),
             relative_reconstruction_error: Some(relative),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shortlist keeps exactly the best `want` distances offered (ties included: any of the
+    /// tied candidates may be kept, never a worse one), for every size around its selection
+    /// points.
+    #[test]
+    fn a_shortlist_keeps_the_best_offers() {
+        let mut rng = crate::rng::SplitMix(41);
+        for want in [0usize, 1, 2, 7, 10, 100] {
+            for offers in [0usize, 1, want, 2 * want, 2 * want + 1, 5 * want + 3, 1_000] {
+                let candidates: Vec<Candidate> = (0..offers)
+                    .map(|slot| ((rng.next_f64() * 50.0).floor() as f32, slot as u32))
+                    .collect();
+                let mut list = Shortlist::new(want);
+                candidates.iter().for_each(|&c| list.offer(c));
+                assert_eq!(list.offered, offers);
+                let mut kept: Vec<f32> = list.into_best().iter().map(|c| c.0).collect();
+                kept.sort_by(f32::total_cmp);
+                let mut all: Vec<f32> = candidates.iter().map(|c| c.0).collect();
+                all.sort_by(f32::total_cmp);
+                all.truncate(want);
+                assert_eq!(kept, all, "want {want}, {offers} offers");
+            }
+        }
     }
 }
