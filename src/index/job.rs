@@ -3,8 +3,51 @@
 //! its result later, under its write lock, reconciling what changed meanwhile.
 
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+
+/// Wait before retrying a background job after its first failure; doubled per further
+/// consecutive failure, up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait between retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// When a background job that failed (it could not start, or it ended with an error) may be
+/// started again: the trigger that started it usually still holds, and retrying at every
+/// write would copy the index again and again.
+#[derive(Default)]
+pub struct RetryAfterFailure {
+    /// Consecutive failures, and the moment before which no retry starts.
+    state: Mutex<(u32, Option<Instant>)>,
+}
+
+impl RetryAfterFailure {
+    /// Whether a job may start at `now`.
+    pub fn allows(&self, now: Instant) -> bool {
+        self.state
+            .lock()
+            .1
+            .is_none_or(|not_before| now >= not_before)
+    }
+
+    /// Records a failure at `now`: the next start waits 1 s, then 2 s, 4 s, … up to 5 min.
+    pub fn failed(&self, now: Instant) {
+        let mut state = self.state.lock();
+        let delay = FIRST_RETRY_DELAY
+            .saturating_mul(1 << state.0.min(16))
+            .min(MAX_RETRY_DELAY);
+        state.0 = state.0.saturating_add(1);
+        state.1 = now.checked_add(delay);
+    }
+
+    /// Records a success: the next failure waits the shortest time again.
+    pub fn succeeded(&self) {
+        *self.state.lock() = (0, None);
+    }
+}
 
 /// A build running on its own thread, or its result once it ended.
 pub struct Job<T> {
@@ -103,6 +146,29 @@ fn taken<T>(name: &str) -> State<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_after_failures_and_reset_after_a_success() {
+        let retry = RetryAfterFailure::default();
+        let t0 = Instant::now();
+        assert!(retry.allows(t0));
+        let mut now = t0;
+        for expected in [1u64, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300] {
+            retry.failed(now);
+            let wait = Duration::from_secs(expected);
+            assert!(
+                !retry.allows(now + wait - Duration::from_millis(1)),
+                "{expected} s"
+            );
+            assert!(retry.allows(now + wait), "{expected} s");
+            now += wait;
+        }
+        retry.succeeded();
+        assert!(retry.allows(now));
+        retry.failed(now);
+        assert!(!retry.allows(now + Duration::from_millis(999)));
+        assert!(retry.allows(now + FIRST_RETRY_DELAY));
+    }
 
     #[test]
     fn results_errors_and_panics_are_handed_over() {

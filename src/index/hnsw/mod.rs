@@ -32,6 +32,7 @@ pub(crate) mod graph;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -45,7 +46,7 @@ use super::{DerivedIndex, GraphStatus, IndexSearch, Neighbor, SearchKnobs, Vecto
 use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
-use crate::index::job::Job;
+use crate::index::job::{Job, RetryAfterFailure};
 use crate::index::visited::VisitedPool;
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
 use crate::vectors::Element;
@@ -96,6 +97,8 @@ pub struct HnswIndex<E: Element = f32> {
     pending: Mutex<Vec<u32>>,
     /// A compaction started by `finish_batch`, running or waiting for `publish` to install it.
     compaction: Mutex<Option<Compaction<E>>>,
+    /// Holds compactions back for a while after one failed.
+    retry: RetryAfterFailure,
     /// Searches return only slots below this: a batch's new nodes become visible all at once,
     /// after they are linked.
     published: AtomicUsize,
@@ -123,6 +126,7 @@ impl<E: Element> HnswIndex<E> {
             }),
             pending: Mutex::new(Vec::new()),
             compaction: Mutex::new(None),
+            retry: RetryAfterFailure::default(),
             published: AtomicUsize::new(0),
             replaced: Vec::new(),
             visited: VisitedPool::default(),
@@ -232,7 +236,8 @@ impl<E: Element> HnswIndex<E> {
     /// documents added since are copied in and linked. When more than [`LINK_UNDER_LOCK`] were
     /// added, they are linked by a catch-up job instead (returned, to be installed the same way
     /// once it ends), so the write lock is never held for long. A failed compaction is logged
-    /// and dropped (the index keeps its tombstones and compacts again after the next write).
+    /// and dropped (the index keeps its tombstones and compacts again after a write, once
+    /// [`RetryAfterFailure`] allows: 1 s after the first failure, doubling up to 5 min).
     fn install(&mut self, compaction: Compaction<E>) -> Option<Compaction<E>> {
         let Compaction { mut origins, job } = compaction;
         let Compacted {
@@ -242,6 +247,7 @@ impl<E: Element> HnswIndex<E> {
             Ok(compacted) => compacted,
             Err(e) => {
                 log::warn!("HNSW compaction failed, tombstones stay until the next one: {e}");
+                self.retry.failed(Instant::now());
                 return None;
             }
         };
@@ -252,6 +258,7 @@ impl<E: Element> HnswIndex<E> {
                 Ok(job) => Some(Compaction { origins, job }),
                 Err(e) => {
                     log::warn!("could not start an HNSW compaction catch-up: {e}");
+                    self.retry.failed(Instant::now());
                     None
                 }
             };
@@ -263,6 +270,7 @@ impl<E: Element> HnswIndex<E> {
         link(&graph, &stored, self.distance, &self.visited, added);
         self.stored = stored;
         self.graph = graph;
+        self.retry.succeeded();
         None
     }
 
@@ -590,10 +598,13 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
         self.link_pending();
         {
             let mut compaction = self.compaction.lock();
-            if compaction.is_none() && self.compaction_due() {
+            if compaction.is_none() && self.compaction_due() && self.retry.allows(Instant::now()) {
                 match self.start_compaction() {
                     Ok(started) => *compaction = Some(started),
-                    Err(e) => log::warn!("could not start an HNSW compaction: {e}"),
+                    Err(e) => {
+                        log::warn!("could not start an HNSW compaction: {e}");
+                        self.retry.failed(Instant::now());
+                    }
                 }
             }
         }

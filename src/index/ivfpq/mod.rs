@@ -37,6 +37,7 @@
 mod search;
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -44,7 +45,7 @@ use uuid::Uuid;
 
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
 use super::io::IndexDir;
-use super::job::Job;
+use super::job::{Job, RetryAfterFailure};
 use super::kmeans::{self, KMeansParams};
 use super::pq::ProductQuantizer;
 use super::stored::{SlotOrigins, StoredChange, StoredVectors};
@@ -336,6 +337,8 @@ pub struct IvfPqIndex {
     /// A training, retraining or compaction running in the background, or waiting for
     /// `publish` to install it.
     rebuild: Mutex<Option<Rebuild>>,
+    /// Holds rebuilds back for a while after one failed.
+    retry: RetryAfterFailure,
     watermark: Seq,
 }
 
@@ -368,6 +371,7 @@ impl IvfPqIndex {
             trained: None,
             prepared: Mutex::new(None),
             rebuild: Mutex::new(None),
+            retry: RetryAfterFailure::default(),
             watermark: 0,
         }
     }
@@ -447,16 +451,19 @@ impl IvfPqIndex {
             builder.build(stored, reuse)
         }) {
             Ok(job) => *self.rebuild.lock() = Some(Rebuild { origins, job }),
-            Err(e) => log::warn!("could not start an IVF-PQ rebuild: {e}"),
+            Err(e) => {
+                log::warn!("could not start an IVF-PQ rebuild: {e}");
+                self.retry.failed(Instant::now());
+            }
         }
     }
 
     /// Starts the background rebuild the index calls for, unless one runs: the first training
     /// (at the training size), a retraining (grown [`RETRAIN_GROWTH`]×), or a compaction of a
-    /// trained index (tombstones past [`COMPACT_VACANT_FRACTION`]). Returns whether it started
-    /// one.
+    /// trained index (tombstones past [`COMPACT_VACANT_FRACTION`]) — not within a while of a
+    /// failed one. Returns whether it started one.
     fn start_due_rebuild(&self) -> bool {
-        if self.rebuilding() {
+        if self.rebuilding() || !self.retry.allows(Instant::now()) {
             return false;
         }
         let live = self.stored.slots.live();
@@ -506,13 +513,15 @@ impl IvfPqIndex {
     /// appended and encoded. When more than [`ENCODE_UNDER_LOCK`] were added, they are encoded
     /// by a background catch-up job instead (returned, to be installed the same way once it
     /// ends), so the write lock is never held for long. A failed rebuild is logged and
-    /// dropped: the index goes on as it was, and the next batch starts another.
+    /// dropped: the index goes on as it was, and a later batch starts another once
+    /// [`RetryAfterFailure`] allows (1 s after the first failure, doubling up to 5 min).
     fn install_rebuild(&mut self, rebuild: Rebuild) -> Option<Rebuild> {
         let Rebuild { mut origins, job } = rebuild;
         let (mut stored, mut trained) = match job.result() {
             Ok(rebuilt) => rebuilt,
             Err(e) => {
                 log::warn!("IVF-PQ training failed, keeping the current index: {e}");
+                self.retry.failed(Instant::now());
                 return None;
             }
         };
@@ -532,6 +541,7 @@ impl IvfPqIndex {
                 Ok(job) => Some(Rebuild { origins, job }),
                 Err(e) => {
                     log::warn!("could not start an IVF-PQ training catch-up: {e}");
+                    self.retry.failed(Instant::now());
                     None
                 }
             };
@@ -539,6 +549,7 @@ impl IvfPqIndex {
         encode_added(&stored, &mut trained);
         self.stored = stored;
         self.trained = Some(trained);
+        self.retry.succeeded();
         None
     }
 
