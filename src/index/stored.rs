@@ -43,13 +43,9 @@ pub struct SlotOrigins {
 
 impl SlotOrigins {
     /// Number of slots of the copy.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn copied(&self) -> usize {
         self.sources.len()
-    }
-
-    /// Whether the copy has no slot.
-    pub fn is_empty(&self) -> bool {
-        self.sources.is_empty()
     }
 
     /// Brings `copy` up to date with the changes `original` received since it was copied (or

@@ -906,7 +906,7 @@ mod tests {
     #[test]
     fn a_compaction_carries_over_the_changes_made_while_it_ran() {
         let (mut index, mut model, mut seq, compaction) = compacting(7);
-        assert_eq!(compaction.origins.len(), 300);
+        assert_eq!(compaction.origins.copied(), 300);
         let meanwhile: Vec<_> = (1..400)
             .step_by(4)
             .take(20)
@@ -964,7 +964,7 @@ mod tests {
             .get_mut()
             .take()
             .expect("too many additions for the write lock: a catch-up job");
-        assert_eq!(catch_up.origins.len(), 300 + 20 + added as usize);
+        assert_eq!(catch_up.origins.copied(), 300 + 20 + added as usize);
         assert_matches(&index, &model, "while the catch-up runs");
         catch_up.job.wait();
         // Deletes of snapshot and caught-up documents, and replacements, during the catch-up.
