@@ -873,8 +873,8 @@ impl Collection {
 
     /// Waits until the vector index has no background work left (an IVF-PQ training, an HNSW
     /// compaction, a DiskANN merge), installing and checkpointing each piece as it ends; at
-    /// most `timeout` (`Duration::MAX`: no limit). Returns whether it got there in time. Writes and searches go on
-    /// meanwhile (so work they start is waited for too).
+    /// most `timeout` (`Duration::MAX`: no limit). Returns whether it got there in time.
+    /// Writes and searches go on meanwhile (so work they start is waited for too).
     pub fn wait_for_background_work(&self, timeout: Duration) -> Result<bool> {
         const POLL: Duration = Duration::from_millis(10);
         // `None`: no deadline representable, so none at all.
@@ -950,7 +950,7 @@ impl Collection {
         self.inner
             .vector_index
             .try_read()
-            .is_some_and(|index| index.needs_publish())
+            .is_some_and(|index| index.background_done())
     }
 
     /// Whether changes were applied since the last checkpoint, or background work waits to be

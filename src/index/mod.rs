@@ -67,6 +67,11 @@ pub trait DerivedIndex: Send + Sync {
     fn background_work(&self) -> bool {
         false
     }
+    /// Whether background work has ended and waits for [`DerivedIndex::publish`] to install
+    /// it (which a checkpoint does). A probe, polled without waiting.
+    fn background_done(&self) -> bool {
+        false
+    }
     /// The last change-log sequence number reflected.
     fn watermark(&self) -> Seq;
     /// Empties the index and sets its watermark, before a rebuild from the store.

@@ -433,3 +433,28 @@ fn a_checkpoint_round_trip_answers_identically() {
     }
     assert!(db.check(None).unwrap().ok());
 }
+
+/// With nothing running in the background, waiting returns at once, even with no time to
+/// wait; on a dropped collection it is a clear error.
+#[test]
+fn waiting_for_background_work_returns_at_once_when_idle_and_fails_when_dropped() {
+    let mut rng = Rng(9);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let c = collection(&db, 16, Metric::L2, None);
+    upsert(&c, &clustered(&mut rng, 300, 16), 0);
+    assert!(c.wait_for_background_work(Duration::ZERO).unwrap());
+    assert!(
+        !c.info()
+            .unwrap()
+            .vector_index
+            .quantization
+            .unwrap()
+            .training
+    );
+    db.drop_collection("v").unwrap();
+    assert!(matches!(
+        c.wait_for_background_work(WAIT),
+        Err(Error::CollectionNotFound(name)) if name == "v"
+    ));
+}

@@ -653,6 +653,12 @@ impl DerivedIndex for DiskAnnIndex {
         self.merge.try_lock().is_none_or(|m| m.is_some())
     }
 
+    fn background_done(&self) -> bool {
+        self.merge
+            .try_lock()
+            .is_some_and(|m| m.as_ref().is_some_and(MergeJob::is_done))
+    }
+
     fn publish(&mut self) -> Result<()> {
         if self.merge.get_mut().as_ref().is_some_and(MergeJob::is_done) {
             if let Some(job) = self.merge.get_mut().take() {

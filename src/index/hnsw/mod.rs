@@ -625,15 +625,17 @@ impl<E: Element> DerivedIndex for HnswIndex<E> {
         self.compaction.try_lock().is_none_or(|c| c.is_some())
     }
 
+    fn background_done(&self) -> bool {
+        self.compaction_done()
+    }
+
     fn publish(&mut self) -> Result<()> {
         // Replaced versions first: a compaction being installed must see them vacated.
         for slot in std::mem::take(&mut self.replaced) {
             self.stored.slots.vacate(slot);
         }
-        if self.compaction_done() {
-            if let Some(compaction) = self.compaction.get_mut().take() {
-                *self.compaction.get_mut() = self.install(compaction);
-            }
+        if let Some(compaction) = self.compaction.get_mut().take_if(|c| c.job.is_done()) {
+            *self.compaction.get_mut() = self.install(compaction);
         }
         self.published.store(self.graph.len(), Ordering::Release);
         Ok(())

@@ -309,17 +309,10 @@ impl Builder {
                 (centroids, pq, n)
             }
         };
-        let encoded: Vec<(u32, Vec<u8>)> = (0..n)
-            .into_par_iter()
-            .map(|slot| self.encode(&centroids, &pq, stored.vectors.get(slot)))
-            .collect();
-        let mut lists = vec![InvList::default(); centroids.len() / self.dim];
-        for (slot, (list, code)) in encoded.into_iter().enumerate() {
-            let list = &mut lists[list as usize];
-            list.slots.push(slot as u32);
-            list.codes.extend_from_slice(&code);
-        }
-        let trained = Trained::new(centroids, pq, lists, trained_on, n, self.metric);
+        let lists = vec![InvList::default(); centroids.len() / self.dim];
+        let mut trained = Trained::new(centroids, pq, lists, trained_on, 0, self.metric);
+        let entries = self.encode_slots(&trained, &stored, 0..n);
+        trained.append(entries, n);
         Ok((stored, trained))
     }
 }
@@ -433,7 +426,7 @@ impl IvfPqIndex {
 
     /// Starts rebuilding the index in the background from a copy of the live vectors:
     /// retraining the quantisers (`retrain`, or never trained) or reusing them (a compaction).
-    /// A failure to start is logged; the next batch tries again.
+    /// A failure to start is logged and holds rebuilds back ([`RetryAfterFailure`]).
     fn start_rebuild(&self, retrain: bool) {
         let live = self.stored.slots.live();
         log::info!(
@@ -760,21 +753,18 @@ impl DerivedIndex for IvfPqIndex {
         self.rebuilding()
     }
 
+    fn background_done(&self) -> bool {
+        self.rebuild_done()
+    }
+
     fn publish(&mut self) -> Result<()> {
         if let Some(prepared) = self.prepared.get_mut().take() {
             self.install(prepared);
         }
-        if self
-            .rebuild
-            .get_mut()
-            .as_ref()
-            .is_some_and(|r| r.job.is_done())
-        {
-            if let Some(rebuild) = self.rebuild.get_mut().take() {
-                *self.rebuild.get_mut() = self.install_rebuild(rebuild);
-                // What came due while it ran (say, growth past the retraining size).
-                self.start_due_rebuild();
-            }
+        if let Some(rebuild) = self.rebuild.get_mut().take_if(|r| r.job.is_done()) {
+            *self.rebuild.get_mut() = self.install_rebuild(rebuild);
+            // What came due while it ran (say, growth past the retraining size).
+            self.start_due_rebuild();
         }
         Ok(())
     }
