@@ -541,7 +541,7 @@ impl Args {
 /// Writes the corpus to a new collection (flat vector index, English text index).
 fn index_corpus(db: &Database, docs: &[Doc]) -> quiverdb::Result<Collection> {
     let config = CollectionConfig::new(DIM, Metric::Cosine)
-        .with_index(IndexConfig::Flat)
+        .with_index(IndexConfig::Flat {})
         .with_text_index(true);
     let col = db.create_collection("eval", config)?;
     for (b, chunk) in docs.chunks(BATCH).enumerate() {

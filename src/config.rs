@@ -7,13 +7,15 @@ use crate::types::{validate_vector_for, Metric, MAX_DIM};
 
 /// Which vector index serves approximate search. Later kinds (HNSW, IVF-PQ, DiskANN) are added
 /// as variants with their parameters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Every variant has named fields (`Flat {}` too): serde ignores `deny_unknown_fields` for unit
+/// variants of an internally tagged enum, so `{"kind":"flat","m":16}` would be accepted silently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum IndexConfig {
     /// Exact brute-force scan with SIMD kernels.
-    #[default]
-    Flat,
+    Flat {},
     /// HNSW graph (Malkov & Yashunin): approximate, fast; `ef` per query trades speed for recall.
     Hnsw {
         /// Links per node per layer (2·M on layer 0), 2..=128; default 16.
@@ -64,6 +66,13 @@ pub enum IndexConfig {
         #[serde(default = "default_build_ram_mb")]
         build_ram_mb: usize,
     },
+}
+
+impl Default for IndexConfig {
+    /// The exact flat index.
+    fn default() -> Self {
+        IndexConfig::Flat {}
+    }
 }
 
 /// How an index stores vector components.
@@ -144,7 +153,7 @@ impl IndexConfig {
     /// The index kind's name as used by the CLI.
     pub fn kind_name(&self) -> &'static str {
         match self {
-            IndexConfig::Flat => "flat",
+            IndexConfig::Flat {} => "flat",
             IndexConfig::Hnsw { .. } => "hnsw",
             IndexConfig::IvfPq { .. } => "ivfpq",
             IndexConfig::DiskAnn { .. } => "diskann",
@@ -190,7 +199,7 @@ impl IndexConfig {
     /// Checks the index parameters.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            IndexConfig::Flat => Ok(()),
+            IndexConfig::Flat {} => Ok(()),
             IndexConfig::DiskAnn {
                 r,
                 l,
@@ -246,7 +255,7 @@ impl IndexConfig {
     /// Parses a kind name given on the command line.
     pub fn from_kind_name(name: &str) -> Result<Self> {
         match name {
-            "flat" => Ok(IndexConfig::Flat),
+            "flat" => Ok(IndexConfig::Flat {}),
             "hnsw" => Ok(IndexConfig::hnsw()),
             "ivfpq" => Ok(IndexConfig::ivfpq()),
             "diskann" => Ok(IndexConfig::diskann()),
@@ -389,7 +398,7 @@ impl CollectionConfig {
         CollectionConfig {
             dim,
             metric,
-            index: IndexConfig::Flat,
+            index: IndexConfig::Flat {},
             text_indexed: false,
             text_tokenizer: TextTokenizer::default(),
             payload_fields: Vec::new(),
@@ -679,6 +688,23 @@ mod tests {
         let config = CollectionConfig::new(4, Metric::L2).with_index(IndexConfig::hnsw());
         let f16_config = CollectionConfig::new(4, Metric::L2).with_index(half);
         assert_ne!(config.index_fingerprint(7), f16_config.index_fingerprint(7));
+    }
+
+    #[test]
+    fn every_index_kind_refuses_unknown_fields() {
+        for kind in ["flat", "hnsw", "ivfpq", "diskann"] {
+            let plain = format!(r#"{{"kind":"{kind}"}}"#);
+            let config: IndexConfig = serde_json::from_str(&plain).unwrap();
+            assert_eq!(config.kind_name(), kind);
+            assert_eq!(serde_json::to_string(&config).unwrap().find(kind), Some(9));
+            let extra = format!(r#"{{"kind":"{kind}","precision":"f16","bogus":1}}"#);
+            let err = serde_json::from_str::<IndexConfig>(&extra).unwrap_err();
+            assert!(err.to_string().contains("unknown field"), "{kind}: {err}");
+        }
+        assert_eq!(
+            serde_json::to_string(&IndexConfig::default()).unwrap(),
+            r#"{"kind":"flat"}"#
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub enum IndexKind {
 /// The collection configuration of the fuzzed indexes.
 fn config(kind: IndexKind, metric: Metric) -> CollectionConfig {
     CollectionConfig::new(INDEX_DIM, metric).with_index(match kind {
-        IndexKind::Flat => IndexConfig::Flat,
+        IndexKind::Flat => IndexConfig::Flat {},
         IndexKind::Hnsw => IndexConfig::Hnsw {
             m: 4,
             ef_construction: 16,

@@ -537,7 +537,7 @@ mod tests {
                 queries: "missing.fvecs".into(),
                 ground_truth: "missing.ivecs".into(),
                 metric: Metric::L2,
-                index: IndexConfig::Flat,
+                index: IndexConfig::Flat {},
                 ef: vec![10],
                 nprobe: Vec::new(),
                 refine: None,

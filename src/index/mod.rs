@@ -255,7 +255,7 @@ pub fn new_vector_index(
     dir: &IndexDir,
 ) -> Box<dyn VectorIndex> {
     match config.index {
-        IndexConfig::Flat => Box::new(flat::FlatIndex::new(config, instance)),
+        IndexConfig::Flat {} => Box::new(flat::FlatIndex::new(config, instance)),
         IndexConfig::Hnsw {
             m,
             ef_construction,

@@ -54,7 +54,7 @@ fn config(kind: &str) -> CollectionConfig {
             nlist: Some(8),
             pq_m: Some(4),
         },
-        "flat" => IndexConfig::Flat,
+        "flat" => IndexConfig::Flat {},
         "diskann" => IndexConfig::DiskAnn {
             r: 16,
             l: 32,

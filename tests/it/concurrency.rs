@@ -813,7 +813,7 @@ fn flat_one_writer_eight_readers() {
     run(
         Setup {
             name: "flat",
-            index: IndexConfig::Flat,
+            index: IndexConfig::Flat {},
             train: false,
             exact: true,
             tune: |r| r,

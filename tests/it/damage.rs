@@ -124,7 +124,7 @@ impl Kind {
 
     fn config(self) -> IndexConfig {
         match self {
-            Kind::Flat => IndexConfig::Flat,
+            Kind::Flat => IndexConfig::Flat {},
             Kind::Hnsw => IndexConfig::hnsw(),
             Kind::IvfPq => IndexConfig::IvfPq {
                 nlist: Some(8),

@@ -1755,7 +1755,7 @@ fn run_collection_case(
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let query = vector(query_seed);
-    let mut config = CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::Flat);
+    let mut config = CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::Flat {});
     for ((path, kind), indexed) in PAYLOAD.iter().zip(indexed_at_creation) {
         if *indexed {
             config = config.with_payload_field(*path, *kind);
