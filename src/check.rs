@@ -155,26 +155,26 @@ pub fn check_collection(collection: &Collection) -> Result<IndexCheck> {
         let store_ids: Vec<u32> = store_pairs.iter().map(|&(id, _)| id).collect();
         let mut problems = id_set_problems(&store_ids, &index_ids);
         let mut wrong_vectors = Vec::new();
+        // Half floats: the rounding of a component normalised on another CPU's kernels can land
+        // one half-float step away (2⁻¹⁰ relative, or the smallest subnormal).
+        let half = config.index.precision() == VectorPrecision::F16;
+        let tolerance = |b: f32| {
+            if half {
+                b.abs() / 1024.0 + 6e-8
+            } else {
+                1e-6 * b.abs().max(1.0)
+            }
+        };
         reader.for_each_document(|id, doc| {
             let mut expected = doc.vector;
             if config.metric == Metric::Cosine {
                 distance::normalize(&mut expected);
             }
-            // Half floats: the rounding of a component normalised on another CPU's kernels can
-            // land one half-float step away (2⁻¹⁰ relative, or the smallest subnormal).
-            let half = config.index.precision() == VectorPrecision::F16;
             if half {
                 for x in &mut expected {
                     *x = distance::f16::from_f32(*x).to_f32();
                 }
             }
-            let tolerance = |b: f32| {
-                if half {
-                    b.abs() / 1024.0 + 6e-8
-                } else {
-                    1e-6 * b.abs().max(1.0)
-                }
-            };
             if let Some(held) = index.vector(id) {
                 let close = held.len() == expected.len()
                     && held

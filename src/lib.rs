@@ -40,6 +40,7 @@ pub mod fuzzing;
 pub mod import;
 pub mod index;
 pub mod keyword;
+mod memory;
 pub mod payload;
 pub mod query;
 mod rng;

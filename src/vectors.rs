@@ -30,6 +30,9 @@ pub trait Element: Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 
     fn distance(metric: &MetricDistance, q: &[f32], v: &[Self]) -> f32;
     /// `v` as `f32`: borrowed when already `f32`.
     fn widen(v: &[Self]) -> Cow<'_, [f32]>;
+    /// `v` as `f32`: `v` itself when already `f32`, else widened into `scratch` (no allocation
+    /// once `scratch` has grown to the dimension).
+    fn widen_into<'a>(v: &'a [Self], scratch: &'a mut Vec<f32>) -> &'a [f32];
     /// Appends the little-endian bytes of `self`.
     fn put_le(self, out: &mut Vec<u8>);
     /// Reads a component from its `BYTES` little-endian bytes.
@@ -53,6 +56,9 @@ impl Element for f32 {
     }
     fn widen(v: &[Self]) -> Cow<'_, [f32]> {
         Cow::Borrowed(v)
+    }
+    fn widen_into<'a>(v: &'a [Self], _scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        v
     }
     fn put_le(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
@@ -79,9 +85,15 @@ impl Element for f16 {
         metric.distance_f16(q, v)
     }
     fn widen(v: &[Self]) -> Cow<'_, [f32]> {
-        let mut wide = vec![0.0; v.len()];
-        v.convert_to_f32_slice(&mut wide);
+        let mut wide = Vec::new();
+        Self::widen_into(v, &mut wide);
         Cow::Owned(wide)
+    }
+    fn widen_into<'a>(v: &'a [Self], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        scratch.clear();
+        scratch.resize(v.len(), 0.0);
+        v.convert_to_f32_slice(scratch);
+        scratch
     }
     fn put_le(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_bits().to_le_bytes());
@@ -98,6 +110,9 @@ pub trait VectorSource: Sync {
     fn distance_to(&self, metric: &MetricDistance, q: &[f32], slot: usize) -> f32;
     /// The vector in `slot` as an `f32` query (borrowed when stored as `f32`).
     fn query_of(&self, slot: usize) -> Cow<'_, [f32]>;
+    /// The vector in `slot` as an `f32` query, widened into `scratch` if it is not stored as
+    /// `f32`: for loops over many slots, which then allocate nothing.
+    fn query_into<'s>(&'s self, slot: usize, scratch: &'s mut Vec<f32>) -> &'s [f32];
     /// Hints the CPU to start loading the vector in `slot`.
     fn prefetch(&self, slot: usize);
 }
@@ -110,6 +125,10 @@ impl<E: Element> VectorSource for VectorArena<E> {
     #[inline]
     fn query_of(&self, slot: usize) -> Cow<'_, [f32]> {
         E::widen(self.get(slot))
+    }
+    #[inline]
+    fn query_into<'s>(&'s self, slot: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        E::widen_into(self.get(slot), scratch)
     }
     #[inline]
     fn prefetch(&self, slot: usize) {
@@ -251,6 +270,7 @@ impl<E: Element> VectorArena<E> {
             return;
         }
         let mut buf = vec![E::default(); needed.max(self.buf.len())];
+        crate::memory::advise_huge_pages(&buf);
         let start = aligned_start(&buf);
         let used = self.len * self.stride;
         buf[start..start + used].copy_from_slice(&self.buf[self.start..self.start + used]);

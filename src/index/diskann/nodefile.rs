@@ -261,6 +261,8 @@ impl NodeFile {
         let mut crc = 0u32;
         let mut read = |len: usize| -> Result<Vec<u8>> {
             let mut bytes = vec![0u8; len];
+            // The codes are read at random by every search (a no-op for the small parts).
+            crate::memory::advise_huge_pages(&bytes);
             self.file.read_exact_at(&mut bytes, at)?;
             at += len as u64;
             crc = crc32c::crc32c_append(crc, &bytes);

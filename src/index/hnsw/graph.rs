@@ -173,6 +173,7 @@ impl Graph {
     pub fn reserve(&mut self, additional: usize) {
         self.levels.reserve(additional);
         self.level0.reserve(additional * (self.m_max0 + 1));
+        crate::memory::advise_huge_pages(&self.level0);
         self.upper.reserve(additional);
     }
 
@@ -181,8 +182,12 @@ impl Graph {
         let level = level.min(MAX_LEVEL);
         let node = self.levels.len() as u32;
         self.levels.push(level as u8);
+        let capacity = self.level0.capacity();
         self.level0
             .extend((0..=self.m_max0).map(|_| AtomicU32::new(0)));
+        if self.level0.capacity() != capacity {
+            crate::memory::advise_huge_pages(&self.level0);
+        }
         self.upper.push(
             (0..level * (self.params.m + 1))
                 .map(|_| AtomicU32::new(0))
@@ -361,16 +366,17 @@ impl Graph {
     ) -> Vec<u32> {
         let mut kept: Vec<Scored> = Vec::with_capacity(m);
         let mut pruned = Vec::new();
+        let mut scratch = Vec::new();
         for &c in candidates {
             if kept.len() >= m {
                 break;
             }
-            let vc = ctx.vectors.query_of(c.node as usize);
+            let vc = ctx.vectors.query_into(c.node as usize, &mut scratch);
             // Prune `c` only if a kept neighbour is strictly closer to it than the base is: with
             // `<=`, an exact duplicate of the base would prune every other candidate.
             let diverse = kept
                 .iter()
-                .all(|k| ctx.distance_to(&vc, k.node) >= c.distance);
+                .all(|k| ctx.distance_to(vc, k.node) >= c.distance);
             if diverse {
                 kept.push(c);
             } else {
@@ -572,6 +578,7 @@ impl Graph {
         }
         graph.levels = levels;
         graph.level0 = level0.into_iter().map(AtomicU32::new).collect();
+        crate::memory::advise_huge_pages(&graph.level0);
         graph.upper = upper
             .into_iter()
             .map(|w| w.into_iter().map(AtomicU32::new).collect())

@@ -220,13 +220,7 @@ impl<E: Element> HnswIndex<E> {
         distance: MetricDistance,
     ) -> Result<Job<Compacted<E>>> {
         Job::start_pooled("quiver-hnsw-compaction", move || {
-            let first = graph.len();
-            graph.reserve(stored.slots.slots() - first);
-            for slot in first..stored.slots.slots() {
-                graph.add_node(graph.draw_level(slot));
-            }
-            let nodes = (first as u32..graph.len() as u32).collect();
-            link(&graph, &stored, distance, &VisitedPool::default(), nodes);
+            link_new_slots(&mut graph, &stored, distance, &VisitedPool::default());
             Ok(Compacted { stored, graph })
         })
     }
@@ -263,11 +257,8 @@ impl<E: Element> HnswIndex<E> {
                 }
             };
         }
-        for new_slot in added.clone() {
-            graph.add_node(graph.draw_level(new_slot));
-        }
-        let added = added.map(|slot| slot as u32).collect();
-        link(&graph, &stored, self.distance, &self.visited, added);
+        debug_assert_eq!(added, graph.len()..stored.slots.slots());
+        link_new_slots(&mut graph, &stored, self.distance, &self.visited);
         self.stored = stored;
         self.graph = graph;
         self.retry.succeeded();
@@ -377,6 +368,28 @@ impl<E: Element> HnswIndex<E> {
 
 /// Links `nodes` (already added to `graph`) with the vectors of `stored`; in parallel when
 /// there are several.
+/// Adds a node for every slot of `stored` past the end of `graph`, and links them all.
+fn link_new_slots<E: Element>(
+    graph: &mut Graph,
+    stored: &StoredVectors<E>,
+    distance: MetricDistance,
+    visited: &VisitedPool,
+) {
+    let first = graph.len();
+    let slots = stored.slots.slots();
+    graph.reserve(slots.saturating_sub(first));
+    for slot in first..slots {
+        graph.add_node(graph.draw_level(slot));
+    }
+    link(
+        graph,
+        stored,
+        distance,
+        visited,
+        (first as u32..slots as u32).collect(),
+    );
+}
+
 fn link<E: Element>(
     graph: &Graph,
     stored: &StoredVectors<E>,
@@ -406,10 +419,20 @@ impl<E: Element> HnswIndex<E> {
         published: usize,
         accept: impl Fn(u32) -> bool,
     ) -> (Vec<Neighbor>, usize) {
+        // Without tombstones every published node is live: skip the lookup of its document (a
+        // random read of the slot table per candidate). Vacancies change only under the write
+        // lock, which this search excludes.
+        let all_live = self.vacant_slots() == 0;
         let ctx = Context {
             vectors: &self.stored.vectors,
             distance: self.distance,
-            is_live: |n: u32| self.is_live(n, published) && accept(n),
+            is_live: |n: u32| {
+                (if all_live {
+                    (n as usize) < published
+                } else {
+                    self.is_live(n, published)
+                }) && accept(n)
+            },
         };
         let (found, examined) = self.visited.with(self.graph.len(), |visited| {
             let mut tr = Traversal {
