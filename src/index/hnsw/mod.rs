@@ -964,6 +964,39 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_compaction_is_dropped_and_retried_only_after_a_pause() {
+        let (mut index, mut model, mut seq, compaction) = compacting(13);
+        let vacant = index.vacant_slots();
+        let mut failing = Job::start("quiver-test-failure", || {
+            Err::<Compacted<f32>, _>(Error::Internal("injected failure".into()))
+        })
+        .unwrap();
+        failing.wait();
+        *index.compaction.get_mut() = Some(Compaction {
+            origins: compaction.origins,
+            job: failing,
+        });
+        index.publish().unwrap();
+        assert!(
+            index.compaction.get_mut().is_none(),
+            "the failure is dropped"
+        );
+        assert_eq!(index.vacant_slots(), vacant, "the tombstones stay");
+        assert_matches(&index, &model, "after the failed compaction");
+        // More deletes keep a compaction due, but none starts until the pause has passed.
+        let deletes: Vec<_> = (1..400).step_by(4).take(10).map(|id| (id, None)).collect();
+        assert!(
+            batch(&mut index, &mut model, &mut seq, &deletes).is_none(),
+            "no compaction right after a failure"
+        );
+        assert!(index.compaction_due());
+        assert_matches(&index, &model, "after the deletes");
+        assert!(index
+            .retry
+            .allows(Instant::now() + std::time::Duration::from_secs(2)));
+    }
+
+    #[test]
     fn many_inserts_during_a_compaction_are_linked_by_a_catch_up_job() {
         let (mut index, mut model, mut seq) = indexed(400, 9);
         let deletes: Vec<_> = (0..400).step_by(4).map(|id| (id, None)).collect();

@@ -913,6 +913,50 @@ mod tests {
         }
     }
 
+    /// A training that fails leaves the index untrained and exact, and the next one waits for
+    /// the retry pause instead of starting with every write.
+    #[test]
+    fn a_failed_training_is_dropped_and_retried_only_after_a_pause() {
+        let mut index = new_index();
+        let (mut model, mut seq) = (Model::new(), 0);
+        let n = MIN_TRAINING_VECTORS as u32;
+        let inserts: Vec<_> = (0..n)
+            .map(|id| (id, Some(vector(id.into(), DIM))))
+            .collect();
+        apply_changes(&mut index, &mut model, &mut seq, &inserts);
+        index.finish_batch().unwrap();
+        let started = index.rebuild.get_mut().take().expect("a training started");
+        let mut failing = Job::start("quiver-test-failure", || {
+            Err::<(StoredVectors, Trained), _>(Error::Internal("injected failure".into()))
+        })
+        .unwrap();
+        failing.wait();
+        *index.rebuild.get_mut() = Some(Rebuild {
+            origins: started.origins,
+            job: failing,
+        });
+        index.publish().unwrap();
+        assert!(!index.background_work(), "the failure is dropped");
+        assert!(!index.is_trained());
+        assert_matches(&index, &model, "after the failed training");
+        // The next write finds a training due but starts none during the pause.
+        apply_changes(
+            &mut index,
+            &mut model,
+            &mut seq,
+            &[(n, Some(vector(7, DIM)))],
+        );
+        finish(&mut index);
+        assert!(
+            !index.background_work(),
+            "no training right after a failure"
+        );
+        assert_matches(&index, &model, "after the next write");
+        assert!(index
+            .retry
+            .allows(Instant::now() + std::time::Duration::from_secs(2)));
+    }
+
     /// The batch that crosses the training size starts a training in the background and
     /// returns untrained; deletes, replacements and inserts landing before the training is
     /// installed are carried over: inserts are encoded at once when few, else by a catch-up
