@@ -117,6 +117,29 @@ pub trait VectorSource: Sync {
     fn prefetch(&self, slot: usize);
     /// How many vectors a traversal should have prefetched ahead of the one it measures.
     fn prefetch_depth(&self) -> usize;
+    /// Calls `visit(slot, distance)` for each of `slots` in order, with the distance from the
+    /// prepared query `q`, keeping the next [`VectorSource::prefetch_depth`] vectors on their
+    /// way into the cache meanwhile. Prefetching every slot first instead overflows the CPU's
+    /// miss buffers (32 neighbours × 8 lines) and measured 1.1–1.45× slower at 128-D.
+    #[inline]
+    fn for_each_distance(
+        &self,
+        metric: &MetricDistance,
+        q: &[f32],
+        slots: &[u32],
+        mut visit: impl FnMut(u32, f32),
+    ) {
+        let depth = self.prefetch_depth();
+        for &slot in slots.iter().take(depth) {
+            self.prefetch(slot as usize);
+        }
+        for (j, &slot) in slots.iter().enumerate() {
+            if let Some(&ahead) = slots.get(j + depth) {
+                self.prefetch(ahead as usize);
+            }
+            visit(slot, self.distance_to(metric, q, slot as usize));
+        }
+    }
 }
 
 impl<E: Element> VectorSource for VectorArena<E> {
@@ -329,6 +352,29 @@ mod tests {
     fn every_slot_is_cache_line_aligned() {
         check_alignment::<f32>();
         check_alignment::<f16>();
+    }
+
+    #[test]
+    fn pipelined_distances_visit_every_slot_in_order_with_its_distance() {
+        let metric = MetricDistance::new(crate::types::Metric::L2);
+        for dim in [3usize, 128, 1024] {
+            let mut arena = VectorArena::<f32>::new(dim);
+            for i in 0..40 {
+                let v: Vec<f32> = (0..dim).map(|d| ((i * 7 + d * 3) % 11) as f32).collect();
+                arena.push(&v);
+            }
+            let q: Vec<f32> = (0..dim).map(|d| (d % 5) as f32).collect();
+            // Shorter and longer than the prefetch depth, repeats included.
+            for slots in [vec![], vec![5], vec![3, 1, 4, 1, 5, 9, 2, 6, 39, 0]] {
+                let mut seen = Vec::new();
+                arena.for_each_distance(&metric, &q, &slots, |slot, d| seen.push((slot, d)));
+                let want: Vec<(u32, f32)> = slots
+                    .iter()
+                    .map(|&s| (s, metric.distance(&q, arena.get(s as usize))))
+                    .collect();
+                assert_eq!(seen, want, "dim {dim}, slots {slots:?}");
+            }
+        }
     }
 
     #[test]

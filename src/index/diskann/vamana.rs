@@ -150,14 +150,11 @@ pub fn greedy_search<V: VectorSource>(
         });
         while let Some(current) = candidates.expand_next() {
             expanded.push(current);
-            for next in graph.neighbors(current.node) {
-                if seen.insert(next) {
-                    candidates.insert(Scored {
-                        distance: vectors.distance_to(distance, query, next as usize),
-                        node: next,
-                    });
-                }
-            }
+            let mut fresh = graph.neighbors(current.node);
+            fresh.retain(|&next| seen.insert(next));
+            vectors.for_each_distance(distance, query, &fresh, |node, d| {
+                candidates.insert(Scored { distance: d, node });
+            });
         }
         (candidates.iter().collect(), expanded)
     })
