@@ -9,6 +9,7 @@ use super::{uuid_of, IvfPqIndex, Trained};
 use crate::distance::{self, adc};
 use crate::index::{IndexSearch, Neighbor, QuantizationStatus, SearchKnobs, TopK, VectorIndexRead};
 use crate::types::{InternalId, Metric};
+use crate::vectors::VectorSource;
 
 /// Candidates re-ranked per requested hit when the request does not say.
 pub const DEFAULT_REFINE: usize = 4;
@@ -230,17 +231,22 @@ impl IvfPqIndex {
         refine: usize,
     ) -> Vec<Neighbor> {
         let mut top = TopK::new(k);
-        for (approximate, slot) in candidates {
-            let Some((id, uuid)) = uuid_of(&self.stored, slot as usize) else {
-                continue;
-            };
-            let distance = if refine == 0 {
-                approximate
-            } else {
-                self.distance
-                    .distance(q, self.stored.vectors.get(slot as usize))
-            };
-            top.push(Neighbor { id, uuid, distance });
+        let mut push = |slot: u32, distance: f32| {
+            if let Some((id, uuid)) = uuid_of(&self.stored, slot as usize) {
+                top.push(Neighbor { id, uuid, distance });
+            }
+        };
+        if refine == 0 {
+            for (approximate, slot) in candidates {
+                push(slot, approximate);
+            }
+        } else {
+            // The shortlist's vectors lie anywhere in the arena: measure them through the
+            // prefetch pipeline.
+            let slots: Vec<u32> = candidates.iter().map(|&(_, slot)| slot).collect();
+            self.stored
+                .vectors
+                .for_each_distance(&self.distance, q, &slots, push);
         }
         top.into_sorted()
     }
