@@ -91,6 +91,15 @@ impl<T: Send + 'static> Job<T> {
         })
     }
 
+    /// A job that has already ended with `error`: for tests of the failure paths.
+    #[cfg(test)]
+    pub fn failed(error: Error) -> Job<T> {
+        Job {
+            name: "quiver-test-failure",
+            state: State::Done(Err(error)),
+        }
+    }
+
     /// Whether the work has ended (successfully or not).
     pub fn is_done(&self) -> bool {
         match &self.state {

@@ -967,14 +967,9 @@ mod tests {
     fn a_failed_compaction_is_dropped_and_retried_only_after_a_pause() {
         let (mut index, mut model, mut seq, compaction) = compacting(13);
         let vacant = index.vacant_slots();
-        let mut failing = Job::start("quiver-test-failure", || {
-            Err::<Compacted<f32>, _>(Error::Internal("injected failure".into()))
-        })
-        .unwrap();
-        failing.wait();
         *index.compaction.get_mut() = Some(Compaction {
             origins: compaction.origins,
-            job: failing,
+            job: Job::failed(Error::Internal("injected failure".into())),
         });
         index.publish().unwrap();
         assert!(

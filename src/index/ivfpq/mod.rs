@@ -891,6 +891,21 @@ mod tests {
         }
     }
 
+    /// An index and its model holding documents `0..MIN_TRAINING_VECTORS`, with the last
+    /// sequence number used, and the training their batch started, taken out of the index (held
+    /// back, so that a test can land changes, or a failure, while it is pending).
+    fn training_held_back() -> (IvfPqIndex, Model, Seq, Rebuild) {
+        let mut index = new_index();
+        let (mut model, mut seq) = (Model::new(), 0);
+        let inserts: Vec<_> = (0..MIN_TRAINING_VECTORS as u32)
+            .map(|id| (id, Some(vector(id.into(), DIM))))
+            .collect();
+        apply_changes(&mut index, &mut model, &mut seq, &inserts);
+        index.finish_batch().unwrap();
+        let started = index.rebuild.get_mut().take().expect("a training started");
+        (index, model, seq, started)
+    }
+
     /// The index holds exactly the model's documents with their vectors, its lists are sound,
     /// and a search probing every list with a wide re-ranking returns the exact nearest.
     fn assert_matches(index: &IvfPqIndex, model: &Model, ctx: &str) {
@@ -917,23 +932,11 @@ mod tests {
     /// the retry pause instead of starting with every write.
     #[test]
     fn a_failed_training_is_dropped_and_retried_only_after_a_pause() {
-        let mut index = new_index();
-        let (mut model, mut seq) = (Model::new(), 0);
+        let (mut index, mut model, mut seq, started) = training_held_back();
         let n = MIN_TRAINING_VECTORS as u32;
-        let inserts: Vec<_> = (0..n)
-            .map(|id| (id, Some(vector(id.into(), DIM))))
-            .collect();
-        apply_changes(&mut index, &mut model, &mut seq, &inserts);
-        index.finish_batch().unwrap();
-        let started = index.rebuild.get_mut().take().expect("a training started");
-        let mut failing = Job::start("quiver-test-failure", || {
-            Err::<(StoredVectors, Trained), _>(Error::Internal("injected failure".into()))
-        })
-        .unwrap();
-        failing.wait();
         *index.rebuild.get_mut() = Some(Rebuild {
             origins: started.origins,
-            job: failing,
+            job: Job::failed(Error::Internal("injected failure".into())),
         });
         index.publish().unwrap();
         assert!(!index.background_work(), "the failure is dropped");
@@ -965,16 +968,8 @@ mod tests {
     fn a_background_training_carries_over_the_writes_made_while_it_ran() {
         for added in [600u32, ENCODE_UNDER_LOCK as u32 + 100] {
             let ctx = format!("{added} added");
-            let mut index = new_index();
-            let (mut model, mut seq) = (Model::new(), 0);
+            let (mut index, mut model, mut seq, mut rebuild) = training_held_back();
             let n = MIN_TRAINING_VECTORS as u32;
-            let inserts: Vec<_> = (0..n)
-                .map(|id| (id, Some(vector(id.into(), DIM))))
-                .collect();
-            apply_changes(&mut index, &mut model, &mut seq, &inserts);
-            index.finish_batch().unwrap();
-            // Held back, so that the changes below land while it is pending.
-            let mut rebuild = index.rebuild.get_mut().take().expect("a training started");
             rebuild.job.wait();
             assert!(!index.is_trained(), "{ctx}: the write returned untrained");
             assert_matches(&index, &model, &format!("{ctx}, untrained"));
