@@ -780,11 +780,14 @@ fn bench_report(options: &bench::BenchOptions, json: Option<&Path>) -> CliResult
     if let Some(q) = &report.quantization {
         writeln!(
             out,
-            "  quantisation: trained {}, nlist {:?}, {:?} bytes per code, codes and list entries {:.1} MiB, reconstruction MSE {:.4} ({:.2}% of the mean squared norm)",
+            "  quantisation: trained {}, nlist {:?}, {:?} bytes per code, list entries {:.2} MiB + quantisers {:.2} MiB = 1/{:.1} of the raw vectors, reconstruction MSE {:.4} ({:.2}% of the mean squared norm)",
             q.trained,
             q.nlist,
             q.code_bytes,
             q.code_memory_bytes as f64 / 1048576.0,
+            q.quantiser_memory_bytes as f64 / 1048576.0,
+            (report.n * report.dim * 4) as f64
+                / (q.code_memory_bytes + q.quantiser_memory_bytes).max(1) as f64,
             q.reconstruction_mse.unwrap_or(f64::NAN),
             100.0 * q.relative_reconstruction_error.unwrap_or(f64::NAN)
         )?;

@@ -231,8 +231,11 @@ pub struct QuantizationStatus {
     /// Whether a training, retraining or compaction runs in the background (searches meanwhile
     /// use the current state: exact scans before the first training).
     pub training: bool,
-    /// Bytes of the codes and list entries (without the full vectors).
+    /// Bytes of the list entries: slots, codes and (L2) norm terms.
     pub code_memory_bytes: usize,
+    /// Bytes of the coarse centroids, the codebooks and the lists' headers. With
+    /// `code_memory_bytes`, all the index holds besides the full vectors.
+    pub quantiser_memory_bytes: usize,
     /// Mean squared error of the reconstructed vectors (centroid + decoded residual), over a
     /// sample of up to 1,000 live vectors.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -29,10 +29,10 @@ pub struct ProductQuantizer {
     dim: usize,
     m: usize,
     dsub: usize,
-    /// `m × 256 × dsub` floats: sub-space `j`'s centroid `c` starts at `(j * 256 + c) * dsub`.
-    codebooks: Vec<f32>,
-    /// The same, each sub-space's codebook transposed (`dsub × 256`, coordinate `d` of centroid
-    /// `c` at `j * 256 * dsub + d * 256 + c`) for [`l2_squared_transposed`] / [`dot_transposed`].
+    /// The codebooks, each sub-space's transposed (`dsub × 256` floats: coordinate `d` of
+    /// centroid `c` of sub-space `j` at `j * 256 * dsub + d * 256 + c`), the layout
+    /// [`l2_squared_transposed`] / [`dot_transposed`] read. The only copy: decoding gathers
+    /// from it, and [`ProductQuantizer::codebooks`] rebuilds the row-major form.
     codebooks_t: Vec<f32>,
     /// Rotation applied before quantising, if trained with one.
     rotation: Option<Rotation>,
@@ -178,17 +178,16 @@ impl ProductQuantizer {
         Ok(Self::assemble(dim, m, dsub, codebooks))
     }
 
-    /// Builds the quantiser from validated parts, deriving the transposed codebooks.
+    /// Builds the quantiser from validated parts, transposing the codebooks.
     fn assemble(dim: usize, m: usize, dsub: usize, codebooks: Vec<f32>) -> Self {
-        let codebooks_t = codebooks
-            .chunks_exact(KSUB * dsub)
-            .flat_map(|book| transpose(book, dsub))
-            .collect();
+        let mut codebooks_t = Vec::with_capacity(codebooks.len());
+        for book in codebooks.chunks_exact(KSUB * dsub) {
+            codebooks_t.extend(transpose(book, dsub));
+        }
         ProductQuantizer {
             dim,
             m,
             dsub,
-            codebooks,
             codebooks_t,
             rotation: None,
         }
@@ -219,10 +218,25 @@ impl ProductQuantizer {
         self.m * KSUB
     }
 
-    /// The codebooks, `m × 256 × dsub` floats: sub-space `j`'s centroid `c` starts at
-    /// `(j * 256 + c) * dsub`.
-    pub fn codebooks(&self) -> &[f32] {
-        &self.codebooks
+    /// The codebooks row-major (a copy, for checkpoints), `m × 256 × dsub` floats: sub-space
+    /// `j`'s centroid `c` starts at `(j * 256 + c) * dsub`.
+    pub fn codebooks(&self) -> Vec<f32> {
+        let mut rows = vec![0f32; self.codebooks_t.len()];
+        for (j, book) in rows.chunks_exact_mut(KSUB * self.dsub).enumerate() {
+            for (c, centroid) in book.chunks_exact_mut(self.dsub).enumerate() {
+                self.gather_centroid(j, c, centroid);
+            }
+        }
+        rows
+    }
+
+    /// Centroid `c` of sub-space `j` into `out` (`dsub` floats), from the transposed codebook.
+    #[inline]
+    fn gather_centroid(&self, j: usize, c: usize, out: &mut [f32]) {
+        let book = self.book_t(j);
+        for (d, x) in out.iter_mut().enumerate() {
+            *x = book[d * KSUB + c];
+        }
     }
 
     /// The transposed codebook of sub-space `j` (`dsub × 256` floats); `j < m`.
@@ -307,8 +321,7 @@ impl ProductQuantizer {
             .take(usable)
             .enumerate()
         {
-            let start = (j * KSUB + usize::from(c)) * self.dsub;
-            dst.copy_from_slice(&self.codebooks[start..start + self.dsub]);
+            self.gather_centroid(j, usize::from(c), dst);
         }
     }
 
@@ -379,11 +392,10 @@ impl ProductQuantizer {
         errors.iter().sum::<f64>() / n as f64
     }
 
-    /// Approximate bytes held (the codebooks, their transposed copy, the rotation and the struct
-    /// itself).
+    /// Approximate bytes held (the codebooks, the rotation and the struct itself).
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + (self.codebooks.capacity() + self.codebooks_t.capacity()) * std::mem::size_of::<f32>()
+            + self.codebooks_t.capacity() * std::mem::size_of::<f32>()
             + self.rotation.as_ref().map_or(0, Rotation::memory_bytes)
     }
 }
@@ -499,6 +511,7 @@ mod tests {
         let data = clustered(400, dim, 50, 3);
         let pq = ProductQuantizer::train(&data, dim, 4, 1).unwrap();
         let dsub = 3;
+        let codebooks = pq.codebooks();
         let probes = clustered(50, dim, 7, 5);
         for x in data
             .chunks_exact(dim)
@@ -509,7 +522,7 @@ mod tests {
             pq.encode(x, &mut code);
             for j in 0..4 {
                 let sub = &x[j * dsub..(j + 1) * dsub];
-                let book = &pq.codebooks()[j * 256 * dsub..(j + 1) * 256 * dsub];
+                let book = &codebooks[j * 256 * dsub..(j + 1) * 256 * dsub];
                 // The transposed kernel sums like the scalar reference, so this is exact.
                 let dists: Vec<f32> = book
                     .chunks_exact(dsub)
@@ -578,7 +591,7 @@ mod tests {
             rotated_err < 0.5 * plain_err,
             "rotated {rotated_err} vs plain {plain_err}"
         );
-        let rebuilt = ProductQuantizer::from_parts(dim, 8, rotated.codebooks().to_vec())
+        let rebuilt = ProductQuantizer::from_parts(dim, 8, rotated.codebooks())
             .unwrap()
             .with_rotation(rotated.rotation().unwrap().clone())
             .unwrap();
@@ -599,13 +612,13 @@ mod tests {
     fn from_parts_round_trip_and_validation() {
         let data = clustered(300, 8, 30, 4);
         let pq = ProductQuantizer::train(&data, 8, 4, 3).unwrap();
-        let back = ProductQuantizer::from_parts(pq.dim(), pq.m(), pq.codebooks().to_vec()).unwrap();
+        let back = ProductQuantizer::from_parts(pq.dim(), pq.m(), pq.codebooks()).unwrap();
         assert_eq!(back, pq);
         assert_eq!(back.encode_many(&data), pq.encode_many(&data));
         assert!(pq.memory_bytes() >= 256 * 8 * 4);
 
         let bad = |r: Result<ProductQuantizer>| matches!(r, Err(Error::InvalidArgument(_)));
-        let books = pq.codebooks().to_vec();
+        let books = pq.codebooks();
         assert!(bad(ProductQuantizer::from_parts(8, 3, books.clone())));
         assert!(bad(ProductQuantizer::from_parts(8, 0, books.clone())));
         assert!(bad(ProductQuantizer::from_parts(0, 4, books.clone())));

@@ -205,8 +205,17 @@ fn manual_training_on_every_metric() {
         assert_eq!(response.strategy, "ivfpq_refined", "{metric:?}: trained");
         let q = c.info().unwrap().vector_index.quantization.unwrap();
         assert!(q.trained && q.nlist == Some(16) && q.code_bytes == Some(12));
-        // Codes (12 bytes) and list entries (4 bytes) per vector: 1/6 of the raw 96 bytes.
-        assert_eq!(q.code_memory_bytes, 3_000 * 16);
+        // Codes (12 bytes), slots (4 bytes) and, for L2, half-precision norm terms (2 bytes)
+        // per vector, of the raw 96 bytes.
+        let per_vector = if metric == Metric::L2 { 18 } else { 16 };
+        assert_eq!(q.code_memory_bytes, 3_000 * per_vector, "{metric:?}");
+        // 16 centroids and 12 × 256 codewords of 2 coordinates, plus headers.
+        let floats = (16 * 24 + 256 * 24) * 4;
+        assert!(
+            (floats..floats + 4_096).contains(&q.quantiser_memory_bytes),
+            "{metric:?}: {} quantiser bytes",
+            q.quantiser_memory_bytes
+        );
         let relative = q.relative_reconstruction_error.unwrap();
         assert!(
             relative > 0.0 && relative < 0.2,

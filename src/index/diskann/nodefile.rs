@@ -458,7 +458,7 @@ fn write_contents(
     };
     let bytes_of =
         |floats: &[f32]| -> Vec<u8> { floats.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    emit(&bytes_of(spec.pq.codebooks()))?;
+    emit(&bytes_of(&spec.pq.codebooks()))?;
     if let Some(rotation) = spec.pq.rotation() {
         emit(&bytes_of(rotation.rows()))?;
     }

@@ -35,12 +35,12 @@
 //! ```
 
 mod search;
+mod trained;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use rayon::prelude::*;
 use uuid::Uuid;
 
 use super::file::{FileHeader, FileReader, FileWriter, IndexFileKind};
@@ -54,6 +54,7 @@ use crate::config::CollectionConfig;
 use crate::distance::MetricDistance;
 use crate::error::{Error, Result};
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
+use trained::{Encoded, InvList, Trained};
 
 const KIND_VERSION: u16 = 1;
 const FILE_NAME: &str = "ivfpq.qvi";
@@ -86,131 +87,11 @@ pub struct IvfPqParams {
     pub pq_m: Option<usize>,
 }
 
-/// One inverted list: the slots of its vectors and their codes (`m` bytes each).
-#[derive(Clone, Debug, Default, PartialEq)]
-struct InvList {
-    slots: Vec<u32>,
-    codes: Vec<u8>,
-}
-
-/// Largest precomputed L2 table kept, in floats (`nlist × m × 256`); beyond it, each probed
-/// list's table is computed per query instead.
-const MAX_PRECOMPUTED_FLOATS: usize = 64 << 20;
-
-/// The trained quantisers and the lists they fill.
-struct Trained {
-    centroids: Vec<f32>,
-    /// The centroids dimension-major (`dim × nlist`), for one-call distances to all of them.
-    centroids_t: Vec<f32>,
-    pq: ProductQuantizer,
-    lists: Vec<InvList>,
-    /// L2 only: per list `l`, sub-space `j`, code `c`: `‖r‖² + 2⟨c_l, r⟩` for the residual
-    /// codeword `r` — so that a probed list's ADC table is this plus the query's one
-    /// `−2⟨q, r⟩` table, with no per-list table computation (Jégou et al. §4.2). Derived from
-    /// the centroids and codebooks; not stored in checkpoints.
-    precomputed: Option<Vec<f32>>,
-    /// The reconstruction error `(mse, relative)` over a sample, computed on first request
-    /// (the quantisers never change after training, so it stays valid).
-    reconstruction: std::sync::OnceLock<(f64, f64)>,
-    /// Live vectors when the quantisers were trained.
-    trained_on: usize,
-    /// Slots below this are in the lists (or vacant); later ones wait to be encoded.
-    indexed: usize,
-}
-
-impl Trained {
-    /// Assembles a trained state, precomputing the L2 tables when the metric is L2 and they fit.
-    fn new(
-        centroids: Vec<f32>,
-        pq: ProductQuantizer,
-        lists: Vec<InvList>,
-        trained_on: usize,
-        indexed: usize,
-        metric: Metric,
-    ) -> Trained {
-        let nlist = lists.len();
-        let dim = pq.dim();
-        let mut centroids_t = vec![0f32; centroids.len()];
-        for (l, centroid) in centroids.chunks_exact(dim.max(1)).enumerate() {
-            for (d, &x) in centroid.iter().enumerate() {
-                centroids_t[d * nlist + l] = x;
-            }
-        }
-        let mut trained = Trained {
-            centroids,
-            centroids_t,
-            pq,
-            lists,
-            precomputed: None,
-            reconstruction: std::sync::OnceLock::new(),
-            trained_on,
-            indexed,
-        };
-        let floats = trained.nlist() * trained.pq.table_len();
-        if metric == Metric::L2 && floats <= MAX_PRECOMPUTED_FLOATS {
-            trained.precomputed = Some(trained.precompute_l2_tables());
-        }
-        trained
-    }
-
-    /// `‖r‖² + 2⟨c_l, r⟩` for every list, sub-space and codeword (see `precomputed`).
-    fn precompute_l2_tables(&self) -> Vec<f32> {
-        let (m, dsub) = (self.pq.m(), self.pq.dsub());
-        let dim = m * dsub;
-        let codebooks = self.pq.codebooks();
-        let norms: Vec<f32> = codebooks
-            .chunks_exact(dsub)
-            .map(|r| r.iter().map(|x| x * x).sum())
-            .collect();
-        let mut tables = vec![0f32; self.nlist() * m * 256];
-        tables
-            .par_chunks_mut(m * 256)
-            .zip(self.centroids.par_chunks(dim))
-            .for_each(|(table, centroid)| {
-                for j in 0..m {
-                    let c = &centroid[j * dsub..(j + 1) * dsub];
-                    for t in 0..256 {
-                        let r = &codebooks[(j * 256 + t) * dsub..(j * 256 + t + 1) * dsub];
-                        let cross: f32 = c.iter().zip(r).map(|(a, b)| a * b).sum();
-                        table[j * 256 + t] = norms[j * 256 + t] + 2.0 * cross;
-                    }
-                }
-            });
-        tables
-    }
-
-    fn nlist(&self) -> usize {
-        self.lists.len()
-    }
-
-    /// Adds encoded slots (list, slot, code) to their lists; slots below `indexed` are then
-    /// all in the lists (or vacant).
-    fn append(&mut self, entries: Vec<(u32, u32, Vec<u8>)>, indexed: usize) {
-        for (list, slot, code) in entries {
-            let list = &mut self.lists[list as usize];
-            list.slots.push(slot);
-            list.codes.extend_from_slice(&code);
-        }
-        self.indexed = indexed;
-    }
-
-    fn memory_bytes(&self) -> usize {
-        self.centroids.len() * 8
-            + self.pq.memory_bytes()
-            + self.precomputed.as_ref().map_or(0, |t| t.len() * 4)
-            + self
-                .lists
-                .iter()
-                .map(|l| l.slots.capacity() * 4 + l.codes.capacity())
-                .sum::<usize>()
-    }
-}
-
 /// What `finish_batch` prepares for `publish` to install.
 enum Prepared {
-    /// New slots encoded: (list, slot, code) each; slots up to `indexed` are then in the lists.
+    /// New slots encoded; slots up to `indexed` are then in the lists.
     Append {
-        entries: Vec<(u32, u32, Vec<u8>)>,
+        entries: Vec<Encoded>,
         indexed: usize,
     },
     /// A (re)trained or compacted index.
@@ -264,36 +145,6 @@ impl Builder {
         Ok((centroids, pq))
     }
 
-    /// Nearest list and residual code of `vector`.
-    fn encode(&self, centroids: &[f32], pq: &ProductQuantizer, vector: &[f32]) -> (u32, Vec<u8>) {
-        let list = kmeans::nearest(vector, centroids, self.dim, 1)
-            .first()
-            .map_or(0, |&(list, _)| list);
-        let c = &centroids[list as usize * self.dim..(list as usize + 1) * self.dim];
-        let residual: Vec<f32> = vector.iter().zip(c).map(|(x, c)| x - c).collect();
-        let mut code = vec![0u8; pq.code_size()];
-        pq.encode(&residual, &mut code);
-        (list, code)
-    }
-
-    /// The occupied slots of `range` encoded with `trained`'s quantisers: (list, slot, code).
-    fn encode_slots(
-        &self,
-        trained: &Trained,
-        stored: &StoredVectors,
-        range: std::ops::Range<usize>,
-    ) -> Vec<(u32, u32, Vec<u8>)> {
-        range
-            .into_par_iter()
-            .filter(|&slot| stored.slots.id(slot).is_some())
-            .map(|slot| {
-                let vector = stored.vectors.get(slot);
-                let (list, code) = self.encode(&trained.centroids, &trained.pq, vector);
-                (list, slot as u32, code)
-            })
-            .collect()
-    }
-
     /// `stored` (without vacant slots) with every vector in its list: the quantisers `reuse`d
     /// (centroids, quantiser, vectors trained on), or trained on `stored`.
     fn build(
@@ -310,8 +161,8 @@ impl Builder {
             }
         };
         let lists = vec![InvList::default(); centroids.len() / self.dim];
-        let mut trained = Trained::new(centroids, pq, lists, trained_on, 0, self.metric);
-        let entries = self.encode_slots(&trained, &stored, 0..n);
+        let mut trained = Trained::new(&centroids, pq, lists, (trained_on, 0), self.metric);
+        let entries = trained.encode_slots(&stored, 0..n);
         trained.append(entries, n);
         Ok((stored, trained))
     }
@@ -438,7 +289,7 @@ impl IvfPqIndex {
             .trained
             .as_ref()
             .filter(|_| !retrain)
-            .map(|t| (t.centroids.clone(), t.pq.clone(), t.trained_on));
+            .map(|t| (t.centroids(), t.pq.clone(), t.trained_on));
         let builder = self.builder();
         match Job::start_pooled("quiver-ivfpq-training", move || {
             builder.build(stored, reuse)
@@ -494,9 +345,7 @@ impl IvfPqIndex {
             return Ok(None);
         }
         Ok(Some(Prepared::Append {
-            entries: self
-                .builder()
-                .encode_slots(trained, &self.stored, trained.indexed..slots),
+            entries: trained.encode_slots(&self.stored, trained.indexed..slots),
             indexed: slots,
         }))
     }
@@ -520,9 +369,8 @@ impl IvfPqIndex {
         };
         let added = origins.catch_up(&mut stored, &self.stored);
         let many = added.len() > ENCODE_UNDER_LOCK;
-        let builder = self.builder();
         let encode_added = move |stored: &StoredVectors, trained: &mut Trained| {
-            let entries = builder.encode_slots(trained, stored, added.clone());
+            let entries = trained.encode_slots(stored, added.clone());
             trained.append(entries, added.end);
         };
         if many {
@@ -582,8 +430,8 @@ impl IvfPqIndex {
         out.write(&head)?;
         self.stored.write(out)?;
         if let Some(t) = &self.trained {
-            out.write_f32s(&t.centroids)?;
-            out.write_f32s(t.pq.codebooks())?;
+            out.write_f32s(&t.centroids())?;
+            out.write_f32s(&t.pq.codebooks())?;
             for list in &t.lists {
                 out.write(&(list.slots.len() as u64).to_le_bytes())?;
             }
@@ -663,7 +511,11 @@ impl IvfPqIndex {
             }
             let mut codes = vec![0u8; len * m];
             input.read(&mut codes)?;
-            lists.push(InvList { slots, codes });
+            lists.push(InvList {
+                slots,
+                codes,
+                l2_terms: Vec::new(),
+            });
         }
         if (0..indexed).any(|slot| stored.slots.id(slot).is_some() && !listed[slot]) {
             return Err(input.corrupted("an indexed vector is in no list"));
@@ -671,11 +523,10 @@ impl IvfPqIndex {
         Ok((
             stored,
             Some(Trained::new(
-                centroids,
+                &centroids,
                 pq,
                 lists,
-                trained_on,
-                indexed,
+                (trained_on, indexed),
                 self.metric,
             )),
         ))
@@ -836,6 +687,17 @@ impl DerivedIndex for IvfPqIndex {
             if list.codes.len() != list.slots.len() * t.pq.code_size() {
                 problems.push(format!("list {l}: codes and slots differ in number"));
             }
+            let terms = if t.keeps_l2_terms {
+                list.slots.len()
+            } else {
+                0
+            };
+            if list.l2_terms.len() != terms {
+                problems.push(format!(
+                    "list {l}: {} norm terms for {terms} entries",
+                    list.l2_terms.len()
+                ));
+            }
             for &slot in &list.slots {
                 match seen.get_mut(slot as usize) {
                     Some(flag) if !*flag => *flag = true,
@@ -873,11 +735,15 @@ mod tests {
     const NLIST: usize = 8;
 
     fn new_index() -> IvfPqIndex {
+        new_index_for(Metric::L2)
+    }
+
+    fn new_index_for(metric: Metric) -> IvfPqIndex {
         let params = IvfPqParams {
             nlist: Some(NLIST),
             pq_m: Some(4),
         };
-        let config = CollectionConfig::new(DIM, Metric::L2).with_index(IndexConfig::IvfPq {
+        let config = CollectionConfig::new(DIM, metric).with_index(IndexConfig::IvfPq {
             nlist: params.nlist,
             pq_m: params.pq_m,
         });
@@ -925,6 +791,94 @@ mod tests {
             let found = found_ids(&index.search(&q, 10, &knobs));
             let want = nearest_in_model(model, &q, 10);
             assert_eq!(found, want, "{ctx}: nearest documents");
+        }
+    }
+
+    /// The centroid and decoded residual of an indexed slot's list entry: the vector it stands
+    /// for is their sum.
+    fn reconstruction(t: &Trained, slot: usize) -> (Vec<f32>, Vec<f32>) {
+        let m = t.pq.code_size();
+        let (l, at) = t
+            .lists
+            .iter()
+            .enumerate()
+            .find_map(|(l, list)| Some((l, list.slots.iter().position(|&s| s as usize == slot)?)))
+            .expect("the slot is in a list");
+        let (mut centroid, mut residual) = (vec![0f32; DIM], vec![0f32; DIM]);
+        t.centroid(l, &mut centroid);
+        t.pq.decode(&t.lists[l].codes[at * m..(at + 1) * m], &mut residual);
+        (centroid, residual)
+    }
+
+    /// Without re-ranking, every hit's distance is the exact distance from the query to the
+    /// vector its entry reconstructs (centroid + decoded residual) under the metric: for L2
+    /// through the entry's half-precision norm term and the query's one table (also with
+    /// coordinates in the thousands, whose terms overflow half precision unless scaled), for
+    /// inner products through that table and the centroid's inner product. Also after a
+    /// reload, which recomputes the norm terms.
+    #[test]
+    fn approximate_distances_are_the_distances_to_the_reconstructed_vectors() {
+        let cases = [
+            (Metric::L2, 1.0),
+            (Metric::L2, 1_000.0),
+            (Metric::Cosine, 1.0),
+            (Metric::Dot, 1.0),
+        ];
+        for (metric, magnitude) in cases {
+            let ctx = format!("{metric:?} × {magnitude}");
+            let scaled = |seed: u64| -> Vec<f32> {
+                vector(seed, DIM).iter().map(|x| x * magnitude).collect()
+            };
+            let mut index = new_index_for(metric);
+            let (mut model, mut seq) = (Model::new(), 0);
+            let inserts: Vec<_> = (0..2_000u32)
+                .map(|id| (id, Some(scaled(id.into()))))
+                .collect();
+            apply_changes(&mut index, &mut model, &mut seq, &inserts);
+            finish(&mut index);
+            assert!(index.train().unwrap());
+            index.publish().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            index
+                .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
+                .unwrap();
+            let mut reloaded = new_index_for(metric);
+            assert!(reloaded.load_checkpoint(dir.path()).unwrap());
+            let knobs = SearchKnobs {
+                nprobe: Some(NLIST),
+                refine: Some(0),
+                ..SearchKnobs::default()
+            };
+            for (which, index) in [("built", &index), ("reloaded", &reloaded)] {
+                let t = index.trained.as_ref().expect("trained");
+                assert_eq!(t.keeps_l2_terms, metric == Metric::L2, "{ctx}");
+                for seed in 0..5 {
+                    let raw = scaled(900 + seed);
+                    let q = index.distance.prepare(&raw).unwrap();
+                    let found = index.search(&raw, 50, &knobs);
+                    assert_eq!(found.neighbors.len(), 50, "{ctx}");
+                    for hit in &found.neighbors {
+                        let slot = index.stored.slots.slot(hit.id).expect("listed");
+                        let (c, r) = reconstruction(t, slot);
+                        let x: Vec<f32> = c.iter().zip(&r).map(|(c, r)| c + r).collect();
+                        let ip = crate::distance::dot(&q, &x);
+                        let exact = match metric {
+                            Metric::L2 => crate::distance::l2_squared(&q, &x),
+                            Metric::Cosine => (1.0 - ip).max(0.0),
+                            Metric::Dot => -ip,
+                        };
+                        // Half precision keeps 11 bits of a term `‖r‖² + 2⟨c, r⟩`, which is
+                        // at most 2(‖c‖² + ‖r‖²) in size.
+                        let norms = crate::distance::dot(&c, &c) + crate::distance::dot(&r, &r);
+                        let tolerance = 1e-3 * (1.0 + exact.abs() + norms);
+                        assert!(
+                            (hit.distance - exact).abs() <= tolerance,
+                            "{ctx}, {which}: {} vs exact {exact}",
+                            hit.distance
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -138,20 +138,17 @@ impl IvfPqIndex {
     ) -> (Vec<Candidate>, usize) {
         let m = t.pq.code_size();
         let inner_product = self.uses_inner_product();
-        // The query's own table: ⟨q, r⟩ for inner products; for L2 with precomputed tables,
-        // −2⟨q, r⟩ (each list then adds its precomputed part).
-        let mut query_table = vec![0f32; m * 256];
-        if inner_product || t.precomputed.is_some() {
-            t.pq.dot_table(q, &mut query_table);
-        }
-        if !inner_product {
-            query_table.iter_mut().for_each(|x| *x *= -2.0);
-        }
+        // One table for every list: ⟨q, r⟩ for inner products; −2⟨q, r⟩ for L2, where each
+        // entry adds its norm term and each list its centroid distance (see `trained.rs`).
         let mut table = vec![0f32; m * 256];
+        t.pq.dot_table(q, &mut table);
+        if !inner_product {
+            table.iter_mut().for_each(|x| *x *= -2.0);
+        }
         let mut candidates = Shortlist::new(want);
         let mut scanned = 0;
         let mut adc_out = Vec::new();
-        let mut residual = vec![0f32; self.dim];
+        let mut centroid = vec![0f32; self.dim];
         let mut order = ProbeOrder::new(q, t, nprobe);
         let mut probed = 0;
         // Decide before asking for the next list: past the first `nprobe`, that sorts the rest.
@@ -164,38 +161,32 @@ impl IvfPqIndex {
             let Some(entries) = t.lists.get(list_index) else {
                 continue;
             };
-            let centroid = &t.centroids[list_index * self.dim..(list_index + 1) * self.dim];
-            let (base, table) = if inner_product {
-                (distance::dot(q, centroid), &query_table)
-            } else if let Some(precomputed) = &t.precomputed {
-                let list_part = &precomputed[list_index * m * 256..(list_index + 1) * m * 256];
-                table
-                    .iter_mut()
-                    .zip(list_part.iter().zip(&query_table))
-                    .for_each(|(out, (a, b))| *out = a + b);
-                (centroid_distance, &table)
-            } else {
-                residual
-                    .iter_mut()
-                    .zip(q.iter().zip(centroid))
-                    .for_each(|(r, (x, c))| *r = x - c);
-                t.pq.l2_table(&residual, &mut table);
-                (0.0, &table)
-            };
+            if entries.slots.is_empty() {
+                continue;
+            }
             adc_out.resize(entries.slots.len(), 0.0);
-            adc::adc_scan(table, m, &entries.codes, &mut adc_out);
+            adc::adc_scan(&table, m, &entries.codes, &mut adc_out);
             scanned += entries.slots.len();
-            for (&slot, &value) in entries.slots.iter().zip(&adc_out) {
-                match self.stored.slots.id(slot as usize) {
-                    Some(id) if keep(id) => {
-                        let d = if inner_product {
-                            self.distance_of_inner_product(base + value)
-                        } else {
-                            base + value
-                        };
-                        candidates.offer((d, slot));
+            if inner_product {
+                t.centroid(list_index, &mut centroid);
+                let base = distance::dot(q, &centroid);
+                for (&slot, &value) in entries.slots.iter().zip(&adc_out) {
+                    match self.stored.slots.id(slot as usize) {
+                        Some(id) if keep(id) => {
+                            candidates.offer((self.distance_of_inner_product(base + value), slot))
+                        }
+                        _ => {}
                     }
-                    _ => {}
+                }
+            } else {
+                let scale = t.l2_term_scale;
+                let scanned_entries = entries.slots.iter().zip(&adc_out).zip(&entries.l2_terms);
+                for ((&slot, &value), &term) in scanned_entries {
+                    match self.stored.slots.id(slot as usize) {
+                        Some(id) if keep(id) => candidates
+                            .offer((centroid_distance + scale * term.to_f32() + value, slot)),
+                        _ => {}
+                    }
                 }
             }
         }
@@ -271,16 +262,16 @@ impl IvfPqIndex {
         let slots = self.stored.slots.slots();
         let step = slots.div_ceil(sample.max(1)).max(1);
         let (mut error, mut norm, mut n) = (0f64, 0f64, 0usize);
-        let mut decoded = vec![0f32; self.dim];
+        let (mut decoded, mut centroid) = (vec![0f32; self.dim], vec![0f32; self.dim]);
         for slot in (0..slots).step_by(step) {
             if self.stored.slots.id(slot).is_none() {
                 continue;
             }
             let x = self.stored.vectors.get(slot);
-            let (list, code) = self.builder().encode(&t.centroids, &t.pq, x);
-            t.pq.decode(&code, &mut decoded);
-            let c = &t.centroids[list as usize * self.dim..(list as usize + 1) * self.dim];
-            for ((&xi, &ri), &ci) in x.iter().zip(&decoded).zip(c) {
+            let encoded = t.encode(x);
+            t.pq.decode(&encoded.code, &mut decoded);
+            t.centroid(encoded.list as usize, &mut centroid);
+            for ((&xi, &ri), &ci) in x.iter().zip(&decoded).zip(&centroid) {
                 error += f64::from(xi - (ci + ri)).powi(2);
                 norm += f64::from(xi).powi(2);
             }
@@ -396,7 +387,11 @@ impl VectorIndexRead for IvfPqIndex {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.stored.memory_bytes() + self.trained.as_ref().map_or(0, Trained::memory_bytes)
+        self.stored.memory_bytes()
+            + self
+                .trained
+                .as_ref()
+                .map_or(0, |t| t.entry_memory_bytes() + t.quantiser_memory_bytes())
     }
 
     fn quantization(&self) -> Option<QuantizationStatus> {
@@ -408,6 +403,7 @@ impl VectorIndexRead for IvfPqIndex {
                 trained_on: None,
                 training: self.rebuilding(),
                 code_memory_bytes: 0,
+                quantiser_memory_bytes: 0,
                 reconstruction_mse: None,
                 relative_reconstruction_error: None,
             });
@@ -421,11 +417,8 @@ impl VectorIndexRead for IvfPqIndex {
             code_bytes: Some(t.pq.code_size()),
             trained_on: Some(t.trained_on),
             training: self.rebuilding(),
-            code_memory_bytes: t
-                .lists
-                .iter()
-                .map(|l| l.slots.len() * 4 + l.codes.len())
-                .sum(),
+            code_memory_bytes: t.entry_memory_bytes(),
+            quantiser_memory_bytes: t.quantiser_memory_bytes(),
             reconstruction_mse: Some(mse),
             relative_reconstruction_error: Some(relative),
         })
