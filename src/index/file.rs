@@ -36,6 +36,13 @@ pub const MAGIC: [u8; 8] = *b"QUIVERIX";
 pub const CONTAINER_VERSION: u32 = 1;
 /// Size of the header; the payload starts here.
 pub const HEADER_LEN: usize = 64;
+/// File offsets of slabs (big arrays a reader could map in place) are multiples of this.
+pub const SLAB_ALIGN: usize = 64;
+
+/// Zero bytes that bring file offset `offset` to the next multiple of [`SLAB_ALIGN`].
+fn slab_padding(offset: u64) -> usize {
+    (SLAB_ALIGN as u64 - offset % SLAB_ALIGN as u64) as usize % SLAB_ALIGN
+}
 
 /// The kinds of index file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,6 +196,13 @@ impl FileWriter {
         self.write(&chunk)
     }
 
+    /// Pads the payload with zeros until the next byte's file offset is a multiple of
+    /// [`SLAB_ALIGN`], so that the slab written next can be memory-mapped in place.
+    pub fn align_slab(&mut self) -> Result<()> {
+        let pad = slab_padding(HEADER_LEN as u64 + self.len);
+        self.write(&[0u8; SLAB_ALIGN][..pad])
+    }
+
     /// Writes the header, makes the file durable and atomically replaces the old one.
     pub fn finish(mut self) -> Result<()> {
         let durable = (|| -> Result<()> {
@@ -230,6 +244,8 @@ pub struct FileReader {
     file: BufReader<File>,
     path: PathBuf,
     header: FileHeader,
+    /// Payload bytes read so far.
+    position: u64,
     remaining: u64,
     crc: u32,
     expected_crc: u32,
@@ -300,6 +316,7 @@ impl FileReader {
                 watermark: le_u64(&h[32..40]),
                 ..*expected
             },
+            position: 0,
             remaining: payload_len,
             crc: 0,
             expected_crc: le_u32(&h[48..52]),
@@ -338,6 +355,20 @@ impl FileReader {
         self.file.read_exact(buf)?;
         self.crc = crc32c::crc32c_append(self.crc, buf);
         self.remaining -= buf.len() as u64;
+        self.position += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Skips the zeros [`FileWriter::align_slab`] wrote at this point; anything else there is
+    /// corruption.
+    pub fn skip_slab_padding(&mut self) -> Result<()> {
+        let offset = HEADER_LEN as u64 + self.position;
+        let mut pad = [0u8; SLAB_ALIGN];
+        let pad = &mut pad[..slab_padding(offset)];
+        self.read(pad)?;
+        if pad.iter().any(|&b| b != 0) {
+            return Err(self.corrupted("slab padding is not zero"));
+        }
         Ok(())
     }
 
@@ -449,6 +480,42 @@ mod tests {
         let mut w = writer(path);
         w.write(payload).unwrap();
         w.finish().unwrap();
+    }
+
+    /// A slab starts at a file offset that is a multiple of 64 whatever came before it; the
+    /// reader skips the padding, and refuses padding that is not zero.
+    #[test]
+    fn slabs_start_at_aligned_file_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slabs.qvi");
+        for before in [0usize, 1, 63, 64, 65, 200] {
+            let mut w = writer(&path);
+            w.write(&vec![7u8; before]).unwrap();
+            w.align_slab().unwrap();
+            w.write(b"slab").unwrap();
+            w.finish().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let at = HEADER_LEN + before.div_ceil(SLAB_ALIGN) * SLAB_ALIGN;
+            assert_eq!(&bytes[at..], b"slab", "{before} bytes before");
+            let mut r = FileReader::open(&path, &header()).unwrap().unwrap();
+            r.read(&mut vec![0u8; before]).unwrap();
+            r.skip_slab_padding().unwrap();
+            let mut slab = [0u8; 4];
+            r.read(&mut slab).unwrap();
+            assert_eq!(&slab, b"slab");
+            r.finish().unwrap();
+        }
+        // Non-zero padding (with a valid checksum) is corruption.
+        let mut w = writer(&path);
+        w.write(&[7u8; 3]).unwrap();
+        w.write(&[1u8; 61]).unwrap();
+        w.finish().unwrap();
+        let mut r = FileReader::open(&path, &header()).unwrap().unwrap();
+        r.read(&mut [0u8; 3]).unwrap();
+        assert!(matches!(
+            r.skip_slab_padding(),
+            Err(Error::Corrupted { .. })
+        ));
     }
 
     /// Reads the whole payload, or the first error.

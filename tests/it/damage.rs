@@ -576,8 +576,12 @@ fn fields(kind: Kind, good: &[u8]) -> Vec<Field> {
                     true,
                 ));
             }
-            let first_list = lengths + nlist * 8;
-            f.push(Field::new("first slot of list 0", first_list, 4, false));
+            // The slots slab starts at the next 64-byte file offset; zero padding before it.
+            let slots = (lengths + nlist * 8).next_multiple_of(64);
+            f.push(Field::new("first slot of list 0", slots, 4, false));
+            if slots > lengths + nlist * 8 {
+                f.push(Field::new("slab padding", lengths + nlist * 8, 1, true));
+            }
         }
     }
     f

@@ -26,13 +26,19 @@
 //!
 //! The index keeps the full vectors too (exact search before training, re-ranking, retraining).
 //!
-//! Checkpoint payload (kind version 1), after the container header:
+//! Checkpoint payload (kind version 2), after the container header; the big arrays are slabs
+//! at 64-byte aligned file offsets (the vectors at offset 128), list `l`'s entries at the sum of
+//! the lengths before it:
 //! ```text
 //! 64-byte head: u64 slots, u64 trained (0|1), u64 nlist, u64 m, u64 trained_on, u64 indexed
 //! the stored vectors and slot maps (as every in-RAM index writes them)
 //! if trained: nlist × dim f32 centroids, m × 256 × (dim/m) f32 codebooks,
-//!             nlist × u64 list lengths, then per list: len × u32 slots, len × m code bytes
+//!             nlist × u64 list lengths,
+//!             zero padding, every list's slots (u32) list after list,
+//!             zero padding, every list's codes (m bytes each) list after list
 //! ```
+//! Version 1 (slots and codes interleaved per list) is refused as corrupt and rebuilt from
+//! the store, like any unreadable derived index.
 
 mod search;
 mod trained;
@@ -56,7 +62,7 @@ use crate::error::{Error, Result};
 use crate::types::{Change, DocView, InternalId, Metric, Seq};
 use trained::{Encoded, InvList, Trained};
 
-const KIND_VERSION: u16 = 1;
+const KIND_VERSION: u16 = 2;
 const FILE_NAME: &str = "ivfpq.qvi";
 /// The index trains once it holds this many vectors (and `39 × nlist` when `nlist` is given).
 pub const MIN_TRAINING_VECTORS: usize = 10_000;
@@ -435,8 +441,12 @@ impl IvfPqIndex {
             for list in &t.lists {
                 out.write(&(list.slots.len() as u64).to_le_bytes())?;
             }
+            out.align_slab()?;
             for list in &t.lists {
                 out.write_u32s(list.slots.iter().copied())?;
+            }
+            out.align_slab()?;
+            for list in &t.lists {
                 out.write(&list.codes)?;
             }
         }
@@ -498,25 +508,33 @@ impl IvfPqIndex {
         }
         let total: u64 = lengths.iter().map(|&l| l as u64).sum();
         input.ensure_remaining(total.saturating_mul(4 + m as u64))?;
-        let mut lists = Vec::with_capacity(nlist);
+        let total = total as usize;
+        input.skip_slab_padding()?;
+        let all_slots = input.read_u32s(total)?;
+        input.skip_slab_padding()?;
+        let mut all_codes = vec![0u8; total * m];
+        input.read(&mut all_codes)?;
         let mut listed = vec![false; indexed];
-        for len in lengths {
-            let slots = input.read_u32s(len)?;
-            for &slot in &slots {
-                match listed.get_mut(slot as usize) {
-                    Some(seen) if !*seen => *seen = true,
-                    Some(_) => return Err(input.corrupted("a slot is in two lists")),
-                    None => return Err(input.corrupted("list entry beyond the indexed slots")),
-                }
+        for &slot in &all_slots {
+            match listed.get_mut(slot as usize) {
+                Some(seen) if !*seen => *seen = true,
+                Some(_) => return Err(input.corrupted("a slot is in two lists")),
+                None => return Err(input.corrupted("list entry beyond the indexed slots")),
             }
-            let mut codes = vec![0u8; len * m];
-            input.read(&mut codes)?;
-            lists.push(InvList {
-                slots,
-                codes,
-                l2_terms: Vec::new(),
-            });
         }
+        let mut start = 0;
+        let lists = lengths
+            .into_iter()
+            .map(|len| {
+                let range = start..start + len;
+                start += len;
+                InvList {
+                    slots: all_slots[range.clone()].to_vec(),
+                    codes: all_codes[range.start * m..range.end * m].to_vec(),
+                    l2_terms: Vec::new(),
+                }
+            })
+            .collect();
         if (0..indexed).any(|slot| stored.slots.id(slot).is_some() && !listed[slot]) {
             return Err(input.corrupted("an indexed vector is in no list"));
         }
