@@ -381,7 +381,8 @@ impl FileReader {
 
     /// Reads `n` little-endian 32-bit words.
     pub fn read_u32s(&mut self, n: usize) -> Result<Vec<u32>> {
-        let mut out = Vec::new();
+        self.ensure_remaining((n as u64).saturating_mul(4))?;
+        let mut out = Vec::with_capacity(n);
         self.read_words_into(n, |w| out.push(u32::from_le_bytes(w)))?;
         Ok(out)
     }

@@ -30,11 +30,11 @@ use crate::payload::PayloadSchema;
 use crate::types::{Change, ChangeOp, Document, InternalId, Seq};
 use tables::{CollectionTables, COLLECTIONS, META, META_NEXT_COLLECTION_ID};
 
-/// redb page-cache size (redb gives 90% to reads, 10% to a transaction's dirty pages). The
-/// indexes keep their own copies of the vectors and a search returning ids reads nothing from
-/// the store, so the cache only serves document fetches and the write path, where the operating
-/// system's page cache stands behind it: 4 MiB built 100k × 128 as fast as 16 MiB did, with
-/// 12 MiB less RSS (BENCHMARKS.md).
+/// redb page-cache size, shared by reads and a transaction's dirty pages (redb holds those to
+/// at most half of it and writes out the rest). The indexes keep their own copies of the
+/// vectors and a search returning ids reads nothing from the store, so the cache only serves
+/// document fetches and the write path, where the operating system's page cache stands behind
+/// it: 4 MiB built 100k × 128 as fast as 16 MiB did, with 12 MiB less RSS (BENCHMARKS.md).
 const STORE_CACHE_BYTES: usize = 4 << 20;
 
 /// File name of the redb database inside a database directory.

@@ -491,50 +491,54 @@ impl IvfPqIndex {
         input.ensure_remaining(quantiser_bytes)?;
         let mut centroids = Vec::with_capacity(centroid_floats);
         input.read_f32s(centroid_floats, |x| centroids.push(x))?;
+        if centroids.iter().any(|x| !x.is_finite()) {
+            return Err(input.corrupted("the centroids hold NaN or infinite values"));
+        }
         let mut codebooks = Vec::with_capacity(codebook_floats);
         input.read_f32s(codebook_floats, |x| codebooks.push(x))?;
         let pq = ProductQuantizer::from_parts(self.dim, m, codebooks)
             .map_err(|e| input.corrupted(e.to_string()))?;
         input.ensure_remaining((nlist as u64).saturating_mul(8))?;
         let mut lengths = Vec::with_capacity(nlist);
+        let mut total = 0usize;
         for _ in 0..nlist {
             let mut word = [0u8; 8];
             input.read(&mut word)?;
+            // Every entry names a distinct indexed slot: the lists hold at most `indexed`.
             let len = usize::try_from(u64::from_le_bytes(word))
                 .ok()
-                .filter(|&len| len <= n)
-                .ok_or_else(|| input.corrupted("list longer than the index"))?;
+                .and_then(|len| total.checked_add(len))
+                .filter(|&sum| sum <= indexed)
+                .ok_or_else(|| input.corrupted("the lists hold more entries than indexed slots"))?
+                - total;
+            total += len;
             lengths.push(len);
         }
-        let total: u64 = lengths.iter().map(|&l| l as u64).sum();
-        input.ensure_remaining(total.saturating_mul(4 + m as u64))?;
-        let total = total as usize;
+        input.ensure_remaining((total as u64).saturating_mul(4 + m as u64))?;
+        // The slabs are read in order, straight into each list.
         input.skip_slab_padding()?;
-        let all_slots = input.read_u32s(total)?;
-        input.skip_slab_padding()?;
-        let mut all_codes = vec![0u8; total * m];
-        input.read(&mut all_codes)?;
         let mut listed = vec![false; indexed];
-        for &slot in &all_slots {
-            match listed.get_mut(slot as usize) {
-                Some(seen) if !*seen => *seen = true,
-                Some(_) => return Err(input.corrupted("a slot is in two lists")),
-                None => return Err(input.corrupted("list entry beyond the indexed slots")),
-            }
-        }
-        let mut start = 0;
-        let lists = lengths
-            .into_iter()
-            .map(|len| {
-                let range = start..start + len;
-                start += len;
-                InvList {
-                    slots: all_slots[range.clone()].to_vec(),
-                    codes: all_codes[range.start * m..range.end * m].to_vec(),
-                    l2_terms: Vec::new(),
+        let mut lists = Vec::with_capacity(nlist);
+        for &len in &lengths {
+            let slots = input.read_u32s(len)?;
+            for &slot in &slots {
+                match listed.get_mut(slot as usize) {
+                    Some(seen) if !*seen => *seen = true,
+                    Some(_) => return Err(input.corrupted("a slot is in two lists")),
+                    None => return Err(input.corrupted("list entry beyond the indexed slots")),
                 }
-            })
-            .collect();
+            }
+            lists.push(InvList {
+                slots,
+                codes: Vec::new(),
+                l2_terms: Vec::new(),
+            });
+        }
+        input.skip_slab_padding()?;
+        for (list, &len) in lists.iter_mut().zip(&lengths) {
+            list.codes = vec![0u8; len * m];
+            input.read(&mut list.codes)?;
+        }
         if (0..indexed).any(|slot| stored.slots.id(slot).is_some() && !listed[slot]) {
             return Err(input.corrupted("an indexed vector is in no list"));
         }
@@ -836,16 +840,21 @@ mod tests {
     /// reload, which recomputes the norm terms.
     #[test]
     fn approximate_distances_are_the_distances_to_the_reconstructed_vectors() {
+        // (metric, scale, offset added to every coordinate)
         let cases = [
-            (Metric::L2, 1.0),
-            (Metric::L2, 1_000.0),
-            (Metric::Cosine, 1.0),
-            (Metric::Dot, 1.0),
+            (Metric::L2, 1.0, 0.0),
+            (Metric::L2, 1_000.0, 0.0),
+            (Metric::L2, 1.0, 1_000.0),
+            (Metric::Cosine, 1.0, 0.0),
+            (Metric::Dot, 1.0, 0.0),
         ];
-        for (metric, magnitude) in cases {
-            let ctx = format!("{metric:?} × {magnitude}");
+        for (metric, magnitude, offset) in cases {
+            let ctx = format!("{metric:?} × {magnitude} + {offset}");
             let scaled = |seed: u64| -> Vec<f32> {
-                vector(seed, DIM).iter().map(|x| x * magnitude).collect()
+                vector(seed, DIM)
+                    .iter()
+                    .map(|x| x * magnitude + offset)
+                    .collect()
             };
             let mut index = new_index_for(metric);
             let (mut model, mut seq) = (Model::new(), 0);
@@ -870,6 +879,15 @@ mod tests {
             for (which, index) in [("built", &index), ("reloaded", &reloaded)] {
                 let t = index.trained.as_ref().expect("trained");
                 assert_eq!(t.keeps_l2_terms, metric == Metric::L2, "{ctx}");
+                // The mean centroid, from the centroids themselves.
+                let mut mean = vec![0f32; DIM];
+                let mut c = vec![0f32; DIM];
+                for l in 0..t.nlist() {
+                    t.centroid(l, &mut c);
+                    mean.iter_mut()
+                        .zip(&c)
+                        .for_each(|(m, x)| *m += x / NLIST as f32);
+                }
                 for seed in 0..5 {
                     let raw = scaled(900 + seed);
                     let q = index.distance.prepare(&raw).unwrap();
@@ -885,9 +903,11 @@ mod tests {
                             Metric::Cosine => (1.0 - ip).max(0.0),
                             Metric::Dot => -ip,
                         };
-                        // Half precision keeps 11 bits of a term `‖r‖² + 2⟨c, r⟩`, which is
-                        // at most 2(‖c‖² + ‖r‖²) in size.
-                        let norms = crate::distance::dot(&c, &c) + crate::distance::dot(&r, &r);
+                        // Half precision keeps 11 bits of a term `‖r‖² + 2⟨c − μ, r⟩`, at
+                        // most 2(‖c − μ‖² + ‖r‖²) in size: the error must not grow with an
+                        // offset every vector shares.
+                        let spread = crate::distance::l2_squared(&c, &mean);
+                        let norms = spread + crate::distance::dot(&r, &r);
                         let tolerance = 1e-3 * (1.0 + exact.abs() + norms);
                         assert!(
                             (hit.distance - exact).abs() <= tolerance,

@@ -138,12 +138,13 @@ impl IvfPqIndex {
     ) -> (Vec<Candidate>, usize) {
         let m = t.pq.code_size();
         let inner_product = self.uses_inner_product();
-        // One table for every list: ⟨q, r⟩ for inner products; −2⟨q, r⟩ for L2, where each
-        // entry adds its norm term and each list its centroid distance (see `trained.rs`).
+        // One table for every list: ⟨q, r⟩ for inner products; −2⟨q − μ, r⟩ for L2, where
+        // each entry adds its norm term and each list its centroid distance (see `trained.rs`).
         let mut table = vec![0f32; m * 256];
-        t.pq.dot_table(q, &mut table);
-        if !inner_product {
-            table.iter_mut().for_each(|x| *x *= -2.0);
+        if inner_product {
+            t.pq.dot_table(q, &mut table);
+        } else {
+            t.l2_query_table(q, &mut table);
         }
         let mut candidates = Shortlist::new(want);
         let mut scanned = 0;

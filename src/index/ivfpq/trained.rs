@@ -1,13 +1,16 @@
 //! The trained state of an IVF-PQ index: the coarse centroids, the product quantiser of the
 //! residuals `x − c`, and the inverted lists they fill.
 //!
-//! For L2 each list entry also carries its *norm term* `‖r‖² + 2⟨c, r⟩` (the decoded residual
-//! `r`, its list's centroid `c`), in half precision times a power-of-two scale fixed at training
-//! (so that no term can overflow), so that
-//! `‖q − (c + r)‖² = ‖q − c‖² + ‖r‖² + 2⟨c, r⟩ − 2⟨q, r⟩`: the first term is the probe order's
-//! centroid distance, the second the stored term, the third one ADC table per query shared by
-//! every list. A probed list needs no table of its own, and the index keeps 2 bytes per vector
-//! instead of Faiss's precomputed `nlist × m × 256` table (20.7 MB at nlist 1,265, m 16).
+//! For L2 each list entry also carries its *norm term* `‖r‖² + 2⟨c − μ, r⟩` (the decoded
+//! residual `r`, its list's centroid `c`, the mean `μ` of the centroids), in half precision times
+//! a power-of-two scale fixed at training (so that no term can overflow), so that
+//! `‖q − (c + r)‖² = ‖q − c‖² + (‖r‖² + 2⟨c − μ, r⟩) − 2⟨q − μ, r⟩`: the first term is the
+//! probe order's centroid distance, the second the stored term, the third one ADC table per
+//! query shared by every list. A probed list needs no table of its own, and the index keeps 2
+//! bytes per vector instead of Faiss's precomputed `nlist × m × 256` table (20.7 MB at nlist
+//! 1,265, m 16). Centring on `μ` keeps the terms (and so their rounding) as small as the spread
+//! of the centroids, wherever the data sits: distances do not depend on an offset shared by
+//! every vector, and neither does the terms' precision.
 
 use std::sync::OnceLock;
 
@@ -26,7 +29,7 @@ use crate::types::Metric;
 pub(super) struct InvList {
     pub(super) slots: Vec<u32>,
     pub(super) codes: Vec<u8>,
-    /// L2 only (empty otherwise): each entry's `‖r‖² + 2⟨c, r⟩` divided by the index's
+    /// L2 only (empty otherwise): each entry's `‖r‖² + 2⟨c − μ, r⟩` divided by the index's
     /// `l2_term_scale` (see the module comment).
     pub(super) l2_terms: Vec<f16>,
 }
@@ -56,6 +59,9 @@ pub(super) struct Trained {
     pub(super) lists: Vec<InvList>,
     /// Whether the entries carry norm terms (the metric is L2).
     pub(super) keeps_l2_terms: bool,
+    /// `μ`, the mean of the centroids (`dim` floats): the norm terms and the query's L2 table
+    /// are taken relative to it.
+    pub(super) center: Vec<f32>,
     /// What the stored norm terms are multiplied by: a power of two that keeps the largest
     /// possible term below 2¹⁴ in half precision (whose largest value is 65,504).
     pub(super) l2_term_scale: f32,
@@ -86,12 +92,14 @@ impl Trained {
                 centroids_t[d * nlist + l] = x;
             }
         }
-        let l2_term_scale = l2_term_scale(centroids, dim, &pq);
+        let center = mean_row(centroids, dim);
+        let l2_term_scale = l2_term_scale(centroids, &center, &pq);
         let mut trained = Trained {
             centroids_t,
             pq,
             lists,
             keeps_l2_terms: metric == Metric::L2,
+            center,
             l2_term_scale,
             reconstruction: OnceLock::new(),
             trained_on,
@@ -138,12 +146,25 @@ impl Trained {
         }
     }
 
-    /// `‖r‖² + 2⟨c, r⟩` for the decoded residual of `code` (into `decoded`) and centroid `c`,
-    /// scaled to be stored.
+    /// `‖r‖² + 2⟨c − μ, r⟩` for the decoded residual `r` of `code` (into `decoded`) and
+    /// centroid `c`, scaled to be stored.
     fn l2_term(&self, centroid: &[f32], code: &[u8], decoded: &mut [f32]) -> f16 {
         self.pq.decode(code, decoded);
-        let term = distance::dot(decoded, decoded) + 2.0 * distance::dot(centroid, decoded);
+        let offset: f32 = centroid
+            .iter()
+            .zip(&self.center)
+            .zip(decoded.iter())
+            .map(|((c, m), r)| (c - m) * r)
+            .sum();
+        let term = distance::dot(decoded, decoded) + 2.0 * offset;
         f16::from_f32(term / self.l2_term_scale)
+    }
+
+    /// The query's ADC table for L2 (`m × 256` floats): `−2⟨q − μ, r⟩` for every codeword `r`.
+    pub(super) fn l2_query_table(&self, q: &[f32], table: &mut [f32]) {
+        let centred: Vec<f32> = q.iter().zip(&self.center).map(|(x, m)| x - m).collect();
+        self.pq.dot_table(&centred, table);
+        table.iter_mut().for_each(|x| *x *= -2.0);
     }
 
     /// Computes every list's norm terms from its centroid and codes.
@@ -224,10 +245,17 @@ impl Trained {
         }
         let m = self.pq.code_size();
         for (list, &n) in self.lists.iter_mut().zip(&added).filter(|(_, &n)| n > 0) {
-            list.slots.reserve(n);
-            list.codes.reserve(n * m);
-            if self.keeps_l2_terms {
-                list.l2_terms.reserve(n);
+            // Exactly what a list's first fill needs; amortised growth afterwards.
+            if list.slots.is_empty() {
+                list.slots.reserve_exact(n);
+                list.codes.reserve_exact(n * m);
+                list.l2_terms
+                    .reserve_exact(if self.keeps_l2_terms { n } else { 0 });
+            } else {
+                list.slots.reserve(n);
+                list.codes.reserve(n * m);
+                list.l2_terms
+                    .reserve(if self.keeps_l2_terms { n } else { 0 });
             }
         }
         for e in entries {
@@ -258,12 +286,25 @@ impl Trained {
     }
 }
 
+/// The mean of the rows of `rows` (`dim` wide; zeros when there are none).
+fn mean_row(rows: &[f32], dim: usize) -> Vec<f32> {
+    let mut sum = vec![0f64; dim];
+    let mut n = 0usize;
+    for row in rows.chunks_exact(dim.max(1)) {
+        sum.iter_mut()
+            .zip(row)
+            .for_each(|(s, &x)| *s += f64::from(x));
+        n += 1;
+    }
+    sum.iter().map(|&s| (s / n.max(1) as f64) as f32).collect()
+}
+
 /// The power of two by which norm terms are divided to be stored: the largest term possible,
-/// `max ‖r‖² + 2 · max ‖c‖ · max ‖r‖` (`max ‖r‖²` the sum over the sub-spaces of their longest
-/// codeword's squared norm), then lands below 2¹⁴. Half precision keeps 11 significant bits
-/// at every magnitude, so the scale costs no precision; it only rules out overflow (say, for
-/// coordinates in the hundreds).
-fn l2_term_scale(centroids: &[f32], dim: usize, pq: &ProductQuantizer) -> f32 {
+/// `max ‖r‖² + 2 · max ‖c − μ‖ · max ‖r‖` (`max ‖r‖²` the sum over the sub-spaces of their
+/// longest codeword's squared norm), then lands below 2¹⁴. Half precision keeps 11 significant
+/// bits at every magnitude, so the scale costs no precision; it only rules out overflow (say,
+/// for coordinates in the hundreds).
+fn l2_term_scale(centroids: &[f32], center: &[f32], pq: &ProductQuantizer) -> f32 {
     let dsub = pq.dsub().max(1);
     let codebooks = pq.codebooks();
     let longest_residual_squared: f64 = codebooks
@@ -275,14 +316,20 @@ fn l2_term_scale(centroids: &[f32], dim: usize, pq: &ProductQuantizer) -> f32 {
         })
         .sum();
     let longest_centroid = centroids
-        .chunks_exact(dim.max(1))
-        .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+        .chunks_exact(center.len().max(1))
+        .map(|c| {
+            c.iter()
+                .zip(center)
+                .map(|(&x, &m)| (f64::from(x) - f64::from(m)).powi(2))
+                .sum::<f64>()
+        })
         .fold(0.0, f64::max)
         .sqrt();
     let bound = longest_residual_squared + 2.0 * longest_centroid * longest_residual_squared.sqrt();
     if !(bound.is_finite() && bound > 0.0) {
         return 1.0;
     }
-    let exponent = (bound.log2() - 14.0).ceil().clamp(-100.0, 100.0) as i32;
+    // Any f32 bound is below 2¹²⁸: the exponent stays within f32's normal range.
+    let exponent = (bound.log2() - 14.0).ceil().clamp(-126.0, 127.0) as i32;
     2f32.powi(exponent)
 }
