@@ -39,10 +39,16 @@ impl Shortlist {
         }
     }
 
+    /// Whether an offer at distance `d` could be kept (cheap: check before looking anything up).
+    #[inline]
+    fn admits(&self, d: f32) -> bool {
+        d <= self.bound
+    }
+
     #[inline]
     fn offer(&mut self, candidate: Candidate) {
         self.offered += 1;
-        if candidate.0 > self.bound {
+        if !self.admits(candidate.0) {
             return;
         }
         self.items.push(candidate);
@@ -68,46 +74,72 @@ impl Shortlist {
     }
 }
 
-/// The lists in order of their centroid's (squared L2) distance to the query: the first
-/// `nprobe` selected at once, the rest sorted only if the search needs them.
+/// The lists in order of their centroid's (squared L2) distance to the query, ties by list
+/// number: the first `nprobe` selected at once (a bounded heap: most lists are rejected by one
+/// comparison), the rest sorted only if the search needs them.
 struct ProbeOrder {
-    lists: Vec<(f32, u32)>,
-    sorted: usize,
+    distances: Vec<f32>,
+    /// [`order_key`]s, ascending: the nearest `nprobe`, or every list once sorted.
+    order: Vec<u64>,
+    all_sorted: bool,
     next: usize,
+}
+
+/// A key whose unsigned order is (distance by `f32::total_cmp`, then list).
+#[inline]
+fn order_key(distance: f32, list: u32) -> u64 {
+    let bits = distance.to_bits();
+    let ordered = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 0x8000_0000
+    };
+    (u64::from(ordered) << 32) | u64::from(list)
 }
 
 impl ProbeOrder {
     fn new(q: &[f32], t: &Trained, nprobe: usize) -> ProbeOrder {
         let mut distances = vec![0f32; t.nlist()];
         adc::l2_squared_transposed(q, &t.centroids_t, &mut distances);
-        let mut lists: Vec<(f32, u32)> = distances
-            .into_iter()
-            .enumerate()
-            .map(|(l, d)| (d, l as u32))
-            .collect();
-        let first = nprobe.min(lists.len());
-        let by_distance = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-        if first < lists.len() {
-            lists.select_nth_unstable_by(first, by_distance);
+        ProbeOrder::from_distances(distances, nprobe)
+    }
+
+    /// The order of lists whose centroids lie at `distances`, the first `nprobe` selected.
+    fn from_distances(distances: Vec<f32>, nprobe: usize) -> ProbeOrder {
+        let first = nprobe.min(distances.len());
+        let mut heap = std::collections::BinaryHeap::with_capacity(first + 1);
+        for (list, &d) in distances.iter().enumerate() {
+            let key = order_key(d, list as u32);
+            if heap.len() < first {
+                heap.push(key);
+            } else if let Some(mut worst) = heap.peek_mut() {
+                if key < *worst {
+                    *worst = key;
+                }
+            }
         }
-        lists[..first].sort_unstable_by(by_distance);
         ProbeOrder {
-            lists,
-            sorted: first,
+            all_sorted: first == distances.len(),
+            order: heap.into_sorted_vec(),
+            distances,
             next: 0,
         }
     }
 
     /// The next nearest list and its centroid's distance.
     fn next(&mut self) -> Option<(u32, f32)> {
-        if self.next == self.sorted && self.sorted < self.lists.len() {
-            self.lists[self.sorted..]
-                .sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            self.sorted = self.lists.len();
+        if self.next == self.order.len() && !self.all_sorted {
+            // Every list, sorted: the ones handed out so far are its prefix.
+            self.order = (0..self.distances.len())
+                .map(|list| order_key(self.distances[list], list as u32))
+                .collect();
+            self.order.sort_unstable();
+            self.all_sorted = true;
         }
-        let &(d, list) = self.lists.get(self.next)?;
+        let key = *self.order.get(self.next)?;
         self.next += 1;
-        Some((list, d))
+        let list = key as u32;
+        Some((list, self.distances[list as usize]))
     }
 }
 
@@ -168,26 +200,29 @@ impl IvfPqIndex {
             adc_out.resize(entries.slots.len(), 0.0);
             adc::adc_scan(&table, m, &entries.codes, &mut adc_out);
             scanned += entries.slots.len();
+            // The entries' approximate distances, in place.
             if inner_product {
                 t.centroid(list_index, &mut centroid);
                 let base = distance::dot(q, &centroid);
-                for (&slot, &value) in entries.slots.iter().zip(&adc_out) {
-                    match self.stored.slots.id(slot as usize) {
-                        Some(id) if keep(id) => {
-                            candidates.offer((self.distance_of_inner_product(base + value), slot))
-                        }
-                        _ => {}
-                    }
-                }
+                adc_out
+                    .iter_mut()
+                    .for_each(|v| *v = self.distance_of_inner_product(base + *v));
             } else {
                 let scale = t.l2_term_scale;
-                let scanned_entries = entries.slots.iter().zip(&adc_out).zip(&entries.l2_terms);
-                for ((&slot, &value), &term) in scanned_entries {
-                    match self.stored.slots.id(slot as usize) {
-                        Some(id) if keep(id) => candidates
-                            .offer((centroid_distance + scale * term.to_f32() + value, slot)),
-                        _ => {}
-                    }
+                adc_out
+                    .iter_mut()
+                    .zip(&entries.l2_terms)
+                    .for_each(|(v, term)| *v = centroid_distance + scale * term.to_f32() + *v);
+            }
+            // Only an entry that can enter the shortlist is looked up: the slot table is a
+            // random access per entry, which misses the cache at a million vectors.
+            for (&slot, &d) in entries.slots.iter().zip(&adc_out) {
+                if !candidates.admits(d) {
+                    continue;
+                }
+                match self.stored.slots.id(slot as usize) {
+                    Some(id) if keep(id) => candidates.offer((d, slot)),
+                    _ => {}
                 }
             }
         }
@@ -224,6 +259,11 @@ impl IvfPqIndex {
     ) -> Vec<Neighbor> {
         let mut top = TopK::new(k);
         let mut push = |slot: u32, distance: f32| {
+            // Look the document up (random accesses at a million vectors) only for a candidate
+            // that can enter: at most ties with the current k-th.
+            if distance > top.threshold() {
+                return;
+            }
             if let Some((id, uuid)) = uuid_of(&self.stored, slot as usize) {
                 top.push(Neighbor { id, uuid, distance });
             }
@@ -429,6 +469,41 @@ impl VectorIndexRead for IvfPqIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lists come out nearest first, ties by list number, each once, whatever `nprobe` was
+    /// selected up front (negative zero and infinities included).
+    #[test]
+    fn lists_are_probed_in_order_of_distance() {
+        let mut rng = crate::rng::SplitMix(7);
+        for nlist in [1usize, 2, 9, 100] {
+            let distances: Vec<f32> = (0..nlist)
+                .map(|i| match i % 17 {
+                    3 => -0.0,
+                    5 => f32::INFINITY,
+                    _ => (rng.next_f64() * 10.0).floor() as f32,
+                })
+                .collect();
+            let mut expected: Vec<(u32, f32)> = distances
+                .iter()
+                .enumerate()
+                .map(|(l, &d)| (l as u32, d))
+                .collect();
+            expected.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            for nprobe in [1, 2, nlist / 2, nlist, nlist + 3] {
+                let mut order = ProbeOrder::from_distances(distances.clone(), nprobe);
+                let got: Vec<(u32, f32)> = std::iter::from_fn(|| order.next()).collect();
+                let same = got.len() == expected.len()
+                    && got
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits());
+                assert!(
+                    same,
+                    "nlist {nlist}, nprobe {nprobe}: {got:?} vs {expected:?}"
+                );
+            }
+        }
+    }
 
     /// The shortlist keeps exactly the best `want` distances offered (ties included: any of the
     /// tied candidates may be kept, never a worse one), for every size around its selection
