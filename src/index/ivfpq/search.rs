@@ -212,7 +212,7 @@ impl IvfPqIndex {
                 adc_out
                     .iter_mut()
                     .zip(&entries.l2_terms)
-                    .for_each(|(v, term)| *v = centroid_distance + scale * term.to_f32() + *v);
+                    .for_each(|(v, term)| *v += centroid_distance + scale * term.to_f32());
             }
             // Only an entry that can enter the shortlist is looked up: the slot table is a
             // random access per entry, which misses the cache at a million vectors.
