@@ -205,9 +205,9 @@ fn manual_training_on_every_metric() {
         assert_eq!(response.strategy, "ivfpq_refined", "{metric:?}: trained");
         let q = c.info().unwrap().vector_index.quantization.unwrap();
         assert!(q.trained && q.nlist == Some(16) && q.code_bytes == Some(12));
-        // Codes (12 bytes), slots (4 bytes) and, for L2, half-precision norm terms (2 bytes)
-        // per vector, of the raw 96 bytes.
-        let per_vector = if metric == Metric::L2 { 18 } else { 16 };
+        // Codes (12 bytes), slots (4 bytes) and, for L2 and cosine, half-precision norm terms
+        // (2 bytes) per vector, of the raw 96 bytes.
+        let per_vector = if metric == Metric::Dot { 16 } else { 18 };
         assert_eq!(q.code_memory_bytes, 3_000 * per_vector, "{metric:?}");
         // 16 centroids and 12 × 256 codewords of 2 coordinates, plus headers.
         let floats = (16 * 24 + 256 * 24) * 4;

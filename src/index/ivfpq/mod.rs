@@ -253,11 +253,6 @@ impl IvfPqIndex {
         })
     }
 
-    /// The stored vectors' prepared form for the metric (inner products for cosine and dot).
-    fn uses_inner_product(&self) -> bool {
-        self.metric != Metric::L2
-    }
-
     /// What training and encoding need, owned, for a job in the background.
     fn builder(&self) -> Builder {
         Builder {
@@ -834,10 +829,11 @@ mod tests {
 
     /// Without re-ranking, every hit's distance is the exact distance from the query to the
     /// vector its entry reconstructs (centroid + decoded residual) under the metric: for L2
-    /// through the entry's half-precision norm term and the query's one table (also with
-    /// coordinates in the thousands, whose terms overflow half precision unless scaled), for
-    /// inner products through that table and the centroid's inner product. Also after a
-    /// reload, which recomputes the norm terms.
+    /// (and cosine, as half the squared L2 distance between unit vectors) through the entry's
+    /// half-precision norm term and the query's one table (also with coordinates in the
+    /// thousands, whose terms overflow half precision unless scaled), for dot products through
+    /// that table and the centroid's inner product. Also after a reload, which recomputes the
+    /// norm terms.
     #[test]
     fn approximate_distances_are_the_distances_to_the_reconstructed_vectors() {
         // (metric, scale, offset added to every coordinate)
@@ -878,7 +874,7 @@ mod tests {
             };
             for (which, index) in [("built", &index), ("reloaded", &reloaded)] {
                 let t = index.trained.as_ref().expect("trained");
-                assert_eq!(t.keeps_l2_terms, metric == Metric::L2, "{ctx}");
+                assert_eq!(t.keeps_l2_terms, metric != Metric::Dot, "{ctx}");
                 // The mean centroid, from the centroids themselves.
                 let mut mean = vec![0f32; DIM];
                 let mut c = vec![0f32; DIM];
@@ -898,9 +894,11 @@ mod tests {
                         let (c, r) = reconstruction(t, slot);
                         let x: Vec<f32> = c.iter().zip(&r).map(|(c, r)| c + r).collect();
                         let ip = crate::distance::dot(&q, &x);
+                        // Cosine: half the squared distance from the unit query (the cosine
+                        // distance when the reconstruction is a unit vector too).
                         let exact = match metric {
                             Metric::L2 => crate::distance::l2_squared(&q, &x),
-                            Metric::Cosine => (1.0 - ip).max(0.0),
+                            Metric::Cosine => 0.5 * crate::distance::l2_squared(&q, &x),
                             Metric::Dot => -ip,
                         };
                         // Half precision keeps 11 bits of a term `‖r‖² + 2⟨c − μ, r⟩`, at

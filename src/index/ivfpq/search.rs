@@ -149,14 +149,6 @@ impl IvfPqIndex {
         (nlist / 32).max(8).min(nlist)
     }
 
-    /// The distance of an inner product under the collection's metric.
-    fn distance_of_inner_product(&self, ip: f32) -> f32 {
-        match self.metric {
-            Metric::Cosine => (1.0 - ip).max(0.0),
-            _ => -ip,
-        }
-    }
-
     /// Scans the `nprobe` lists nearest to `q` (and the unencoded tail), keeping documents that
     /// pass `keep` — and further lists, nearest first, while fewer than `k` candidates were
     /// found (small lists never make a search return fewer than `k` hits). Returns the best
@@ -169,7 +161,12 @@ impl IvfPqIndex {
         keep: &dyn Fn(InternalId) -> bool,
     ) -> (Vec<Candidate>, usize) {
         let m = t.pq.code_size();
-        let inner_product = self.uses_inner_product();
+        // Dot products rank by ⟨q, c + r⟩; L2 and cosine (unit vectors, where the squared L2
+        // distance is twice the cosine distance) by ‖q − c − r‖², which, unlike ⟨q, c + r⟩,
+        // accounts for the reconstruction's norm: ranking cosine data by inner products capped
+        // recall near 0.95 at 1024-D.
+        let inner_product = !t.keeps_l2_terms;
+        let half = self.metric == Metric::Cosine;
         // One table for every list: ⟨q, r⟩ for inner products; −2⟨q − μ, r⟩ for L2, where
         // each entry adds its norm term and each list its centroid distance (see `trained.rs`).
         let mut table = vec![0f32; m * 256];
@@ -204,15 +201,16 @@ impl IvfPqIndex {
             if inner_product {
                 t.centroid(list_index, &mut centroid);
                 let base = distance::dot(q, &centroid);
-                adc_out
-                    .iter_mut()
-                    .for_each(|v| *v = self.distance_of_inner_product(base + *v));
+                adc_out.iter_mut().for_each(|v| *v = -(base + *v));
             } else {
                 let scale = t.l2_term_scale;
                 adc_out
                     .iter_mut()
                     .zip(&entries.l2_terms)
                     .for_each(|(v, term)| *v += centroid_distance + scale * term.to_f32());
+                if half {
+                    adc_out.iter_mut().for_each(|v| *v = (0.5 * *v).max(0.0));
+                }
             }
             // Only an entry that can enter the shortlist is looked up: the slot table is a
             // random access per entry, which misses the cache at a million vectors.

@@ -1,7 +1,7 @@
 //! The trained state of an IVF-PQ index: the coarse centroids, the product quantiser of the
 //! residuals `x − c`, and the inverted lists they fill.
 //!
-//! For L2 each list entry also carries its *norm term* `‖r‖² + 2⟨c − μ, r⟩` (the decoded
+//! For L2 and cosine (whose unit vectors rank by L2) each list entry also carries its *norm term* `‖r‖² + 2⟨c − μ, r⟩` (the decoded
 //! residual `r`, its list's centroid `c`, the mean `μ` of the centroids), in half precision times
 //! a power-of-two scale fixed at training (so that no term can overflow), so that
 //! `‖q − (c + r)‖² = ‖q − c‖² + (‖r‖² + 2⟨c − μ, r⟩) − 2⟨q − μ, r⟩`: the first term is the
@@ -23,13 +23,13 @@ use crate::index::pq::ProductQuantizer;
 use crate::index::stored::StoredVectors;
 use crate::types::Metric;
 
-/// One inverted list: the slots of its vectors, their codes (`m` bytes each) and, for L2,
-/// their norm terms.
+/// One inverted list: the slots of its vectors, their codes (`m` bytes each) and, for L2 and
+/// cosine, their norm terms.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct InvList {
     pub(super) slots: Vec<u32>,
     pub(super) codes: Vec<u8>,
-    /// L2 only (empty otherwise): each entry's `‖r‖² + 2⟨c − μ, r⟩` divided by the index's
+    /// L2 and cosine (empty for dot): each entry's `‖r‖² + 2⟨c − μ, r⟩` divided by the index's
     /// `l2_term_scale` (see the module comment).
     pub(super) l2_terms: Vec<f16>,
 }
@@ -57,7 +57,8 @@ pub(super) struct Trained {
     pub(super) centroids_t: Vec<f32>,
     pub(super) pq: ProductQuantizer,
     pub(super) lists: Vec<InvList>,
-    /// Whether the entries carry norm terms (the metric is L2).
+    /// Whether the entries carry norm terms: L2, and cosine (unit vectors, ranked by their
+    /// squared L2 distance); not dot products.
     pub(super) keeps_l2_terms: bool,
     /// `μ`, the mean of the centroids (`dim` floats): the norm terms and the query's L2 table
     /// are taken relative to it.
@@ -98,7 +99,7 @@ impl Trained {
             centroids_t,
             pq,
             lists,
-            keeps_l2_terms: metric == Metric::L2,
+            keeps_l2_terms: metric != Metric::Dot,
             center,
             l2_term_scale,
             reconstruction: OnceLock::new(),
