@@ -243,6 +243,14 @@ pub(crate) fn transpose(rows: &[f32], dim: usize) -> Vec<f32> {
     out
 }
 
+/// Row `row` of a matrix stored transposed by [`transpose`] (`out.len() × k`), into `out`.
+#[inline]
+pub(crate) fn transposed_row(transposed: &[f32], k: usize, row: usize, out: &mut [f32]) {
+    for (d, x) in out.iter_mut().enumerate() {
+        *x = transposed[d * k + row];
+    }
+}
+
 /// The index and value of the smallest of `distances` (ties: lowest index; NaN never wins;
 /// `(0, +inf)` if none is below infinity) — the same as a sequential scan.
 ///

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::kmeans::{self, transpose, KMeansParams};
+use super::kmeans::{self, transpose, transposed_row, KMeansParams};
 use super::rotation::{Rotation, MAX_ROTATED_DIM};
 use crate::distance::adc::{dot_transposed, l2_squared_transposed};
 use crate::error::{Error, Result};
@@ -32,7 +32,7 @@ pub struct ProductQuantizer {
     /// The codebooks, each sub-space's transposed (`dsub × 256` floats: coordinate `d` of
     /// centroid `c` of sub-space `j` at `j * 256 * dsub + d * 256 + c`), the layout
     /// [`l2_squared_transposed`] / [`dot_transposed`] read. The only copy: decoding gathers
-    /// from it, and [`ProductQuantizer::codebooks`] rebuilds the row-major form.
+    /// from it, and [`ProductQuantizer::codebooks`] transposes it back.
     codebooks_t: Vec<f32>,
     /// Rotation applied before quantising, if trained with one.
     rotation: Option<Rotation>,
@@ -221,22 +221,10 @@ impl ProductQuantizer {
     /// The codebooks row-major (a copy, for checkpoints), `m × 256 × dsub` floats: sub-space
     /// `j`'s centroid `c` starts at `(j * 256 + c) * dsub`.
     pub fn codebooks(&self) -> Vec<f32> {
-        let mut rows = vec![0f32; self.codebooks_t.len()];
-        for (j, book) in rows.chunks_exact_mut(KSUB * self.dsub).enumerate() {
-            for (c, centroid) in book.chunks_exact_mut(self.dsub).enumerate() {
-                self.gather_centroid(j, c, centroid);
-            }
-        }
-        rows
-    }
-
-    /// Centroid `c` of sub-space `j` into `out` (`dsub` floats), from the transposed codebook.
-    #[inline]
-    fn gather_centroid(&self, j: usize, c: usize, out: &mut [f32]) {
-        let book = self.book_t(j);
-        for (d, x) in out.iter_mut().enumerate() {
-            *x = book[d * KSUB + c];
-        }
+        self.codebooks_t
+            .chunks_exact(KSUB * self.dsub)
+            .flat_map(|book_t| transpose(book_t, KSUB))
+            .collect()
     }
 
     /// The transposed codebook of sub-space `j` (`dsub × 256` floats); `j < m`.
@@ -321,7 +309,7 @@ impl ProductQuantizer {
             .take(usable)
             .enumerate()
         {
-            self.gather_centroid(j, usize::from(c), dst);
+            transposed_row(self.book_t(j), KSUB, usize::from(c), dst);
         }
     }
 

@@ -811,6 +811,27 @@ mod tests {
         }
     }
 
+    /// An index of `metric` holding documents `0..n` with vectors `vector_of(id)`, trained by
+    /// hand, and the folder its checkpoint was written to.
+    fn trained_and_saved(
+        metric: Metric,
+        n: u32,
+        vector_of: impl Fn(u64) -> Vec<f32>,
+    ) -> (IvfPqIndex, tempfile::TempDir) {
+        let mut index = new_index_for(metric);
+        let (mut model, mut seq) = (Model::new(), 0);
+        let inserts: Vec<_> = (0..n).map(|id| (id, Some(vector_of(id.into())))).collect();
+        apply_changes(&mut index, &mut model, &mut seq, &inserts);
+        finish(&mut index);
+        assert!(index.train().unwrap());
+        index.publish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        index
+            .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
+            .unwrap();
+        (index, dir)
+    }
+
     /// The centroid and decoded residual of an indexed slot's list entry: the vector it stands
     /// for is their sum.
     fn reconstruction(t: &Trained, slot: usize) -> (Vec<f32>, Vec<f32>) {
@@ -852,19 +873,7 @@ mod tests {
                     .map(|x| x * magnitude + offset)
                     .collect()
             };
-            let mut index = new_index_for(metric);
-            let (mut model, mut seq) = (Model::new(), 0);
-            let inserts: Vec<_> = (0..2_000u32)
-                .map(|id| (id, Some(scaled(id.into()))))
-                .collect();
-            apply_changes(&mut index, &mut model, &mut seq, &inserts);
-            finish(&mut index);
-            assert!(index.train().unwrap());
-            index.publish().unwrap();
-            let dir = tempfile::tempdir().unwrap();
-            index
-                .checkpoint(&IndexDir::os(dir.path().to_path_buf()))
-                .unwrap();
+            let (index, dir) = trained_and_saved(metric, 2_000, scaled);
             let mut reloaded = new_index_for(metric);
             assert!(reloaded.load_checkpoint(dir.path()).unwrap());
             let knobs = SearchKnobs {
@@ -916,6 +925,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A checkpoint whose centroids hold a NaN (checksums valid) is refused as corrupt, not
+    /// loaded into NaN distances.
+    #[test]
+    fn a_checkpoint_with_a_nan_centroid_is_refused() {
+        let (index, dir) = trained_and_saved(Metric::L2, 1_000, |seed| vector(seed, DIM));
+        let path = IvfPqIndex::path(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The first centroid's bytes, found in the file, its first coordinate set to NaN.
+        let first: Vec<u8> = index.trained.as_ref().unwrap().centroids()[..DIM]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let at = bytes
+            .windows(first.len())
+            .position(|w| w == first.as_slice())
+            .expect("the centroids are in the file");
+        bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let payload = crc32c::crc32c(&bytes[64..]);
+        bytes[48..52].copy_from_slice(&payload.to_le_bytes());
+        let header = crc32c::crc32c(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&header.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reloaded = new_index();
+        assert!(matches!(
+            reloaded.load_checkpoint(dir.path()),
+            Err(Error::Corrupted { .. })
+        ));
     }
 
     /// A training that fails leaves the index untrained and exact, and the next one waits for

@@ -170,15 +170,16 @@ impl IvfPqIndex {
         // One table for every list: ⟨q, r⟩ for inner products; −2⟨q − μ, r⟩ for L2, where
         // each entry adds its norm term and each list its centroid distance (see `trained.rs`).
         let mut table = vec![0f32; m * 256];
+        // A probed list's centroid (dot products), first `q − μ` (L2).
+        let mut centroid = vec![0f32; self.dim];
         if inner_product {
             t.pq.dot_table(q, &mut table);
         } else {
-            t.l2_query_table(q, &mut table);
+            t.l2_query_table(q, &mut centroid, &mut table);
         }
         let mut candidates = Shortlist::new(want);
         let mut scanned = 0;
         let mut adc_out = Vec::new();
-        let mut centroid = vec![0f32; self.dim];
         let mut order = ProbeOrder::new(q, t, nprobe);
         let mut probed = 0;
         // Decide before asking for the next list: past the first `nprobe`, that sorts the rest.

@@ -85,14 +85,8 @@ impl Trained {
         (trained_on, indexed): (usize, usize),
         metric: Metric,
     ) -> Trained {
-        let nlist = lists.len();
         let dim = pq.dim();
-        let mut centroids_t = vec![0f32; centroids.len()];
-        for (l, centroid) in centroids.chunks_exact(dim.max(1)).enumerate() {
-            for (d, &x) in centroid.iter().enumerate() {
-                centroids_t[d * nlist + l] = x;
-            }
-        }
+        let centroids_t = kmeans::transpose(centroids, dim);
         let center = mean_row(centroids, dim);
         let l2_term_scale = l2_term_scale(centroids, &center, &pq);
         let mut trained = Trained {
@@ -123,20 +117,12 @@ impl Trained {
 
     /// Centroid `list` into `out` (`dim` floats).
     pub(super) fn centroid(&self, list: usize, out: &mut [f32]) {
-        let nlist = self.nlist();
-        for (d, x) in out.iter_mut().enumerate() {
-            *x = self.centroids_t[d * nlist + list];
-        }
+        kmeans::transposed_row(&self.centroids_t, self.nlist(), list, out);
     }
 
     /// The centroids row-major (`nlist × dim`), as checkpoints store them.
     pub(super) fn centroids(&self) -> Vec<f32> {
-        let dim = self.dim();
-        let mut rows = vec![0f32; self.nlist() * dim];
-        for (l, row) in rows.chunks_exact_mut(dim.max(1)).enumerate() {
-            self.centroid(l, row);
-        }
-        rows
+        kmeans::transpose(&self.centroids_t, self.nlist())
     }
 
     fn scratch(&self) -> EncodeScratch {
@@ -161,10 +147,14 @@ impl Trained {
         f16::from_f32(term / self.l2_term_scale)
     }
 
-    /// The query's ADC table for L2 (`m × 256` floats): `−2⟨q − μ, r⟩` for every codeword `r`.
-    pub(super) fn l2_query_table(&self, q: &[f32], table: &mut [f32]) {
-        let centred: Vec<f32> = q.iter().zip(&self.center).map(|(x, m)| x - m).collect();
-        self.pq.dot_table(&centred, table);
+    /// The query's ADC table for L2 (`m × 256` floats): `−2⟨q − μ, r⟩` for every codeword `r`
+    /// (`centred`, `dim` floats, receives `q − μ`).
+    pub(super) fn l2_query_table(&self, q: &[f32], centred: &mut [f32], table: &mut [f32]) {
+        centred
+            .iter_mut()
+            .zip(q.iter().zip(&self.center))
+            .for_each(|(out, (x, m))| *out = x - m);
+        self.pq.dot_table(centred, table);
         table.iter_mut().for_each(|x| *x *= -2.0);
     }
 
